@@ -1,0 +1,672 @@
+"""DNS probes for the transfer gate, the local runner and the tests.
+
+Pure dnspython, no Pulumi import, no shared state: every function is safe to
+call from many threads at once (the gate polls many zones concurrently with a
+thread pool). No probe raises for a network or DNS failure; each returns a
+frozen result whose :class:`Reason` says what went wrong and whose ``detail``
+is a human sentence for the gate's timeout message.
+
+Cost, cheapest first (design: "digest + serial, pull a whole zone only where
+it must"):
+
+* :func:`query_soa` / :func:`verify_secondary` -- one UDP query.
+* :func:`ixfr` -- one TCP exchange; when the server is up to date the answer
+  is a single SOA.
+* :func:`verify_primary` -- one UDP query, and only when the primary already
+  serves the expected serial, one TSIG AXFR to prove the content digest.
+* :func:`axfr` -- pulls and parses the whole zone (dnspython needs ~11 s for
+  a 100k-record zone over loopback where named needs 0.4 s).
+
+Endpoints are IP addresses (dnspython does not resolve host names).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import cast
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.node
+import dns.query
+import dns.rcode
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+import dns.rdtypes.ANY.SOA
+import dns.serial
+import dns.tsig
+import dns.xfr
+import dns.zone
+import dns.zonetypes
+
+__all__ = [
+    "Endpoint",
+    "Reason",
+    "SoaProbe",
+    "TransferProbe",
+    "XfrKind",
+    "axfr",
+    "ixfr",
+    "make_tsig_key",
+    "query_soa",
+    "serial_at_least",
+    "serial_compare",
+    "serial_compare_safe",
+    "verify_primary",
+    "verify_secondary",
+    "zone_digest",
+    "zone_digest_from_text",
+]
+
+_SERIAL_BITS = 32
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A DNS server address: an IP ``host``, a ``port`` and an optional label."""
+
+    host: str
+    port: int = 53
+    label: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.host}#{self.port}"
+        return f"{self.label} ({where})" if self.label else where
+
+
+class Reason(enum.StrEnum):
+    """Why a probe failed (or ``OK``)."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"
+    CONNECTION_REFUSED = "connection refused"
+    REFUSED = "refused"
+    NOTAUTH = "notauth"
+    NOT_AUTHORITATIVE = "not authoritative"  # answered, but without the AA bit
+    SERVFAIL = "servfail"
+    NXDOMAIN = "nxdomain"
+    TSIG_BADKEY = "tsig badkey"
+    TSIG_BADSIG = "tsig badsig"
+    TSIG_BADTIME = "tsig badtime"
+    STALE_SERIAL = "stale serial"
+    CONTENT_MISMATCH = "content mismatch"
+    ERROR = "error"
+
+
+class XfrKind(enum.StrEnum):
+    """How a server answered a transfer request."""
+
+    FULL = "axfr"  # a full zone (an AXFR, or an IXFR that fell back to AXFR style)
+    INCREMENTAL = "ixfr"  # difference sequences (RFC 1995)
+    UP_TO_DATE = "up-to-date"  # IXFR answered with the lone current SOA
+
+
+@dataclass(frozen=True)
+class SoaProbe:
+    endpoint: Endpoint
+    zone: str
+    reason: Reason
+    serial: int | None
+    detail: str
+    elapsed_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is Reason.OK
+
+
+@dataclass(frozen=True)
+class TransferProbe:
+    endpoint: Endpoint
+    zone: str
+    reason: Reason
+    serial: int | None
+    digest: str | None
+    records: int
+    detail: str
+    elapsed_s: float
+    kind: XfrKind | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is Reason.OK
+
+
+# --------------------------------------------------------------------------
+# TSIG
+
+
+def make_tsig_key(name: str, algorithm: str, secret_b64: str) -> dns.tsig.Key:
+    """A TSIG key from BIND's spelling (``key "name" { algorithm hmac-sha256; secret "..."; }``).
+
+    Raises ValueError for an unknown algorithm or a secret that is not base64.
+    """
+    alg = dns.name.from_text(algorithm.strip().lower())
+    if alg not in dns.tsig.mac_sizes or alg == dns.tsig.GSS_TSIG:
+        known = sorted(
+            a.to_text(omit_final_dot=True).lower()
+            for a in dns.tsig.mac_sizes
+            if a != dns.tsig.GSS_TSIG
+        )
+        raise ValueError(f"unknown TSIG algorithm {algorithm!r}; known: {', '.join(known)}")
+    try:
+        secret = base64.b64decode(secret_b64.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"TSIG secret for key {name!r} is not valid base64") from exc
+    if not secret:
+        raise ValueError(f"TSIG secret for key {name!r} is empty")
+    return dns.tsig.Key(name, secret, alg)
+
+
+def _keyring(key: dns.tsig.Key) -> dict[dns.name.Name, dns.tsig.Key]:
+    return {key.name: key}
+
+
+# --------------------------------------------------------------------------
+# serial arithmetic (RFC 1982)
+
+
+def serial_compare(a: int, b: int) -> int:
+    """-1, 0 or 1 as serial *a* is before, equal to or after *b* (RFC 1982).
+
+    Raises ValueError when the comparison is undefined (the two are exactly
+    2**31 apart).
+    """
+    sa, sb = dns.serial.Serial(a, _SERIAL_BITS), dns.serial.Serial(b, _SERIAL_BITS)
+    if sa == sb:
+        return 0
+    if sa < sb:
+        return -1
+    if sa > sb:
+        return 1
+    raise ValueError(f"serials {a} and {b} are not comparable (RFC 1982: 2**31 apart)")
+
+
+def serial_at_least(served: int, expected: int) -> bool:
+    """True when *served* is *expected* or later in serial arithmetic."""
+    try:
+        return serial_compare(served, expected) >= 0
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def _zone_name(zone: str | dns.name.Name) -> dns.name.Name:
+    return zone if isinstance(zone, dns.name.Name) else dns.name.from_text(zone)
+
+
+_RCODE_REASONS: dict[int, Reason] = {
+    int(dns.rcode.NOERROR): Reason.OK,
+    int(dns.rcode.REFUSED): Reason.REFUSED,
+    int(dns.rcode.NOTAUTH): Reason.NOTAUTH,
+    int(dns.rcode.SERVFAIL): Reason.SERVFAIL,
+    int(dns.rcode.NXDOMAIN): Reason.NXDOMAIN,
+    int(dns.rcode.BADSIG): Reason.TSIG_BADSIG,  # 16, shared with BADVERS
+    int(dns.rcode.BADKEY): Reason.TSIG_BADKEY,
+    int(dns.rcode.BADTIME): Reason.TSIG_BADTIME,
+}
+
+
+def _rcode_reason(rcode: int) -> Reason:
+    return _RCODE_REASONS.get(int(rcode), Reason.ERROR)
+
+
+def _exception_reason(exc: BaseException, *, transfer: bool = False) -> tuple[Reason, str]:
+    """Map what dnspython and the socket layer raise to a Reason and a sentence."""
+    if isinstance(exc, dns.exception.Timeout):
+        return Reason.TIMEOUT, "timed out"
+    if isinstance(exc, dns.tsig.PeerBadKey):
+        return (
+            Reason.TSIG_BADKEY,
+            "server does not know the TSIG key (BADKEY: unknown name or algorithm)",
+        )
+    if isinstance(exc, dns.tsig.PeerBadSignature):
+        return Reason.TSIG_BADSIG, "server rejected the TSIG signature (BADSIG: wrong secret)"
+    if isinstance(exc, dns.tsig.PeerBadTime):
+        return Reason.TSIG_BADTIME, "server rejected the TSIG time (BADTIME: clock skew)"
+    if isinstance(exc, dns.tsig.PeerError):
+        return Reason.TSIG_BADSIG, f"server rejected the TSIG: {exc}"
+    if isinstance(exc, dns.tsig.BadSignature):
+        return Reason.TSIG_BADSIG, "the answer's TSIG signature does not verify with our key"
+    if isinstance(exc, dns.tsig.BadTime):
+        return Reason.TSIG_BADTIME, "the answer's TSIG time is outside the fudge window"
+    if isinstance(exc, (dns.tsig.BadKey, dns.tsig.BadAlgorithm, dns.message.UnknownTSIGKey)):
+        return Reason.TSIG_BADKEY, f"the answer is signed with a key we did not use: {exc}"
+    if isinstance(exc, dns.xfr.TransferError):
+        reason = _rcode_reason(exc.rcode)
+        return (
+            Reason.ERROR if reason is Reason.OK else reason
+        ), f"transfer answered {dns.rcode.to_text(exc.rcode)}"
+    if isinstance(exc, ConnectionRefusedError):
+        return Reason.CONNECTION_REFUSED, "connection refused"
+    if transfer and isinstance(exc, (EOFError, ConnectionResetError, BrokenPipeError)):
+        # a server that will not transfer may also just close the connection
+        return (
+            Reason.REFUSED,
+            f"server closed the transfer connection without an answer ({type(exc).__name__})",
+        )
+    if isinstance(exc, dns.message.BadTSIG) or (
+        isinstance(exc, dns.exception.FormError) and "TSIG" in str(exc)
+    ):
+        return Reason.TSIG_BADSIG, f"bad TSIG in the answer: {exc}"
+    if isinstance(exc, TimeoutError):
+        return Reason.TIMEOUT, "timed out"
+    if isinstance(exc, OSError):
+        return Reason.ERROR, f"network error: {exc.strerror or exc}"
+    return Reason.ERROR, f"{type(exc).__name__}: {exc}"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self) -> float:
+        return round(time.monotonic() - self.start, 6)
+
+
+# --------------------------------------------------------------------------
+# SOA
+
+
+def query_soa(
+    endpoint: Endpoint,
+    zone: str | dns.name.Name,
+    *,
+    timeout: float = 2.0,
+    key: dns.tsig.Key | None = None,
+) -> SoaProbe:
+    """Ask *endpoint* for the SOA of *zone* over UDP (TCP if truncated).
+
+    OK only for NOERROR with the AA bit and the zone's SOA in the answer.
+    """
+    clock = _Clock()
+    name = _zone_name(zone)
+    zname = name.to_text()
+
+    def result(reason: Reason, detail: str, serial: int | None = None) -> SoaProbe:
+        return SoaProbe(endpoint, zname, reason, serial, detail, clock())
+
+    try:
+        q = dns.message.make_query(name, dns.rdatatype.SOA)
+        q.flags &= ~dns.flags.RD  # we ask the authority, not a resolver
+        if key is not None:
+            q.use_tsig(_keyring(key), key.name, algorithm=key.algorithm)
+        r = dns.query.udp(q, endpoint.host, timeout=timeout, port=endpoint.port)
+        if r.flags & dns.flags.TC:
+            r = dns.query.tcp(q, endpoint.host, timeout=timeout, port=endpoint.port)
+    except Exception as exc:  # every failure becomes a Reason
+        reason, detail = _exception_reason(exc)
+        return result(reason, detail)
+
+    rcode = r.rcode()
+    if rcode != dns.rcode.NOERROR:
+        return result(_rcode_reason(rcode), f"answered {dns.rcode.to_text(rcode)}")
+    soa_rrset = r.get_rrset(r.answer, name, dns.rdataclass.IN, dns.rdatatype.SOA)
+    serial = cast(dns.rdtypes.ANY.SOA.SOA, soa_rrset[0]).serial if soa_rrset else None
+    if not r.flags & dns.flags.AA:
+        return result(
+            Reason.NOT_AUTHORITATIVE,
+            "answered without the AA bit (not loaded as authoritative)",
+            serial,
+        )
+    if serial is None:
+        return result(Reason.ERROR, "authoritative answer without the zone's SOA")
+    return result(Reason.OK, f"serial {serial}", serial)
+
+
+# --------------------------------------------------------------------------
+# transfers
+
+
+def _count_records(zone: dns.zone.Zone) -> int:
+    return sum(len(rds) for node in zone.nodes.values() for rds in node.rdatasets)
+
+
+def _zone_serial(zone: dns.zone.Zone) -> int | None:
+    try:
+        return int(zone.get_soa().serial)
+    except dns.zone.NoSOA:
+        return None
+
+
+def axfr(
+    endpoint: Endpoint,
+    zone: str | dns.name.Name,
+    *,
+    key: dns.tsig.Key | None = None,
+    timeout: float = 5.0,
+    lifetime: float | None = 120.0,
+) -> tuple[TransferProbe, dns.zone.Zone | None]:
+    """Pull *zone* from *endpoint* by AXFR (TSIG-signed with *key* if given).
+
+    *timeout* bounds the wait for each message, *lifetime* the whole transfer.
+    Returns the probe and, when OK, the transferred zone. When a key is used,
+    dnspython insists that the first and last message of the answer are
+    signed, so an unsigned answer is never accepted as the zone.
+    """
+    clock = _Clock()
+    name = _zone_name(zone)
+    zname = name.to_text()
+    zobj = dns.zone.Zone(name, relativize=True)
+    try:
+        if key is not None:
+            q, _ = dns.xfr.make_query(
+                zobj,
+                serial=None,
+                keyring=_keyring(key),
+                keyname=key.name,
+                keyalgorithm=key.algorithm,
+            )
+        else:
+            q, _ = dns.xfr.make_query(zobj, serial=None)
+        dns.query.inbound_xfr(
+            endpoint.host, zobj, q, port=endpoint.port, timeout=timeout, lifetime=lifetime
+        )
+    except Exception as exc:
+        reason, detail = _exception_reason(exc, transfer=True)
+        return TransferProbe(
+            endpoint, zname, reason, None, None, 0, f"AXFR: {detail}", clock(), XfrKind.FULL
+        ), None
+    serial = _zone_serial(zobj)
+    if serial is None:
+        return (
+            TransferProbe(
+                endpoint,
+                zname,
+                Reason.ERROR,
+                None,
+                None,
+                0,
+                "AXFR: no SOA in the transfer",
+                clock(),
+                XfrKind.FULL,
+            ),
+            None,
+        )
+    records = _count_records(zobj)
+    digest = zone_digest(zobj)
+    probe = TransferProbe(
+        endpoint,
+        zname,
+        Reason.OK,
+        serial,
+        digest,
+        records,
+        f"AXFR: serial {serial}, {records} records",
+        clock(),
+        XfrKind.FULL,
+    )
+    return probe, zobj
+
+
+def ixfr(
+    endpoint: Endpoint,
+    zone: str | dns.name.Name,
+    *,
+    since_serial: int,
+    key: dns.tsig.Key | None = None,
+    timeout: float = 5.0,
+    lifetime: float | None = 120.0,
+) -> TransferProbe:
+    """Ask *endpoint* for the changes to *zone* since *since_serial* (IXFR over TCP).
+
+    ``kind`` says how the server answered: INCREMENTAL (difference
+    sequences), FULL (it fell back to an AXFR-style answer, e.g. no journal
+    for that serial) or UP_TO_DATE (only the current SOA: nothing newer).
+    ``records`` counts the resource records in the answer. A server whose
+    serial is behind *since_serial* comes back as STALE_SERIAL. No zone is
+    kept: the answer is checked (sequence, TSIG) and counted, not applied.
+    """
+    clock = _Clock()
+    name = _zone_name(zone)
+    zname = name.to_text()
+    kind: XfrKind | None = None
+    serial: int | None = None
+    records = 0
+    first_rr: list[tuple[dns.name.Name, int]] = []
+    try:
+        messages: Iterator[dns.message.Message] = dns.query.xfr(
+            endpoint.host,
+            name,
+            rdtype=dns.rdatatype.IXFR,
+            port=endpoint.port,
+            timeout=timeout,
+            lifetime=lifetime,
+            serial=since_serial,
+            relativize=False,
+            raise_on_serial_went_backwards=False,
+            keyring=_keyring(key) if key is not None else None,
+            keyname=key.name if key is not None else None,
+            keyalgorithm=key.algorithm if key is not None else dns.tsig.default_algorithm,
+        )
+        for msg in messages:
+            for rrset in msg.answer:
+                records += len(rrset)
+                if len(first_rr) < 2:
+                    first_rr.append((rrset.name, rrset.rdtype))
+                    if len(first_rr) == 1 and rrset.rdtype == dns.rdatatype.SOA:
+                        serial = int(cast(dns.rdtypes.ANY.SOA.SOA, rrset[0]).serial)
+    except Exception as exc:
+        reason, detail = _exception_reason(exc, transfer=True)
+        return TransferProbe(
+            endpoint, zname, reason, serial, None, records, f"IXFR: {detail}", clock(), None
+        )
+
+    if serial is None:
+        return TransferProbe(
+            endpoint,
+            zname,
+            Reason.ERROR,
+            None,
+            None,
+            records,
+            "IXFR: answer without SOA",
+            clock(),
+            None,
+        )
+    if serial_compare_safe(serial, since_serial) < 0:
+        return TransferProbe(
+            endpoint,
+            zname,
+            Reason.STALE_SERIAL,
+            serial,
+            None,
+            records,
+            f"IXFR: server serial {serial} is behind {since_serial}",
+            clock(),
+            XfrKind.UP_TO_DATE,
+        )
+    if serial == since_serial or len(first_rr) < 2:
+        kind = XfrKind.UP_TO_DATE
+        detail = f"IXFR: up to date at serial {serial}"
+    elif first_rr[1] == (name, dns.rdatatype.SOA):
+        kind = XfrKind.INCREMENTAL
+        detail = f"IXFR: incremental {since_serial} -> {serial}, {records} records"
+    else:
+        kind = XfrKind.FULL
+        detail = f"IXFR: server fell back to a full transfer at serial {serial}, {records} records"
+    return TransferProbe(endpoint, zname, Reason.OK, serial, None, records, detail, clock(), kind)
+
+
+def serial_compare_safe(a: int, b: int) -> int:
+    """Like :func:`serial_compare`, but an undefined comparison counts as -1 (behind)."""
+    try:
+        return serial_compare(a, b)
+    except ValueError:
+        return -1
+
+
+# --------------------------------------------------------------------------
+# digests
+
+
+def zone_digest(zone: dns.zone.Zone, *, ignore_soa_serial: bool = True) -> str:
+    """SHA-384 hex digest of the zone's content, computed as ZONEMD does (RFC 8976, SIMPLE).
+
+    With ``ignore_soa_serial`` (the default) the digest is computed as if the
+    SOA serial were 0. Why: the serial is checked on its own (exactly on the
+    primary, "at least" on secondaries), while the digest proves *content*.
+    Leaving the serial out lets the renderer compute the digest before a
+    serial is assigned (the serial is itself derived from a content hash),
+    lets the same digest hold for the same content across serial bumps, and
+    makes "rendered text" and "what the server transferred" comparable
+    without knowing which serial was stamped in. Apex ZONEMD records are left
+    out as RFC 8976 prescribes.
+
+    The zone given is not modified: the digest runs on a shallow copy whose
+    apex node is rebuilt with serial 0 (other nodes are shared, not copied).
+    """
+    target = zone
+    if ignore_soa_serial:
+        target = _with_serial_zero(zone)
+    return target.compute_digest(dns.zonetypes.DigestHashAlgorithm.SHA384).digest.hex()
+
+
+def _with_serial_zero(zone: dns.zone.Zone) -> dns.zone.Zone:
+    origin = zone.origin
+    if origin is None:
+        raise ValueError("zone has no origin")
+    apex_name = dns.name.empty if zone.relativize else origin
+    apex = zone.nodes.get(apex_name)
+    if apex is None:
+        raise dns.zone.NoSOA
+    copy = dns.zone.Zone(origin, zone.rdclass, zone.relativize)
+    copy.nodes.update(zone.nodes)
+    new_apex = dns.node.Node()
+    for rds in apex.rdatasets:
+        if rds.rdtype == dns.rdatatype.SOA:
+            soa0 = dns.rdataset.Rdataset(rds.rdclass, rds.rdtype, ttl=rds.ttl)
+            for rd in rds:
+                soa0.add(cast(dns.rdtypes.ANY.SOA.SOA, rd).replace(serial=0))
+            new_apex.rdatasets.append(soa0)
+        else:
+            new_apex.rdatasets.append(rds)
+    copy.nodes[apex_name] = new_apex
+    return copy
+
+
+def zone_digest_from_text(text: str, origin: str, *, ignore_soa_serial: bool = True) -> str:
+    """:func:`zone_digest` of zone-file *text* (parsed by dnspython with *origin*)."""
+    zone = dns.zone.from_text(text, origin=origin, relativize=True, check_origin=True)
+    return zone_digest(zone, ignore_soa_serial=ignore_soa_serial)
+
+
+# --------------------------------------------------------------------------
+# the gate's two checks
+
+
+def verify_primary(
+    endpoint: Endpoint,
+    zone: str | dns.name.Name,
+    expected_serial: int,
+    expected_digest: str,
+    key: dns.tsig.Key | None,
+    timeout: float = 2.0,
+) -> TransferProbe:
+    """The primary serves exactly *expected_serial* with AA, and its content matches.
+
+    The SOA query comes first and is cheap; the TSIG AXFR (the expensive
+    part) only runs once the serial is right. A primary that restarted with an
+    empty or old zone still answers AA -- the serial and the digest catch it.
+    """
+    clock = _Clock()
+    soa = query_soa(endpoint, zone, timeout=timeout)
+    if not soa.ok:
+        return TransferProbe(
+            endpoint, soa.zone, soa.reason, soa.serial, None, 0, f"SOA: {soa.detail}", clock()
+        )
+    assert soa.serial is not None
+    if soa.serial != expected_serial:
+        where = "ahead of" if serial_compare_safe(soa.serial, expected_serial) > 0 else "behind"
+        return TransferProbe(
+            endpoint,
+            soa.zone,
+            Reason.STALE_SERIAL,
+            soa.serial,
+            None,
+            0,
+            f"serves serial {soa.serial}, {where} the expected {expected_serial}",
+            clock(),
+        )
+    probe, _ = axfr(endpoint, zone, key=key, timeout=timeout)
+    elapsed = clock()
+    if not probe.ok:
+        return _replace_elapsed(probe, elapsed)
+    if probe.serial != expected_serial:
+        return TransferProbe(
+            endpoint,
+            probe.zone,
+            Reason.STALE_SERIAL,
+            probe.serial,
+            probe.digest,
+            probe.records,
+            f"AXFR carried serial {probe.serial}, expected {expected_serial}",
+            elapsed,
+            XfrKind.FULL,
+        )
+    if probe.digest != expected_digest.lower():
+        return TransferProbe(
+            endpoint,
+            probe.zone,
+            Reason.CONTENT_MISMATCH,
+            probe.serial,
+            probe.digest,
+            probe.records,
+            f"content digest {_short(probe.digest)} differs from the rendered "
+            f"{_short(expected_digest)} at serial {probe.serial} ({probe.records} records served)",
+            elapsed,
+            XfrKind.FULL,
+        )
+    return _replace_elapsed(probe, elapsed)
+
+
+def verify_secondary(
+    endpoint: Endpoint,
+    zone: str | dns.name.Name,
+    expected_serial: int,
+    timeout: float = 2.0,
+) -> SoaProbe:
+    """The secondary answers AA with a serial at or past *expected_serial* (RFC 1982)."""
+    soa = query_soa(endpoint, zone, timeout=timeout)
+    if not soa.ok:
+        return soa
+    assert soa.serial is not None
+    if not serial_at_least(soa.serial, expected_serial):
+        return SoaProbe(
+            endpoint,
+            soa.zone,
+            Reason.STALE_SERIAL,
+            soa.serial,
+            f"serves serial {soa.serial}, expected at least {expected_serial}",
+            soa.elapsed_s,
+        )
+    return soa
+
+
+def _short(digest: str | None) -> str:
+    return (digest or "-")[:16]
+
+
+def _replace_elapsed(probe: TransferProbe, elapsed: float) -> TransferProbe:
+    return TransferProbe(
+        probe.endpoint,
+        probe.zone,
+        probe.reason,
+        probe.serial,
+        probe.digest,
+        probe.records,
+        probe.detail,
+        elapsed,
+        probe.kind,
+    )

@@ -1,0 +1,217 @@
+"""Model in, bytes out: named.conf, zone files and the readiness script per instance.
+
+Pure (no Pulumi import) and deterministic: the same model, serials and
+placement give the same bytes, so a preview without a change shows no diff.
+A Placement says where the bytes will run: in the container (root "", port 53)
+or in a local `named` (a directory prefix, a loopback port, and a map from the
+addresses in stack config to the local servers that stand for them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from .model import Instance, StackSpec, Zone
+from .zonedata import ZoneContent
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "configs" / "templates"
+
+CONFIG_DIR = "etc/bind"
+ZONE_DIR = "var/lib/bind/zones"
+TSIG_DIR = "etc/bind/tsig"
+
+# A ConfigMap holds at most 1 MiB in all; keep room for metadata and keys.
+CONFIGMAP_BUDGET = 1_000_000
+# A zone file bigger than this is cut into parts joined with $INCLUDE.
+ZONE_PART_BYTES = 900_000
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Placement:
+    root: str = ""
+    port: int = 53
+    listen_v4: str = "any"
+    listen_v6: str = "any"
+    address_map: Mapping[Address, Address] = field(default_factory=dict)
+
+    def map(self, address: Address) -> Address:
+        return self.address_map.get(address, address)
+
+
+CONTAINER = Placement()
+
+
+@dataclass(frozen=True)
+class RenderedInstance:
+    instance: Instance
+    config_files: dict[str, bytes]  # relative container path -> bytes (ConfigMap)
+    zone_files: dict[str, bytes]  # relative container path -> bytes (ConfigMap shards)
+    secret_files: dict[str, bytes]  # relative container path -> bytes (Secret only)
+    zones: tuple[str, ...]
+    serials: dict[str, int]
+
+    @property
+    def checksum(self) -> str:
+        """sha256 of everything the instance mounts from ConfigMaps (not the Secret)."""
+        digest = hashlib.sha256()
+        for path, data in sorted({**self.config_files, **self.zone_files}.items()):
+            digest.update(path.encode() + b"\0" + hashlib.sha256(data).digest())
+        return digest.hexdigest()
+
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+
+def zone_file_name(zone_name: str) -> str:
+    return f"db.{zone_name}"
+
+
+def split_zone_text(text: str, root: str, file_name: str) -> dict[str, bytes]:
+    """One file if it fits a ConfigMap, else parts joined by $INCLUDE (one line never splits)."""
+    data = text.encode()
+    if len(data) <= ZONE_PART_BYTES:
+        return {f"{ZONE_DIR}/{file_name}": data}
+    head, _, rest = text.partition("\n")  # $ORIGIN line
+    soa, _, rest = rest.partition("\n")
+    parts: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in rest.splitlines(keepends=True):
+        if size + len(line) > ZONE_PART_BYTES and current:
+            parts.append("".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += len(line)
+    if current:
+        parts.append("".join(current))
+    files: dict[str, bytes] = {}
+    main = [head, soa]
+    for n, part in enumerate(parts):
+        part_name = f"{file_name}.part{n:04d}"
+        files[f"{ZONE_DIR}/{part_name}"] = part.encode()
+        main.append(f"$INCLUDE {root}/{ZONE_DIR}/{part_name}")
+    files[f"{ZONE_DIR}/{file_name}"] = ("\n".join(main) + "\n").encode()
+    return files
+
+
+def render_tsig_key(key_name: str, algorithm: str, secret: str) -> bytes:
+    return _env.get_template("tsig-key.conf.j2").render(
+        key_name=key_name, algorithm=algorithm, secret=secret
+    ).encode()
+
+
+def render_instance(
+    spec: StackSpec,
+    instance: Instance,
+    contents: Mapping[str, ZoneContent],
+    serials: Mapping[str, int],
+    placement: Placement = CONTAINER,
+    tsig_secret: str | None = None,
+) -> RenderedInstance:
+    zones: list[Zone] = spec.zones_for(instance)
+    key = spec.tsigKey
+    primary_zones, secondary_zones = [], []
+    zone_files: dict[str, bytes] = {}
+    for zone in sorted(zones, key=lambda z: z.zoneName):
+        file_name = zone_file_name(zone.zoneName)
+        if zone.type == "primary":
+            content = contents[zone.zoneName]
+            zone_files.update(
+                split_zone_text(content.text(serials[zone.zoneName]), placement.root, file_name)
+            )
+            primary_zones.append(
+                {
+                    "name": zone.zoneName,
+                    "file": file_name,
+                    "notify": [placement.map(a) for a in zone.notify_servers],
+                }
+            )
+        else:
+            assert zone.secondaryConfig is not None
+            secondary_zones.append(
+                {
+                    "name": zone.zoneName,
+                    "file": file_name,
+                    "primaries": [placement.map(a) for a in zone.secondaryConfig.servers],
+                }
+            )
+    named_conf = _env.get_template("named.conf.j2").render(
+        instance=instance,
+        root=placement.root,
+        port=placement.port,
+        listen_v4=placement.listen_v4,
+        listen_v6=placement.listen_v6,
+        key_name=key.name,
+        allow_query=instance.config.allowQuery,
+        allow_transfer=instance.transfer_acl(key.name),
+        primary_zones=primary_zones,
+        secondary_zones=secondary_zones,
+    )
+    zone_names = tuple(sorted(z.zoneName for z in zones))
+    ready = _env.get_template("ready.sh.j2").render(zones=zone_names, port=placement.port)
+    secret_files = {}
+    if tsig_secret is not None:
+        secret_files[f"{TSIG_DIR}/{key.name}.conf"] = render_tsig_key(
+            key.name, key.algorithm, tsig_secret
+        )
+    return RenderedInstance(
+        instance=instance,
+        config_files={
+            f"{CONFIG_DIR}/named.conf": named_conf.encode(),
+            f"{CONFIG_DIR}/ready.sh": ready.encode(),
+        },
+        zone_files=zone_files,
+        secret_files=secret_files,
+        zones=zone_names,
+        serials={z: serials[z] for z in zone_names if z in serials},
+    )
+
+
+def shard_files(files: Mapping[str, bytes], budget: int = CONFIGMAP_BUDGET) -> list[dict[str, bytes]]:
+    """Pack files into as few ConfigMaps as fit the budget (first fit, in name order)."""
+    shards: list[dict[str, bytes]] = []
+    sizes: list[int] = []
+    for path, data in sorted(files.items()):
+        cost = len(data) + len(path)
+        if cost > budget:
+            raise ValueError(f"{path} is {len(data)} bytes and cannot fit one ConfigMap")
+        for i, size in enumerate(sizes):
+            if size + cost <= budget:
+                shards[i][path] = data
+                sizes[i] += cost
+                break
+        else:
+            shards.append({path: data})
+            sizes.append(cost)
+    return shards
+
+
+def write_tree(rendered: RenderedInstance, directory: Path, *, include_secrets: bool) -> None:
+    """Lay the files out as the container's filesystem under directory."""
+    files = {**rendered.config_files, **rendered.zone_files}
+    if include_secrets:
+        files.update(rendered.secret_files)
+    for rel, data in files.items():
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        if rel.startswith(TSIG_DIR):
+            path.chmod(0o600)
+        elif rel.endswith(".sh"):
+            path.chmod(0o755)
+    for writable in ("var/cache/bind", "run/named", ZONE_DIR):
+        (directory / writable).mkdir(parents=True, exist_ok=True)

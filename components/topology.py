@@ -1,0 +1,299 @@
+"""From raw stack config (and bindy manifests) to a checked Topology.
+
+`load_topology` is the one gate every entry point passes through: the Pulumi
+program, the CLI and the local runner. It either returns a Topology whose
+zones are built and whose secret is checked, or raises TopologyError with
+every problem at once. Nothing is registered before it returns.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .model import (
+    PROJECT,
+    ConfigIssue,
+    Instance,
+    StackSpec,
+    TopologyError,
+    Zone,
+    check_labels,
+    format_loc,
+    issues_from_validation,
+)
+from .zonedata import ZoneContent, build_zone
+
+PREFIX = f"{PROJECT}:"
+SECRET_KEY = "tsigSecret"
+BINDY_API = "dns.firestoned.io/v1alpha1"
+
+
+@dataclass(frozen=True)
+class Topology:
+    stack: str
+    spec: StackSpec
+    contents: dict[str, ZoneContent]  # primary zones by zoneName
+    tsig_secret: str | None  # None only where the caller allowed it (render without secrets)
+
+    @property
+    def primary_zone_names(self) -> list[str]:
+        return sorted(self.contents)
+
+
+def project_dir_default() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def read_stack_file(project_dir: Path, stack: str) -> dict[str, Any]:
+    """The project's keys from Pulumi.<stack>.yaml, without the project prefix."""
+    path = project_dir / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        stacks = sorted(p.name[len("Pulumi."):-len(".yaml")]
+                        for p in project_dir.glob("Pulumi.*.yaml"))
+        raise TopologyError(
+            [ConfigIssue(path=str(path.name),
+                         message=f"no such stack file; known stacks: {', '.join(stacks)}")]
+        )
+    doc = yaml.safe_load(path.read_text()) or {}
+    return strip_prefix(doc.get("config") or {})
+
+
+def strip_prefix(config: dict[str, Any]) -> dict[str, Any]:
+    return {k[len(PREFIX):]: v for k, v in config.items() if k.startswith(PREFIX)}
+
+
+def list_stacks(project_dir: Path) -> list[str]:
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in project_dir.glob("Pulumi.*.yaml"))
+
+
+# --------------------------------------------------------------------------- bindy
+
+
+def bindy_documents(path: Path, where: str) -> tuple[list[dict], list[dict], list[ConfigIssue]]:
+    """Bind9Instance and DNSZone documents converted to our shapes (camelCase as on the page)."""
+    instances: list[dict] = []
+    zones: list[dict] = []
+    issues: list[ConfigIssue] = []
+    try:
+        docs = list(yaml.safe_load_all(path.read_text()))
+    except FileNotFoundError:
+        return [], [], [ConfigIssue(path=where, message=f"file not found: {path}")]
+    except yaml.YAMLError as exc:
+        return [], [], [ConfigIssue(path=where, message=f"not valid YAML: {exc}")]
+    for n, doc in enumerate(d for d in docs if d):
+        at = f"{where}#{n}"
+        if doc.get("apiVersion") != BINDY_API:
+            issues.append(ConfigIssue(path=f"{at}.apiVersion",
+                                      message=f"expected {BINDY_API!r}"))
+            continue
+        meta = doc.get("metadata") or {}
+        spec = dict(doc.get("spec") or {})
+        if doc.get("kind") == "Bind9Instance":
+            labels = dict(meta.get("labels") or {})
+            spec.setdefault("role", labels.get("dns-role", "secondary"))
+            instances.append({"name": meta.get("name"), "labels": labels, **spec})
+        elif doc.get("kind") == "DNSZone":
+            zones.append({"name": meta.get("name"), **spec})
+        else:
+            issues.append(ConfigIssue(path=f"{at}.kind",
+                                      message="expected Bind9Instance or DNSZone"))
+    return instances, zones, issues
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_cross(spec: StackSpec, prefix: str) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    seen: dict[str, int] = {}
+    for i, inst in enumerate(spec.instances):
+        at = f"{prefix}instances[{i}]"
+        if inst.name in seen:
+            issues.append(ConfigIssue(path=f"{at}.name", message=(
+                f"duplicate instance name {inst.name!r} (also instances[{seen[inst.name]}]); "
+                "give each instance its own name")))
+        seen.setdefault(inst.name, i)
+        for key, problem in check_labels(inst.labels):
+            issues.append(ConfigIssue(path=f"{at}.labels.{key}", message=problem))
+        if inst.labels.get("dns-role") != inst.role:
+            issues.append(ConfigIssue(path=f"{at}.labels.dns-role", message=(
+                f"dns-role label is {inst.labels.get('dns-role')!r} but role is {inst.role!r}; "
+                "make them agree")))
+        for j, entry in enumerate(inst.config.allowTransfer or []):
+            if entry.startswith("key ") and entry[4:] != spec.tsigKey.name:
+                issues.append(ConfigIssue(path=f"{at}.config.allowTransfer[{j}]", message=(
+                    f"unknown key {entry[4:]!r}; the stack's key is {spec.tsigKey.name!r}")))
+        if inst.role == "secondary" and inst.config.allowTransfer:
+            issues.append(ConfigIssue(path=f"{at}.config.allowTransfer", message=(
+                "secondaries serve no transfers; leave allowTransfer empty")))
+
+    zone_seen: dict[str, int] = {}
+    for z, zone in enumerate(spec.zones):
+        at = f"{prefix}zones[{z}]"
+        name = zone.resource_name
+        if name in zone_seen:
+            issues.append(ConfigIssue(path=f"{at}.name", message=(
+                f"duplicate zone resource name {name!r} (also zones[{zone_seen[name]}]); set "
+                "a distinct name")))
+        zone_seen.setdefault(name, z)
+        if zone.name is not None:
+            try:
+                from .model import dns1123_name
+
+                dns1123_name(zone.name)
+            except ValueError as exc:
+                issues.append(ConfigIssue(path=f"{at}.name", message=str(exc)))
+        for key, problem in check_labels(zone.instanceSelector.matchLabels):
+            issues.append(ConfigIssue(path=f"{at}.instanceSelector.matchLabels.{key}",
+                                      message=problem))
+        matched = spec.instances_for(zone)
+        if not matched:
+            issues.append(ConfigIssue(path=f"{at}.instanceSelector", message=(
+                f"matchLabels {zone.instanceSelector.matchLabels} selects no instance; "
+                "fix the labels or add an instance that carries them")))
+        for inst in matched:
+            if inst.role != zone.type:
+                issues.append(ConfigIssue(path=f"{at}.instanceSelector", message=(
+                    f"a {zone.type} zone selects {inst.role} instance {inst.name!r}; "
+                    "narrow matchLabels (e.g. dns-role)")))
+        if zone.type == "secondary":
+            if zone.secondaryConfig is None or not zone.secondaryConfig.primaryServers:
+                issues.append(ConfigIssue(path=f"{at}.secondaryConfig.primaryServers", message=(
+                    "a secondary zone needs the IPs of its primaries; add "
+                    "secondaryConfig.primaryServers: ['10.0.1.10']")))
+            if zone.records or zone.recordsFile:
+                issues.append(ConfigIssue(path=f"{at}.records", message=(
+                    "a secondary zone takes its records from the primary; remove them")))
+
+    per_instance: dict[tuple[str, str], str] = {}
+    for zone in spec.zones:
+        for inst in spec.instances_for(zone):
+            other = per_instance.setdefault((inst.name, zone.zoneName), zone.resource_name)
+            if other != zone.resource_name:
+                issues.append(ConfigIssue(path=f"{prefix}zones", message=(
+                    f"instance {inst.name!r} would serve {zone.zoneName} twice ({other} and "
+                    f"{zone.resource_name}); one zone per instance")))
+    return issues
+
+
+def check_secret(secret: str | None, *, stack: str, required: bool) -> list[ConfigIssue]:
+    path = f"{PREFIX}{SECRET_KEY}"
+    if secret is None:
+        if not required:
+            return []
+        return [ConfigIssue(path=path, message=(
+            "the TSIG secret is not set; set it with: pulumi config set --secret --stack "
+            f'{stack} {PREFIX}{SECRET_KEY} "$(python -m components keygen)"'))]
+    try:
+        raw = base64.b64decode(secret, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) < 16:
+        return [ConfigIssue(path=path, message=(
+            "the TSIG secret is not valid base64 of at least 16 bytes; replace it with: "
+            f"pulumi config set --secret --stack {stack} {PREFIX}{SECRET_KEY} "
+            '"$(python -m components keygen)"'))]
+    return []
+
+
+def _with_default_labels(raw: dict[str, Any], region: Any, environment: Any) -> dict[str, Any]:
+    """Fill dns-role/region/environment labels from role and stack config when absent."""
+    out = dict(raw)
+    labels = dict(out.get("labels") or {})
+    if isinstance(out.get("role"), str):
+        labels.setdefault("dns-role", out["role"])
+    if isinstance(region, str):
+        labels.setdefault("region", region)
+    if isinstance(environment, str):
+        labels.setdefault("environment", environment)
+    out["labels"] = labels
+    return out
+
+
+def load_topology(
+    raw: dict[str, Any],
+    *,
+    stack: str,
+    project_dir: Path,
+    tsig_secret: str | None,
+    secret_required: bool = True,
+) -> Topology:
+    """Validate everything and build every primary zone; raise TopologyError on any problem."""
+    issues: list[ConfigIssue] = []
+    raw = dict(raw)
+    raw.pop(SECRET_KEY, None)
+    instances = list(raw.get("instances") or [])
+    zones = list(raw.get("zones") or [])
+    origin_paths = [f"{PREFIX}instances[{i}]" for i in range(len(instances))]
+    zone_paths = [f"{PREFIX}zones[{i}]" for i in range(len(zones))]
+    for m, manifest in enumerate(raw.get("bindyManifests") or []):
+        where = f"{PREFIX}bindyManifests[{m}]({manifest})"
+        b_instances, b_zones, b_issues = bindy_documents(project_dir / str(manifest), where)
+        issues += b_issues
+        origin_paths += [f"{manifest}#Bind9Instance/{d.get('name')}.spec" for d in b_instances]
+        zone_paths += [f"{manifest}#DNSZone/{d.get('name')}.spec" for d in b_zones]
+        instances += b_instances
+        zones += b_zones
+    raw["instances"] = [
+        _with_default_labels(i, raw.get("region"), raw.get("environment", "production"))
+        if isinstance(i, dict) else i
+        for i in instances
+    ]
+    raw["zones"] = zones
+
+    try:
+        spec = StackSpec.model_validate(raw)
+    except ValidationError as exc:
+        for issue in issues_from_validation(exc, PREFIX):
+            issues.append(_relocate(issue, origin_paths, zone_paths))
+        issues += check_secret(tsig_secret, stack=stack, required=secret_required)
+        raise TopologyError(issues) from None
+
+    issues += [_relocate(i, origin_paths, zone_paths) for i in _check_cross(spec, PREFIX)]
+    issues += check_secret(tsig_secret, stack=stack, required=secret_required)
+
+    contents: dict[str, ZoneContent] = {}
+    for z, zone in enumerate(spec.zones):
+        if zone.type != "primary":
+            continue
+        at = zone_paths[z]
+        content, zone_issues = build_zone(zone, at, project_dir)
+        issues += zone_issues
+        if content is None:
+            continue
+        size = len(content.text(0))
+        if size > spec.maxZoneBytes:
+            issues.append(ConfigIssue(path=at, message=(
+                f"zone {zone.zoneName} renders to {size} bytes, over maxZoneBytes "
+                f"({spec.maxZoneBytes}); split it into delegated child zones or raise "
+                f"{PREFIX}maxZoneBytes")))
+        contents[zone.zoneName] = content
+    if issues:
+        raise TopologyError(issues)
+    return Topology(stack=stack, spec=spec, contents=contents, tsig_secret=tsig_secret)
+
+
+def _relocate(issue: ConfigIssue, instance_paths: list[str], zone_paths: list[str]) -> ConfigIssue:
+    """Point issues in merged lists back at the file they came from (bindy manifests)."""
+    for kind, paths in (("instances", instance_paths), ("zones", zone_paths)):
+        head = f"{PREFIX}{kind}["
+        if issue.path.startswith(head):
+            index_text, _, rest = issue.path[len(head):].partition("]")
+            if index_text.isdigit() and int(index_text) < len(paths):
+                return ConfigIssue(path=paths[int(index_text)] + rest, message=issue.message)
+    return issue
+
+
+def instance_path(spec: StackSpec, instance: Instance) -> str:
+    return format_loc(PREFIX, ["instances", spec.instances.index(instance)])
+
+
+def zone_path(spec: StackSpec, zone: Zone) -> str:
+    return format_loc(PREFIX, ["zones", spec.zones.index(zone)])

@@ -1,0 +1,170 @@
+"""Zone content built and checked with dnspython.
+
+A zone's records come inline from stack config, from a YAML records file, or
+from an existing master file. They are parsed once with dnspython, which is
+the judge of what is valid; problems come back as ConfigIssues naming the
+record's config path. The SOA is kept apart from the rest so that the content
+hash (which drives the serial) is independent of the serial itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.exception
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.SOA
+import dns.zone
+import yaml
+
+from .model import ConfigIssue, Record, Zone
+
+IN = dns.rdataclass.IN
+
+
+@dataclass(frozen=True)
+class ZoneContent:
+    """The records of a primary zone, without its serial."""
+
+    zone_name: str
+    soa: dns.rdtypes.ANY.SOA.SOA  # serial 0: the serial is applied at render time
+    soa_ttl: int
+    body: str  # every record but the SOA, as dnspython writes them, sorted
+    record_count: int
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.text(0).encode()).hexdigest()
+
+    def soa_line(self, serial: int) -> str:
+        soa = self.soa.replace(serial=serial)
+        return f"@ {self.soa_ttl} IN SOA {soa.to_text()}\n"
+
+    def text(self, serial: int) -> str:
+        return f"$ORIGIN {self.zone_name}.\n" + self.soa_line(serial) + self.body
+
+
+def load_records(zone: Zone, project_dir: Path) -> list[Record]:
+    records = list(zone.records)
+    if zone.recordsFile:
+        data = yaml.load((project_dir / zone.recordsFile).read_text(), Loader=_Loader)
+        items = data.get("records", data) if isinstance(data, dict) else data
+        records += [Record.model_validate(item) for item in items or []]
+    return records
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def build_zone(
+    zone: Zone, path: str, project_dir: Path
+) -> tuple[ZoneContent | None, list[ConfigIssue]]:
+    """Parse a primary zone's records; return its content or the issues found."""
+    issues: list[ConfigIssue] = []
+    origin = dns.name.from_text(zone.zoneName)
+    if zone.soaRecord is None:
+        return None, [
+            ConfigIssue(
+                path=f"{path}.soaRecord",
+                message="a primary zone needs soaRecord (primaryNs, adminEmail); add it",
+            )
+        ]
+    try:
+        records = load_records(zone, project_dir)
+    except FileNotFoundError as exc:
+        return None, [
+            ConfigIssue(path=f"{path}.recordsFile", message=f"file not found: {exc.filename}")
+        ]
+    except Exception as exc:  # YAML or shape errors in the records file
+        return None, [ConfigIssue(path=f"{path}.recordsFile", message=f"cannot read: {exc}")]
+
+    z = dns.zone.Zone(origin, relativize=True)
+    for index, record in enumerate(records):
+        where = f"{path}.records[{index}]" if index < len(zone.records) else (
+            f"{path}.recordsFile[{index - len(zone.records)}]"
+        )
+        try:
+            owner = dns.name.from_text(record.name, origin)
+        except dns.exception.DNSException as exc:
+            issues.append(ConfigIssue(path=f"{where}.name", message=f"bad name: {exc}"))
+            continue
+        if not owner.is_subdomain(origin):
+            issues.append(
+                ConfigIssue(
+                    path=f"{where}.name",
+                    message=f"{record.name!r} is outside the zone {zone.zoneName}; "
+                    "use a relative name or one ending in the zone name",
+                )
+            )
+            continue
+        try:
+            rdtype = dns.rdatatype.from_text(record.type)
+            rdata = dns.rdata.from_text(IN, rdtype, record.data, origin=origin, relativize=True)
+        except Exception as exc:
+            issues.append(
+                ConfigIssue(
+                    path=f"{where}.data",
+                    message=f"{record.type} data {record.data!r} is not valid: {exc}",
+                )
+            )
+            continue
+        if rdtype == dns.rdatatype.SOA:
+            issues.append(
+                ConfigIssue(path=f"{where}.type", message="put the SOA in soaRecord, not records")
+            )
+            continue
+        relative = owner.relativize(origin)
+        rdataset = z.find_rdataset(relative, rdtype, create=True)
+        rdataset.add(rdata, record.ttl if record.ttl is not None else zone.ttl)
+
+    for name, node in z.nodes.items():
+        types = {rds.rdtype for rds in node.rdatasets}
+        if dns.rdatatype.CNAME in types and len(types - {dns.rdatatype.RRSIG,
+                                                        dns.rdatatype.NSEC}) > 1:
+            others = sorted(dns.rdatatype.to_text(t) for t in types if t != dns.rdatatype.CNAME)
+            issues.append(
+                ConfigIssue(
+                    path=f"{path}.records",
+                    message=f"{name} has a CNAME beside other data ({', '.join(others)}); "
+                    "a CNAME must be the only record at its name: remove one",
+                )
+            )
+    if z.get_rdataset(dns.name.empty, dns.rdatatype.NS) is None:
+        issues.append(
+            ConfigIssue(
+                path=f"{path}.records",
+                message=f"zone {zone.zoneName} has no NS record at its apex; add "
+                "{name: '@', type: NS, data: ns1." + zone.zoneName + ".}",
+            )
+        )
+    soa = zone.soaRecord
+    try:
+        soa_rdata = dns.rdata.from_text(
+            IN,
+            dns.rdatatype.SOA,
+            f"{soa.primaryNs} {soa.rname} 0 {soa.refresh} {soa.retry} {soa.expire} "
+            f"{soa.negativeTtl}",
+            origin=origin,
+            relativize=False,
+        )
+    except Exception as exc:
+        issues.append(ConfigIssue(path=f"{path}.soaRecord", message=f"SOA is not valid: {exc}"))
+    if issues:
+        return None, issues
+    assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA)
+    body = z.to_text(sorted=True, relativize=True)
+    return (
+        ZoneContent(
+            zone_name=zone.zoneName,
+            soa=soa_rdata,
+            soa_ttl=zone.ttl,
+            body=body,
+            record_count=len(records) + 1,
+        ),
+        [],
+    )
