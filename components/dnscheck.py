@@ -485,7 +485,7 @@ def ixfr(
             records,
             f"IXFR: server serial {serial} is behind {since_serial}",
             clock(),
-            XfrKind.UP_TO_DATE,
+            None,
         )
     if serial == since_serial or len(first_rr) < 2:
         kind = XfrKind.UP_TO_DATE

@@ -8,12 +8,16 @@ tests use this module on its own.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,7 +36,9 @@ TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 
 
 class ConfigIssue(BaseModel):
@@ -138,6 +144,23 @@ def _cidr(value: str) -> str:
         ) from None
 
 
+def _server(value: str) -> str:
+    parse_server(value)
+    return value
+
+
+def _transfer_entry(value: str) -> str:
+    if value.startswith("key "):
+        return "key " + value[4:].strip()
+    return _cidr(value)
+
+
+# List items validated one by one, so that an error names its index (allowQuery[1]).
+Cidr = Annotated[str, AfterValidator(_cidr)]
+Server = Annotated[str, AfterValidator(_server)]
+TransferEntry = Annotated[str, AfterValidator(_transfer_entry)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -147,27 +170,9 @@ class _Strict(BaseModel):
 
 class InstanceConfig(_Strict):
     recursion: bool = False
-    allowQuery: list[str] = Field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+    allowQuery: list[Cidr] = Field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
     # None means: the role's default (the TSIG key on primaries, nothing on secondaries).
-    allowTransfer: list[str] | None = None
-
-    @field_validator("allowQuery")
-    @classmethod
-    def _query_cidrs(cls, values: list[str]) -> list[str]:
-        return [_cidr(v) for v in values]
-
-    @field_validator("allowTransfer")
-    @classmethod
-    def _transfer_acl(cls, values: list[str] | None) -> list[str] | None:
-        if values is None:
-            return None
-        out = []
-        for v in values:
-            if v.startswith("key "):
-                out.append("key " + v[4:].strip())
-            else:
-                out.append(_cidr(v))
-        return out
+    allowTransfer: list[TransferEntry] | None = None
 
     @field_validator("recursion")
     @classmethod
@@ -294,14 +299,7 @@ class InstanceSelector(_Strict):
 
 
 class SecondaryConfig(_Strict):
-    primaryServers: list[str] = Field(default_factory=list)
-
-    @field_validator("primaryServers")
-    @classmethod
-    def _servers(cls, values: list[str]) -> list[str]:
-        for v in values:
-            parse_server(v)
-        return values
+    primaryServers: list[Server] = Field(default_factory=list)
 
     @property
     def servers(self) -> list[tuple[str, int]]:
@@ -318,7 +316,7 @@ class Zone(_Strict):
     ttl: int = Field(default=3600, ge=0)
     records: list[Record] = Field(default_factory=list)
     recordsFile: str | None = None
-    alsoNotify: list[str] = Field(default_factory=list)
+    alsoNotify: list[Server] = Field(default_factory=list)
 
     @field_validator("zoneName")
     @classmethod
@@ -329,7 +327,10 @@ class Zone(_Strict):
         try:
             name = dns.name.from_text(text)
         except Exception as exc:
-            raise ValueError(f"{value!r} is not a valid zone name ({exc})") from None
+            raise ValueError(
+                f"{value!r} is not a valid zone name ({exc}); use letters, digits and '-' "
+                "per label, labels separated by single dots, e.g. 'example.com'"
+            ) from None
         labels = [lbl.decode() for lbl in name.labels if lbl]
         if not labels or any(not re.match(r"^[a-z0-9_]([-a-z0-9_]*[a-z0-9])?$", lbl)
                              for lbl in labels):
@@ -338,13 +339,6 @@ class Zone(_Strict):
                 "e.g. 'example.com'"
             )
         return text
-
-    @field_validator("alsoNotify")
-    @classmethod
-    def _notify(cls, values: list[str]) -> list[str]:
-        for v in values:
-            parse_server(v)
-        return values
 
     @property
     def resource_name(self) -> str:
@@ -370,7 +364,8 @@ class TsigKeySpec(_Strict):
     def _alg(cls, value: str) -> str:
         if value not in TSIG_ALGORITHMS:
             raise ValueError(
-                f"TSIG algorithm {value!r} is not supported; use one of {', '.join(TSIG_ALGORITHMS)}"
+                f"TSIG algorithm {value!r} is not supported; "
+                f"use one of {', '.join(TSIG_ALGORITHMS)}"
             )
         return value
 
@@ -421,19 +416,72 @@ def format_loc(prefix: str, loc: Iterable[int | str]) -> str:
     return path
 
 
-def _friendly(error: Mapping[str, Any]) -> str:
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated[...] and `| None` from a type."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _model_at(root: type[BaseModel], loc: Iterable[int | str]) -> type[BaseModel] | None:
+    """The model class found by following loc from root (None when it cannot be told)."""
+    tp: Any = root
+    for part in loc:
+        tp = _unwrap(tp)
+        if _is_model(tp) and isinstance(part, str) and part in tp.model_fields:
+            tp = tp.model_fields[part].annotation
+        elif typing.get_origin(tp) in (list, dict):
+            tp = typing.get_args(tp)[-1]
+        else:
+            return None
+    tp = _unwrap(tp)
+    return tp if _is_model(tp) else None
+
+
+def _unknown_key(loc: list[int | str], root: type[BaseModel]) -> str:
+    key = str(loc[-1]) if loc else "?"
+    model = _model_at(root, loc[:-1])
+    if model is None:
+        return f"unknown key {key!r}; check its spelling"
+    known = sorted(model.model_fields)
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key {key!r}; {hint}valid keys here: {', '.join(known)}"
+
+
+def _friendly(
+    error: Mapping[str, Any],
+    loc: list[int | str] | None = None,
+    root: type[BaseModel] | None = None,
+) -> str:
     kind = error["type"]
     msg = str(error["msg"]).removeprefix("Value error, ")
     if kind == "extra_forbidden":
-        return "unknown key; check its spelling against the stack config reference in README.md"
+        return _unknown_key(loc or [], root or StackSpec)
     if kind == "missing":
         return "is required; add it"
     return msg
 
 
-def issues_from_validation(exc: ValidationError, prefix: str) -> list[ConfigIssue]:
+def issues_from_validation(
+    exc: ValidationError, prefix: str, root: type[BaseModel] | None = None
+) -> list[ConfigIssue]:
     issues = []
     for err in exc.errors():
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        issues.append(ConfigIssue(path=format_loc(prefix, loc), message=_friendly(err)))
+        issues.append(
+            ConfigIssue(path=format_loc(prefix, loc), message=_friendly(err, loc, root))
+        )
     return issues

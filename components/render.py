@@ -39,6 +39,7 @@ class Placement:
     port: int = 53
     listen_v4: str = "any"
     listen_v6: str = "any"
+    notify_delay: int = 5  # BIND's default; the local runner uses 0 to measure latency
     address_map: Mapping[Address, Address] = field(default_factory=dict)
 
     def map(self, address: Address) -> Address:
@@ -155,6 +156,7 @@ def render_instance(
         port=placement.port,
         listen_v4=placement.listen_v4,
         listen_v6=placement.listen_v6,
+        notify_delay=placement.notify_delay,
         key_name=key.name,
         allow_query=instance.config.allowQuery,
         allow_transfer=instance.transfer_acl(key.name),

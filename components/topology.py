@@ -254,6 +254,15 @@ def load_topology(
         for issue in issues_from_validation(exc, PREFIX):
             issues.append(_relocate(issue, origin_paths, zone_paths))
         issues += check_secret(tsig_secret, stack=stack, required=secret_required)
+        # Still check the records of every primary zone that is valid on its own, so a
+        # typo in one instance does not hide a bad record (every problem at once).
+        for z, raw_zone in enumerate(zones):
+            try:
+                zone = Zone.model_validate(raw_zone)
+            except ValidationError:
+                continue  # already reported above
+            if zone.type == "primary":
+                issues += build_zone(zone, zone_paths[z], project_dir)[1]
         raise TopologyError(issues) from None
 
     issues += [_relocate(i, origin_paths, zone_paths) for i in _check_cross(spec, PREFIX)]

@@ -26,6 +26,24 @@ from .model import ConfigIssue, Record, Zone
 
 IN = dns.rdataclass.IN
 
+# How RDATA is written for the common types, for error messages.
+DATA_EXAMPLES = {
+    "A": "192.0.2.1",
+    "AAAA": "2001:db8::1",
+    "CNAME": "target.example.com.",
+    "MX": "10 mail.example.com.",
+    "NS": "ns1.example.com.",
+    "TXT": '\'"v=spf1 -all"\'',
+    "SRV": "10 60 5060 sip.example.com.",
+    "CAA": '\'0 issue "letsencrypt.org"\'',
+    "PTR": "host.example.com.",
+}
+
+NAME_HINT = (
+    "use a name relative to the zone such as 'www' or '@' (the apex), or a full name "
+    "ending in '.'"
+)
+
 
 @dataclass(frozen=True)
 class ZoneContent:
@@ -60,6 +78,8 @@ def load_records(zone: Zone, project_dir: Path) -> list[Record]:
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+_CNAME_COMPANIONS = {dns.rdatatype.CNAME, dns.rdatatype.RRSIG, dns.rdatatype.NSEC}
+
 
 def build_zone(
     zone: Zone, path: str, project_dir: Path
@@ -84,14 +104,20 @@ def build_zone(
         return None, [ConfigIssue(path=f"{path}.recordsFile", message=f"cannot read: {exc}")]
 
     z = dns.zone.Zone(origin, relativize=True)
+    types_at: dict[dns.name.Name, dict[dns.rdatatype.RdataType, str]] = {}
     for index, record in enumerate(records):
         where = f"{path}.records[{index}]" if index < len(zone.records) else (
             f"{path}.recordsFile[{index - len(zone.records)}]"
         )
         try:
+            if not record.name or any(c.isspace() for c in record.name):
+                raise dns.exception.SyntaxError("it is empty or contains whitespace")
             owner = dns.name.from_text(record.name, origin)
         except dns.exception.DNSException as exc:
-            issues.append(ConfigIssue(path=f"{where}.name", message=f"bad name: {exc}"))
+            issues.append(ConfigIssue(
+                path=f"{where}.name",
+                message=f"{record.name!r} is not a valid record name ({exc}); {NAME_HINT}",
+            ))
             continue
         if not owner.is_subdomain(origin):
             issues.append(
@@ -106,10 +132,16 @@ def build_zone(
             rdtype = dns.rdatatype.from_text(record.type)
             rdata = dns.rdata.from_text(IN, rdtype, record.data, origin=origin, relativize=True)
         except Exception as exc:
+            example = DATA_EXAMPLES.get(record.type)
+            hint = (
+                f"write it as in a master file, e.g. {record.type} {example}"
+                if example
+                else "write it as in a master file"
+            )
             issues.append(
                 ConfigIssue(
                     path=f"{where}.data",
-                    message=f"{record.type} data {record.data!r} is not valid: {exc}",
+                    message=f"{record.type} data {record.data!r} is not valid ({exc}); {hint}",
                 )
             )
             continue
@@ -119,19 +151,30 @@ def build_zone(
             )
             continue
         relative = owner.relativize(origin)
+        # Checked here, not on the zone: dnspython silently drops a CNAME when other
+        # data is added at its name (and the other data when a CNAME is added).
+        seen = types_at.setdefault(relative, {})
+        if relative == dns.name.empty:
+            seen.setdefault(dns.rdatatype.SOA, f"{path}.soaRecord")
+        conflict = (
+            dns.rdatatype.CNAME in seen and rdtype not in _CNAME_COMPANIONS
+        ) or (rdtype == dns.rdatatype.CNAME and bool(set(seen) - _CNAME_COMPANIONS))
+        seen.setdefault(rdtype, where)
+        if conflict:
+            continue  # reported below; adding it would make dnspython drop the other
         rdataset = z.find_rdataset(relative, rdtype, create=True)
         rdataset.add(rdata, record.ttl if record.ttl is not None else zone.ttl)
 
-    for name, node in z.nodes.items():
-        types = {rds.rdtype for rds in node.rdatasets}
-        if dns.rdatatype.CNAME in types and len(types - {dns.rdatatype.RRSIG,
-                                                        dns.rdatatype.NSEC}) > 1:
-            others = sorted(dns.rdatatype.to_text(t) for t in types if t != dns.rdatatype.CNAME)
+    for name, seen in types_at.items():
+        if dns.rdatatype.CNAME in seen and set(seen) - _CNAME_COMPANIONS:
+            others = sorted(dns.rdatatype.to_text(t) for t in seen if t != dns.rdatatype.CNAME)
+            owner_text = "the apex (@)" if name == dns.name.empty else str(name)
             issues.append(
                 ConfigIssue(
-                    path=f"{path}.records",
-                    message=f"{name} has a CNAME beside other data ({', '.join(others)}); "
-                    "a CNAME must be the only record at its name: remove one",
+                    path=seen[dns.rdatatype.CNAME],
+                    message=f"{owner_text} has a CNAME beside other data ({', '.join(others)}); "
+                    "a CNAME must be the only record at its name: remove the CNAME or the "
+                    "other records",
                 )
             )
     if z.get_rdataset(dns.name.empty, dns.rdatatype.NS) is None:

@@ -1,0 +1,116 @@
+"""Bind9Instance: one BIND server (Deployment) with its ConfigMaps, Secret, Service, policy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from . import manifests
+from .model import Instance, StackSpec
+from .render import RenderedInstance, render_tsig_key
+
+TYPE = "bind9-topology:index:Bind9Instance"
+PLACEHOLDER_SERIAL = 2000000000  # ten digits, like YYYYMMDDnn: shards are sized with it
+
+
+@dataclass
+class Bind9InstanceArgs:
+    spec: StackSpec
+    instance: Instance
+    render: Callable[[Mapping[str, int]], RenderedInstance]
+    serials: Mapping[str, pulumi.Input[int]] = field(default_factory=dict)
+    tsig_secret: pulumi.Input[str] = ""
+
+
+class Bind9Instance(pulumi.ComponentResource):
+    deployment: k8s.apps.v1.Deployment
+    service: k8s.core.v1.Service
+    config_maps: list[k8s.core.v1.ConfigMap]
+    checksum: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: Bind9InstanceArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(TYPE, name, None, opts)
+        spec, inst = args.spec, args.instance
+        child = pulumi.ResourceOptions(parent=self)
+
+        # The layout (which file goes to which ConfigMap) is fixed with placeholder serials,
+        # so the number of resources is known before the real serials are.
+        layout = args.render({z: PLACEHOLDER_SERIAL for z in args.serials})
+        if args.serials:
+            rendered: pulumi.Output[RenderedInstance] = pulumi.Output.all(
+                **dict(args.serials)
+            ).apply(lambda serials: args.render({k: int(v) for k, v in serials.items()}))
+        else:
+            rendered = pulumi.Output.from_input(layout)
+
+        self.config_maps = []
+        layout_maps = manifests.config_maps(spec, layout)
+        for obj in layout_maps:
+            keys = sorted(obj["data"])
+            data = rendered.apply(lambda r, keys=keys: manifests.data_for_keys(r, keys))
+            self.config_maps.append(
+                k8s.core.v1.ConfigMap(
+                    obj["metadata"]["name"], metadata=obj["metadata"], data=data, opts=child
+                )
+            )
+
+        secret_shell = manifests.secret_shell(spec, inst)
+        key = spec.tsigKey
+        secret_body = pulumi.Output.secret(args.tsig_secret).apply(
+            lambda s: render_tsig_key(key.name, key.algorithm, s).decode()
+        )
+        self.secret = k8s.core.v1.Secret(
+            secret_shell["metadata"]["name"],
+            metadata=secret_shell["metadata"],
+            type=secret_shell["type"],
+            string_data={manifests.tsig_secret_key(spec): secret_body},
+            opts=child,
+        )
+
+        dep = manifests.deployment(spec, layout, layout_maps[1:])
+        dep["spec"]["template"]["metadata"]["annotations"][manifests.ANNOTATION_CHECKSUM] = (
+            rendered.apply(lambda r: r.checksum)
+        )
+        self.deployment = k8s.apps.v1.Deployment(
+            inst.name,
+            metadata=dep["metadata"],
+            spec=dep["spec"],
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*self.config_maps, self.secret]
+            ),
+        )
+
+        svc = manifests.service(spec, inst)
+        self.service = k8s.core.v1.Service(
+            f"{inst.name}-svc", metadata=svc["metadata"], spec=svc["spec"], opts=child
+        )
+        policy = manifests.network_policy(spec, inst)
+        self.network_policy = k8s.networking.v1.NetworkPolicy(
+            f"{inst.name}-netpol", metadata=policy["metadata"], spec=policy["spec"], opts=child
+        )
+        pdb = manifests.pod_disruption_budget(spec, inst)
+        self.pdb = (
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{inst.name}-pdb", metadata=pdb["metadata"], spec=pdb["spec"], opts=child
+            )
+            if pdb
+            else None
+        )
+        self.checksum = rendered.apply(lambda r: r.checksum)
+        self.address = self.service.spec.apply(
+            lambda s: (s.load_balancer_ip if s and s.load_balancer_ip else (s.cluster_ip if s else None))
+        )
+        self.register_outputs(
+            {
+                "name": inst.name,
+                "role": inst.role,
+                "service": self.service.metadata.name,
+                "address": self.address,
+                "checksum": self.checksum,
+            }
+        )

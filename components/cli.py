@@ -1,0 +1,149 @@
+"""Command line for review and local runs without the engine.
+
+    python -m components validate --stack prod
+    python -m components render --stack prod --out out/
+    python -m components keygen
+    python -m components local up --stack prod      (see components.local)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .model import ConfigIssue, TopologyError
+from .topology import (
+    PREFIX,
+    SECRET_KEY,
+    Topology,
+    list_stacks,
+    load_topology,
+    project_dir_default,
+    read_stack_file,
+)
+
+SECRET_ENV = "BIND9_TSIG_SECRET"
+
+
+def secret_for_cli(raw: dict[str, Any], stack: str) -> tuple[str | None, list[ConfigIssue]]:
+    """The TSIG secret the CLI may use: from the environment, never from a clear stack file."""
+    value = raw.get(SECRET_KEY)
+    if isinstance(value, str):
+        return None, [ConfigIssue(path=f"Pulumi.{stack}.yaml:{PREFIX}{SECRET_KEY}", message=(
+            "the TSIG secret is stored in clear; remove it and run: pulumi config set "
+            f'--secret --stack {stack} {PREFIX}{SECRET_KEY} "$(python -m components keygen)"'))]
+    return os.environ.get(SECRET_ENV), []
+
+
+def load_for_cli(project_dir: Path, stack: str, *, need_secret: bool = False) -> Topology:
+    raw = read_stack_file(project_dir, stack)
+    secret, issues = secret_for_cli(raw, stack)
+    try:
+        topology = load_topology(
+            raw, stack=stack, project_dir=project_dir, tsig_secret=secret,
+            secret_required=need_secret,
+        )
+    except TopologyError as exc:
+        raise TopologyError([*exc.issues, *issues]) from None
+    if issues:
+        raise TopologyError(issues)
+    return topology
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    stacks = list_stacks(args.project) if args.all else [args.stack]
+    for stack in stacks:
+        topo = load_for_cli(args.project, stack)
+        spec = topo.spec
+        print(f"{stack}: OK - region {spec.region}, {len(spec.instances)} instance(s), "
+              f"{len(spec.zones)} zone(s), {sum(c.record_count for c in topo.contents.values())} "
+              "primary record(s)")
+        raw = read_stack_file(args.project, stack)
+        if SECRET_KEY not in raw and not os.environ.get(SECRET_ENV):
+            print(f"  note: {PREFIX}{SECRET_KEY} is not set; `pulumi up` needs it: "
+                  f'pulumi config set --secret --stack {stack} {PREFIX}{SECRET_KEY} '
+                  '"$(python -m components keygen)"')
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .preview import kubernetes_objects, run_components
+    from .render import render_instance, write_tree
+    from .serials import SerialStore
+
+    stacks = list_stacks(args.project) if args.all else [args.stack]
+    store = SerialStore(args.state)
+    for stack in stacks:
+        topo = load_for_cli(args.project, stack)
+        mocks = run_components(topo, store)
+        base = Path(args.out) / stack
+        for inst in topo.spec.instances:
+            rendered = render_instance(topo.spec, inst, topo.contents, mocks.serials)
+            write_tree(rendered, base / inst.name, include_secrets=False)
+        manifest_dir = base / "manifests"
+        manifest_dir.mkdir(parents=True, exist_ok=True)
+        for old in manifest_dir.glob("*.yaml"):
+            old.unlink()
+        objects = kubernetes_objects(mocks)
+        for obj in objects:
+            name = f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+            (manifest_dir / name).write_text(yaml.safe_dump(obj, sort_keys=True))
+        print(f"{stack}: {len(topo.spec.instances)} instance(s), {len(topo.spec.zones)} zone(s), "
+              f"{len(objects)} Kubernetes object(s) -> {base}")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    print(base64.b64encode(secrets.token_bytes(32)).decode())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m components", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--project", type=Path, default=project_dir_default(),
+                        help="project directory (holds Pulumi.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stack_args(p: argparse.ArgumentParser) -> None:
+        group = p.add_mutually_exclusive_group(required=True)
+        group.add_argument("--stack", help="stack name (Pulumi.<stack>.yaml)")
+        group.add_argument("--all", action="store_true", help="every stack of the project")
+
+    p = sub.add_parser("validate", help="check a stack's config; print every problem")
+    stack_args(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("render", help="write named.conf, zones and manifests for review")
+    stack_args(p)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--state", default=str(project_dir_default() / ".cache" / "serials.json"),
+                   help="serial store used in place of Pulumi state")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("keygen", help="print a new random TSIG secret (base64)")
+    p.set_defaults(func=cmd_keygen)
+
+    try:
+        from .local import add_local_parser
+    except ImportError:
+        pass
+    else:
+        add_local_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TopologyError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2

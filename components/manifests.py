@@ -1,0 +1,330 @@
+"""Kubernetes objects for one BIND instance, as plain dicts (camelCase, as the API has them).
+
+Pure: no Pulumi import. The ComponentResources hand these dicts to
+pulumi-kubernetes; the CLI's `render` dumps what the components register.
+Secret data never passes through here: the Secret's body is built by the
+component from a pulumi.secret Output.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from .model import Instance, StackSpec
+from .render import CONFIG_DIR, TSIG_DIR, ZONE_DIR, RenderedInstance, shard_files
+
+ANNOTATION_CHECKSUM = "bind9-topology.io/config-checksum"
+BIND_UID = 101  # the bind user of the internetsystemsconsortium/bind9 image
+DNS_PORT = 53
+
+Obj = dict[str, Any]
+
+
+def common_labels(spec: StackSpec, instance: Instance) -> dict[str, str]:
+    labels = {
+        "app.kubernetes.io/name": "bind9",
+        "app.kubernetes.io/instance": instance.name,
+        "app.kubernetes.io/component": f"dns-{instance.role}",
+        "app.kubernetes.io/managed-by": "pulumi",
+        "instance": instance.name,
+    }
+    labels.update(instance.labels)
+    return labels
+
+
+def metadata(spec: StackSpec, instance: Instance, name: str) -> Obj:
+    return {"name": name, "namespace": spec.namespace, "labels": common_labels(spec, instance)}
+
+
+def config_map_name(instance: Instance) -> str:
+    return f"{instance.name}-config"
+
+
+def zone_map_name(instance: Instance, index: int) -> str:
+    return f"{instance.name}-zones-{index}"
+
+
+def secret_name(instance: Instance) -> str:
+    return f"{instance.name}-tsig"
+
+
+def _key(path: str) -> str:
+    """ConfigMap keys cannot hold '/'; files are keyed by their base name."""
+    return path.rsplit("/", 1)[-1]
+
+
+def config_maps(spec: StackSpec, rendered: RenderedInstance) -> list[Obj]:
+    """The config ConfigMap and as many zone ConfigMaps as the zone files need."""
+    inst = rendered.instance
+    maps = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(spec, inst, config_map_name(inst)),
+            "data": {_key(p): d.decode() for p, d in sorted(rendered.config_files.items())},
+        }
+    ]
+    for index, shard in enumerate(shard_files(rendered.zone_files)):
+        maps.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": metadata(spec, inst, zone_map_name(inst, index)),
+                "data": {_key(p): d.decode() for p, d in sorted(shard.items())},
+            }
+        )
+    return maps
+
+
+def secret_shell(spec: StackSpec, instance: Instance) -> Obj:
+    """The Secret without its data (the component adds stringData as a pulumi secret)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(spec, instance, secret_name(instance)),
+        "type": "Opaque",
+    }
+
+
+def tsig_secret_key(spec: StackSpec) -> str:
+    return f"{spec.tsigKey.name}.conf"
+
+
+def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]) -> Obj:
+    inst = rendered.instance
+    labels = common_labels(spec, inst)
+    selector = {"instance": inst.name}
+    etc_sources: list[Obj] = [
+        {
+            "configMap": {
+                "name": config_map_name(inst),
+                "items": [
+                    {"key": "named.conf", "path": "named.conf"},
+                    {"key": "ready.sh", "path": "ready.sh", "mode": 0o555},
+                ],
+            }
+        },
+        {
+            "secret": {
+                "name": secret_name(inst),
+                "items": [
+                    {
+                        "key": tsig_secret_key(spec),
+                        "path": f"{TSIG_DIR.removeprefix(CONFIG_DIR + '/')}/{tsig_secret_key(spec)}",
+                        "mode": 0o440,
+                    }
+                ],
+            }
+        },
+    ]
+    volumes: list[Obj] = [
+        {"name": "etc-bind", "projected": {"defaultMode": 0o444, "sources": etc_sources}},
+        {"name": "cache", "emptyDir": {}},
+        {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+    mounts: list[Obj] = [
+        {"name": "etc-bind", "mountPath": f"/{CONFIG_DIR}", "readOnly": True},
+        {"name": "cache", "mountPath": "/var/cache/bind"},
+        {"name": "run", "mountPath": "/run/named"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if inst.role == "primary":
+        volumes.append(
+            {
+                "name": "zones",
+                "projected": {
+                    "defaultMode": 0o444,
+                    "sources": [{"configMap": {"name": m["metadata"]["name"]}} for m in zone_maps],
+                },
+            }
+        )
+        mounts.append({"name": "zones", "mountPath": f"/{ZONE_DIR}", "readOnly": True})
+    else:
+        # Secondaries write transferred zones here (readable with `kubectl exec ... ls`).
+        volumes.append({"name": "zones", "emptyDir": {}})
+        mounts.append({"name": "zones", "mountPath": f"/{ZONE_DIR}"})
+
+    resources = {
+        part: {k: v for k, v in getattr(inst.resources, part).model_dump().items() if v}
+        for part in ("requests", "limits")
+    }
+    container = {
+        "name": "bind9",
+        "image": inst.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/usr/sbin/named", "-g", "-c", f"/{CONFIG_DIR}/named.conf"],
+        "ports": [
+            {"name": "dns-udp", "containerPort": DNS_PORT, "protocol": "UDP"},
+            {"name": "dns-tcp", "containerPort": DNS_PORT, "protocol": "TCP"},
+        ],
+        # Ready only when every zone answers authoritatively (secondaries: transferred).
+        "readinessProbe": {
+            "exec": {"command": ["/bin/sh", f"/{CONFIG_DIR}/ready.sh"]},
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": 2,
+            "successThreshold": 1,
+        },
+        "startupProbe": {
+            "tcpSocket": {"port": DNS_PORT},
+            "periodSeconds": 2,
+            "failureThreshold": 150,
+        },
+        "livenessProbe": {
+            "tcpSocket": {"port": DNS_PORT},
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+        # Leave the Service's endpoints before named stops answering.
+        "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "sleep 10"]}}},
+        "resources": resources,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": BIND_UID,
+            "runAsGroup": BIND_UID,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+    }
+    spread = [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector},
+        }
+        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+    ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(spec, inst, inst.name),
+        "spec": {
+            "replicas": inst.replicas,
+            "revisionHistoryLimit": 5,
+            "minReadySeconds": 5,
+            "selector": {"matchLabels": selector},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {ANNOTATION_CHECKSUM: rendered.checksum},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 30,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": BIND_UID,
+                        "runAsGroup": BIND_UID,
+                        "fsGroup": BIND_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "topologySpreadConstraints": spread,
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def service(spec: StackSpec, instance: Instance) -> Obj:
+    body: Obj = {
+        "type": instance.service.type,
+        "selector": {"instance": instance.name},
+        "ports": [
+            {"name": "dns-udp", "port": DNS_PORT, "targetPort": DNS_PORT, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": DNS_PORT, "targetPort": DNS_PORT, "protocol": "TCP"},
+        ],
+    }
+    if instance.service.loadBalancerIP:
+        body["loadBalancerIP"] = instance.service.loadBalancerIP
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(spec, instance, instance.name),
+        "spec": body,
+    }
+
+
+def _ip_blocks(cidrs: list[str]) -> list[Obj]:
+    return [{"ipBlock": {"cidr": c}} for c in sorted(set(cidrs))]
+
+
+def _host_cidr(ip: str) -> str:
+    return str(ipaddress.ip_network(ip))  # /32 or /128
+
+
+def network_policy(spec: StackSpec, instance: Instance) -> Obj:
+    """Queries from allowQuery; primaries take TCP 53 only from secondaries; NOTIFY from primaries."""
+    udp = {"protocol": "UDP", "port": DNS_PORT}
+    tcp = {"protocol": "TCP", "port": DNS_PORT}
+    query_from = _ip_blocks(instance.config.allowQuery)
+    rules: list[Obj]
+    if instance.role == "primary":
+        notify_targets = sorted(
+            {_host_cidr(h) for z in spec.zones_for(instance) for h, _ in z.notify_servers}
+        )
+        rules = [
+            {"from": query_from, "ports": [udp]},
+            {
+                "from": [{"podSelector": {"matchLabels": {"dns-role": "secondary"}}}]
+                + _ip_blocks(notify_targets),
+                "ports": [tcp, udp],
+            },
+        ]
+    else:
+        primaries = sorted(
+            {
+                _host_cidr(h)
+                for z in spec.zones_for(instance)
+                if z.secondaryConfig
+                for h, _ in z.secondaryConfig.servers
+            }
+        )
+        rules = [
+            {"from": query_from, "ports": [udp, tcp]},
+            {
+                "from": [{"podSelector": {"matchLabels": {"dns-role": "primary"}}}]
+                + _ip_blocks(primaries),
+                "ports": [udp],
+            },
+        ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(spec, instance, instance.name),
+        "spec": {
+            "podSelector": {"matchLabels": {"instance": instance.name}},
+            "policyTypes": ["Ingress"],
+            "ingress": rules,
+        },
+    }
+
+
+def pod_disruption_budget(spec: StackSpec, instance: Instance) -> Obj | None:
+    if instance.replicas < 2:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(spec, instance, instance.name),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"instance": instance.name}}},
+    }
+
+
+def data_for_keys(rendered: RenderedInstance, keys: list[str]) -> dict[str, str]:
+    """The ConfigMap data for the given keys, taken from a rendering with real serials."""
+    files = {_key(p): d for p, d in {**rendered.config_files, **rendered.zone_files}.items()}
+    return {k: files[k].decode() for k in keys}

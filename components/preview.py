@@ -1,0 +1,87 @@
+"""Run the very component code `pulumi up` runs, under Pulumi's mocks, and collect the objects.
+
+This is how `python -m components render` writes manifests without the engine:
+the Kubernetes objects are the inputs the components registered. Serials come
+from a local SerialStore in place of Pulumi state. Secret values are redacted.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime.mocks import _sync_await
+from pulumi.runtime.stack import run_pulumi_func
+
+from .serials import SerialState, SerialStore, next_serial
+from .topology import Topology
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's wire marker of a secret value
+REDACTED = "<redacted: pulumi secret>"
+
+
+@dataclass
+class Registered:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    parent: str | None = None
+
+
+@dataclass
+class CaptureMocks(pulumi.runtime.Mocks):
+    stack: str
+    serial_store: SerialStore | None = None
+    today: datetime.date = field(default_factory=lambda: datetime.datetime.now(datetime.UTC).date())
+    resources: list[Registered] = field(default_factory=list)
+    serials: dict[str, int] = field(default_factory=dict)
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        outputs = dict(args.inputs)
+        if "contentHash" in args.inputs and "zoneName" in args.inputs:
+            zone = args.inputs["zoneName"]
+            previous: SerialState | None = None
+            if self.serial_store is not None:
+                state = self.serial_store.advance(
+                    self.stack, zone, args.inputs["contentHash"], self.today
+                )
+            else:
+                state = next_serial(previous, args.inputs["contentHash"], self.today)
+            outputs["serial"] = state.serial
+            self.serials[zone] = state.serial
+        self.resources.append(Registered(args.typ, args.name, redact(args.inputs)))
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
+        return {}
+
+
+def redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        if SECRET_SIG in value:
+            return REDACTED
+        return {k: redact(v) for k, v in value.items() if k != "__provider"}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def run_components(topology: Topology, serial_store: SerialStore | None = None) -> CaptureMocks:
+    """Register the stack's components under mocks; return what was registered."""
+    from .program import build, export
+
+    mocks = CaptureMocks(stack=topology.stack, serial_store=serial_store)
+    pulumi.runtime.set_mocks(mocks, project="bind9-topology", stack=topology.stack, preview=False)
+
+    def program() -> None:
+        export(build(topology), topology)
+
+    _sync_await(run_pulumi_func(program))
+    return mocks
+
+
+def kubernetes_objects(mocks: CaptureMocks) -> list[dict[str, Any]]:
+    return [r.inputs for r in mocks.resources if r.type.startswith("kubernetes:")
+            and "kind" in r.inputs]

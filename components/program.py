@@ -1,0 +1,93 @@
+"""The Pulumi program: config -> checked topology -> components -> stack outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime.config import get_config_env
+
+from .model import TopologyError
+from .region import Bind9Region, Bind9RegionArgs
+from .topology import PREFIX, SECRET_KEY, Topology, load_topology, project_dir_default
+
+
+def raw_config_from_engine() -> dict[str, Any]:
+    """All of this project's config keys (objects arrive as JSON text)."""
+    raw: dict[str, Any] = {}
+    for full_key, value in get_config_env().items():
+        if not full_key.startswith(PREFIX):
+            continue
+        key = full_key[len(PREFIX):]
+        if isinstance(value, str) and value[:1] in "[{":
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        raw[key] = value
+    return raw
+
+
+def checked_topology(stack: str, raw: dict[str, Any], project_dir: Path) -> Topology:
+    secret = raw.get(SECRET_KEY)
+    try:
+        return load_topology(
+            raw, stack=stack, project_dir=project_dir,
+            tsig_secret=secret if isinstance(secret, str) else None,
+        )
+    except TopologyError as exc:
+        # RunError: the engine prints the message without a traceback and exits non-zero.
+        raise pulumi.RunError(exc.render()) from None
+
+
+def build(topology: Topology) -> Bind9Region:
+    secret = pulumi.Output.secret(topology.tsig_secret or "")
+    opts = None
+    if topology.spec.kubernetesRenderDir:
+        # Render manifests to a directory instead of talking to a cluster (the local stack).
+        import pulumi_kubernetes as k8s
+
+        provider = k8s.Provider(
+            "render-yaml", render_yaml_to_directory=topology.spec.kubernetesRenderDir
+        )
+        opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
+    return Bind9Region(
+        topology.stack, Bind9RegionArgs(topology=topology, tsig_secret=secret), opts
+    )
+
+
+def export(region: Bind9Region, topology: Topology) -> None:
+    spec = topology.spec
+    pulumi.export("region", spec.region)
+    pulumi.export("namespace", spec.namespace)
+    pulumi.export(
+        "instances",
+        {
+            name: {
+                "role": spec_inst.role,
+                "service": inst.service.metadata.name,
+                "address": inst.address,
+                "replicas": spec_inst.replicas,
+                "zones": [z.zoneName for z in spec.zones_for(spec_inst)],
+            }
+            for name, inst in region.instances.items()
+            for spec_inst in spec.instances
+            if spec_inst.name == name
+        },
+    )
+    pulumi.export(
+        "zones",
+        {
+            name: {"zoneName": z.zone.zoneName, "type": z.zone.type, "serial": z.serial}
+            for name, z in region.zones.items()
+        },
+    )
+
+
+def main() -> None:
+    stack = pulumi.get_stack()
+    topology = checked_topology(stack, raw_config_from_engine(), project_dir_default())
+    region = build(topology)
+    export(region, topology)

@@ -1,0 +1,86 @@
+"""Bind9Region: everything one region stack deploys, from a checked Topology."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from .bind9_instance import Bind9Instance, Bind9InstanceArgs
+from .dns_zone import DNSZone, DNSZoneArgs
+from .model import Instance
+from .render import render_instance
+from .topology import Topology
+
+TYPE = "bind9-topology:index:Bind9Region"
+
+
+@dataclass
+class Bind9RegionArgs:
+    topology: Topology
+    tsig_secret: pulumi.Input[str]
+
+
+class Bind9Region(pulumi.ComponentResource):
+    instances: dict[str, Bind9Instance]
+    zones: dict[str, DNSZone]
+
+    def __init__(
+        self, name: str, args: Bind9RegionArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(TYPE, name, None, opts)
+        topo = args.topology
+        spec = topo.spec
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.zones = {}
+        for zone in spec.zones:
+            self.zones[zone.resource_name] = DNSZone(
+                zone.resource_name,
+                DNSZoneArgs(spec=spec, zone=zone, content=topo.contents.get(zone.zoneName)
+                            if zone.type == "primary" else None),
+                opts=child,
+            )
+        serial_of = {
+            z.zone.zoneName: z.serial for z in self.zones.values() if z.serial is not None
+        }
+
+        self.instances = {}
+        previous_in_region: dict[str, Bind9Instance] = {}
+        for inst in spec.instances:
+            region = inst.labels.get("region", spec.region)
+            # One instance of a region rolls at a time: each waits for the previous one.
+            after = previous_in_region.get(region)
+            opts = pulumi.ResourceOptions(
+                parent=self, depends_on=[after.deployment] if after else None
+            )
+            self.instances[inst.name] = Bind9Instance(
+                inst.name,
+                Bind9InstanceArgs(
+                    spec=spec,
+                    instance=inst,
+                    render=_renderer(topo, inst),
+                    serials={
+                        z.zoneName: serial_of[z.zoneName]
+                        for z in spec.zones_for(inst)
+                        if z.zoneName in serial_of and z.type == "primary"
+                    },
+                    tsig_secret=args.tsig_secret,
+                ),
+                opts=opts,
+            )
+            previous_in_region[region] = self.instances[inst.name]
+
+        self.register_outputs(
+            {
+                "instances": {n: i.address for n, i in self.instances.items()},
+                "zones": {n: z.serial for n, z in self.zones.items()},
+            }
+        )
+
+
+def _renderer(topo: Topology, inst: Instance):
+    def render(serials):
+        return render_instance(topo.spec, inst, topo.contents, serials)
+
+    return render
