@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-from pulumi.runtime.mocks import _sync_await
+from pulumi.runtime.mocks import MockMonitor, _sync_await
 from pulumi.runtime.stack import run_pulumi_func
 
 from .serials import SerialState, SerialStore, next_serial
@@ -27,7 +27,20 @@ class Registered:
     type: str
     name: str
     inputs: dict[str, Any]
-    parent: str | None = None
+    parent: str | None = None  # the parent's URN ("" for the stack itself)
+    custom: bool | None = None
+
+
+class _ParentRecordingMonitor(MockMonitor):
+    """MockResourceArgs carries no parent: note it from the request before the mocks see it."""
+
+    def __init__(self, mocks: CaptureMocks) -> None:
+        super().__init__(mocks)
+        self.capture = mocks
+
+    def RegisterResource(self, request):  # noqa: N802 (the gRPC method's name)
+        self.capture.parents[(request.type, request.name)] = request.parent
+        return super().RegisterResource(request)
 
 
 @dataclass
@@ -37,6 +50,7 @@ class CaptureMocks(pulumi.runtime.Mocks):
     today: datetime.date = field(default_factory=lambda: datetime.datetime.now(datetime.UTC).date())
     resources: list[Registered] = field(default_factory=list)
     serials: dict[str, int] = field(default_factory=dict)
+    parents: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         outputs = dict(args.inputs)
@@ -51,7 +65,12 @@ class CaptureMocks(pulumi.runtime.Mocks):
                 state = next_serial(previous, args.inputs["contentHash"], self.today)
             outputs["serial"] = state.serial
             self.serials[zone] = state.serial
-        self.resources.append(Registered(args.typ, args.name, redact(args.inputs)))
+        self.resources.append(
+            Registered(
+                args.typ, args.name, redact(args.inputs),
+                parent=self.parents.get((args.typ, args.name)), custom=args.custom,
+            )
+        )
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
@@ -61,6 +80,10 @@ class CaptureMocks(pulumi.runtime.Mocks):
 def redact(value: Any) -> Any:
     if isinstance(value, dict):
         if SECRET_SIG in value:
+            # Keep the shape (a Secret's stringData stays a map of keys), hide the values.
+            inner = value.get("value")
+            if isinstance(inner, dict):
+                return {k: REDACTED for k in inner}
             return REDACTED
         return {k: redact(v) for k, v in value.items() if k != "__provider"}
     if isinstance(value, list):
@@ -68,12 +91,20 @@ def redact(value: Any) -> Any:
     return value
 
 
-def run_components(topology: Topology, serial_store: SerialStore | None = None) -> CaptureMocks:
+def run_components(
+    topology: Topology,
+    serial_store: SerialStore | None = None,
+    mocks: CaptureMocks | None = None,
+) -> CaptureMocks:
     """Register the stack's components under mocks; return what was registered."""
     from .program import build, export
 
-    mocks = CaptureMocks(stack=topology.stack, serial_store=serial_store)
-    pulumi.runtime.set_mocks(mocks, project="bind9-topology", stack=topology.stack, preview=False)
+    if mocks is None:
+        mocks = CaptureMocks(stack=topology.stack, serial_store=serial_store)
+    pulumi.runtime.set_mocks(
+        mocks, project="bind9-topology", stack=topology.stack, preview=False,
+        monitor=_ParentRecordingMonitor(mocks),
+    )
 
     def program() -> None:
         export(build(topology), topology)
@@ -83,5 +114,17 @@ def run_components(topology: Topology, serial_store: SerialStore | None = None) 
 
 
 def kubernetes_objects(mocks: CaptureMocks) -> list[dict[str, Any]]:
-    return [r.inputs for r in mocks.resources if r.type.startswith("kubernetes:")
+    return [_restore_ints(r.inputs) for r in mocks.resources if r.type.startswith("kubernetes:")
             and "kind" in r.inputs]
+
+
+def _restore_ints(value: Any) -> Any:
+    """The mock monitor's protobuf Struct turns every number into a float (53 -> 53.0);
+    the API server rejects 53.0 for an int32 field, and every number in our objects is whole."""
+    if isinstance(value, dict):
+        return {k: _restore_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore_ints(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

@@ -227,8 +227,9 @@ def load_topology(
 ) -> Topology:
     """Validate everything and build every primary zone; raise TopologyError on any problem."""
     issues: list[ConfigIssue] = []
-    raw = dict(raw)
-    raw.pop(SECRET_KEY, None)
+    raw = {k: v for k, v in raw.items() if v != "" and k != SECRET_KEY}
+    if tsig_secret == "":
+        tsig_secret = None
     instances = list(raw.get("instances") or [])
     zones = list(raw.get("zones") or [])
     origin_paths = [f"{PREFIX}instances[{i}]" for i in range(len(instances))]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Everything the project needs on a fresh Debian machine: BIND 9 from Debian's
+# packages and the pinned Python packages. Safe to run again (fast no-op).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v named >/dev/null 2>&1 && [ ! -x /usr/sbin/named ] \
+   || ! command -v dig >/dev/null 2>&1 || ! command -v named-checkzone >/dev/null 2>&1; then
+  echo "installing bind9, bind9-utils, bind9-dnsutils from Debian's packages"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    bind9 bind9-utils bind9-dnsutils >/dev/null
+fi
+# Debian starts named as a service on install; our tests run their own.
+as_root systemctl disable --now named >/dev/null 2>&1 || true
+
+python3 -m pip install -q --disable-pip-version-check -r "${1:-requirements-dev.txt}"
