@@ -381,6 +381,9 @@ class GateSpec(_Strict):
     enabled: bool = True
     deadlineSeconds: int = Field(default=300, ge=1)
     pollIntervalSeconds: float = Field(default=1.0, gt=0)
+    # Where the gate reaches an address of the config ('ip' or 'ip:port' -> 'ip:port'),
+    # e.g. {"10.0.1.10": "127.0.0.1:15301"} when the servers run locally.
+    addressMap: dict[str, Server] = Field(default_factory=dict)
 
 
 class StackSpec(_Strict):

@@ -71,10 +71,13 @@ class Bind9Region(pulumi.ComponentResource):
             )
             previous_in_region[region] = self.instances[inst.name]
 
+        self.gates = _transfer_gates(topo, self.zones, self.instances, args.tsig_secret)
+
         self.register_outputs(
             {
                 "instances": {n: i.address for n, i in self.instances.items()},
                 "zones": {n: z.serial for n, z in self.zones.items()},
+                "ready": {n: g.ready for n, g in self.gates.items()},
             }
         )
 
@@ -84,3 +87,48 @@ def _renderer(topo: Topology, inst: Instance):
         return render_instance(topo.spec, inst, topo.contents, serials)
 
     return render
+
+
+def _transfer_gates(topo, zones, instances, tsig_secret) -> dict:
+    """One TransferGate per zone name (gate.enabled), parented to its DNSZone."""
+    from .dnscheck import zone_digest_from_text
+    from .gate import gate_plans, map_address
+    from .transfer_gate import TransferGate
+
+    spec = topo.spec
+    gate = spec.gate
+    if not gate.enabled:
+        return {}
+
+    def endpoint(name: str, address: str | None):
+        if address:
+            host, port = map_address(address, gate.addressMap)
+            return {"name": name, "host": host, "port": port}
+        return instances[name].address.apply(  # no fixed IP: the Service's address
+            lambda a, name=name: {"name": name, "host": a, "port": 53}
+        )
+
+    gates = {}
+    for plan in gate_plans(spec):
+        zone = zones[plan.resource_name]
+        content = topo.contents.get(plan.zone) if plan.primary_zone else None
+        involved = [instances[n] for n in plan.instances if n in instances]
+        gates[plan.zone] = TransferGate(
+            f"{plan.resource_name}-gate",
+            zone_name=plan.zone,
+            primaries=[endpoint(n, a) for n, a in plan.primaries],
+            secondaries=[endpoint(n, a) for n, a in plan.secondaries],
+            expected_serial=zone.serial if plan.primary_zone else None,
+            expected_digest=zone_digest_from_text(content.text(0), plan.zone)
+            if content is not None else None,
+            tsig_key_name=spec.tsigKey.name,
+            tsig_algorithm=spec.tsigKey.algorithm,
+            tsig_secret=tsig_secret,
+            deadline_seconds=gate.deadlineSeconds,
+            poll_interval_seconds=gate.pollIntervalSeconds,
+            triggers={n: instances[n].checksum for n in plan.instances if n in instances},
+            opts=pulumi.ResourceOptions(
+                parent=zone, depends_on=[i.deployment for i in involved]
+            ),
+        )
+    return gates

@@ -76,7 +76,9 @@ def list_stacks(project_dir: Path) -> list[str]:
 # --------------------------------------------------------------------------- bindy
 
 
-def bindy_documents(path: Path, where: str) -> tuple[list[dict], list[dict], list[ConfigIssue]]:
+def bindy_documents(
+    path: Path, where: str, namespace: str | None = None
+) -> tuple[list[dict], list[dict], list[ConfigIssue]]:
     """Bind9Instance and DNSZone documents converted to our shapes (camelCase as on the page)."""
     instances: list[dict] = []
     zones: list[dict] = []
@@ -95,6 +97,10 @@ def bindy_documents(path: Path, where: str) -> tuple[list[dict], list[dict], lis
             continue
         meta = doc.get("metadata") or {}
         spec = dict(doc.get("spec") or {})
+        if namespace and meta.get("namespace") not in (None, namespace):
+            issues.append(ConfigIssue(path=f"{at}.metadata.namespace", message=(
+                f"namespace {meta.get('namespace')!r} differs from the stack's namespace "
+                f"{namespace!r}; set {PREFIX}namespace or change the document")))
         if doc.get("kind") == "Bind9Instance":
             labels = dict(meta.get("labels") or {})
             spec.setdefault("role", labels.get("dns-role", "secondary"))
@@ -236,7 +242,9 @@ def load_topology(
     zone_paths = [f"{PREFIX}zones[{i}]" for i in range(len(zones))]
     for m, manifest in enumerate(raw.get("bindyManifests") or []):
         where = f"{PREFIX}bindyManifests[{m}]({manifest})"
-        b_instances, b_zones, b_issues = bindy_documents(project_dir / str(manifest), where)
+        b_instances, b_zones, b_issues = bindy_documents(
+            project_dir / str(manifest), where, str(raw.get("namespace", "dns-system"))
+        )
         issues += b_issues
         origin_paths += [f"{manifest}#Bind9Instance/{d.get('name')}.spec" for d in b_instances]
         zone_paths += [f"{manifest}#DNSZone/{d.get('name')}.spec" for d in b_zones]

@@ -106,7 +106,7 @@ def big_zone_raw(records: int = BIG_ZONE_RECORDS) -> dict[str, Any]:
     body = [
         {"name": "@", "type": "NS", "data": "ns1.example.com."},
         *(
-            {"name": f"host-{n:05d}", "type": "AAAA", "data": f"2001:db8::{n // 65536:x}:{n % 65536:x}"}
+            {"name": f"host-{n:05d}", "type": "AAAA", "data": f"2001:db8::{n:x}"}
             for n in range(records)
         ),
     ]

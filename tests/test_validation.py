@@ -31,7 +31,9 @@ def check(
 ) -> Callable[..., list[ConfigIssue]]:
     """Load raw; return the issues (an empty list when it loads)."""
 
-    def run(raw: Raw, *, secret: str | None = tsig_secret, stack: str = "prod") -> list[ConfigIssue]:
+    def run(
+        raw: Raw, *, secret: str | None = tsig_secret, stack: str = "prod"
+    ) -> list[ConfigIssue]:
         try:
             load_topology(raw, stack=stack, project_dir=project_dir, tsig_secret=secret)
         except TopologyError as exc:

@@ -1,0 +1,377 @@
+"""The transfer gate's logic: poll primaries and secondaries until a zone really transferred.
+
+Pure: no Pulumi import. The dynamic provider (components.transfer_gate), the
+local runner (components.local), the tests and the benchmark all call
+:func:`wait_until_transferred`, so what `pulumi up` waits for is exactly what
+is tested and measured.
+
+Semantics (DESIGN.md, "The transfer gate"):
+
+1. every primary answers AA with a serial at or after the expected one
+   (RFC 1982) and proves its content: with an expected digest, a TSIG AXFR
+   whose digest matches (pulled only once the serial is right); without one,
+   a TSIG IXFR from its own serial (one TCP exchange: the key and the
+   transfer ACL work). The newest serial the primaries serve is the target;
+2. every secondary answers AA with the target serial or a later one.
+
+Servers are probed concurrently (bounded thread pool); the wait between
+rounds starts at a few milliseconds and backs off up to ``poll_s``; it goes
+back to the start when any server made progress, and the gate returns the
+moment every server passed. On the deadline it returns a failed report whose
+message names every lagging server, the serial it serves and the last error.
+A TSIG rejection that persists (``tsig_grace_s``) fails at once: waiting
+would not fix a wrong key.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import dns.tsig
+
+from .dnscheck import (
+    Endpoint,
+    Reason,
+    ixfr,
+    query_soa,
+    serial_at_least,
+    serial_compare_safe,
+    verify_primary,
+)
+
+__all__ = [
+    "GatePlan",
+    "GateProgress",
+    "GateReport",
+    "ServerStatus",
+    "gate_plans",
+    "map_address",
+    "wait_until_transferred",
+]
+
+TSIG_REASONS = frozenset({Reason.TSIG_BADKEY, Reason.TSIG_BADSIG, Reason.TSIG_BADTIME})
+MAX_WORKERS = 16
+FIRST_DELAY_S = 0.005
+BACKOFF = 1.5
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    endpoint: Endpoint
+    role: str  # "primary" | "secondary"
+    ok: bool
+    serial: int | None
+    reason: Reason
+    detail: str
+    attempts: int
+    verified_at: str | None  # ISO 8601 UTC, when it passed
+    ready_after_s: float | None  # seconds from the gate's start
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.endpoint.label or str(self.endpoint),
+            "host": self.endpoint.host,
+            "port": self.endpoint.port,
+            "role": self.role,
+            "ok": self.ok,
+            "serial": self.serial,
+            "reason": self.reason.name,
+            "detail": self.detail,
+            "attempts": self.attempts,
+            "verifiedAt": self.verified_at,
+            "readyAfterSeconds": self.ready_after_s,
+        }
+
+
+@dataclass(frozen=True)
+class GateReport:
+    zone: str
+    ok: bool
+    target_serial: int | None
+    servers: tuple[ServerStatus, ...]
+    elapsed_s: float
+    message: str
+    ready_monotonic: float | None = None  # time.monotonic() when the last server passed
+
+    def lagging(self) -> list[ServerStatus]:
+        return [s for s in self.servers if not s.ok]
+
+
+@dataclass(frozen=True)
+class GateProgress:
+    zone: str
+    ready: int
+    total: int
+    elapsed_s: float
+    round: int
+
+
+class _State:
+    def __init__(self, endpoint: Endpoint, role: str) -> None:
+        self.endpoint = endpoint
+        self.role = role
+        self.ok = False
+        self.serial: int | None = None
+        self.reason = Reason.TIMEOUT
+        self.detail = "not probed yet"
+        self.attempts = 0
+        self.verified_at: str | None = None
+        self.ready_after_s: float | None = None
+        self.tsig_since: float | None = None
+
+    def freeze(self) -> ServerStatus:
+        return ServerStatus(
+            self.endpoint, self.role, self.ok, self.serial, self.reason, self.detail,
+            self.attempts, self.verified_at, self.ready_after_s,
+        )
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def _probe_primary(
+    ep: Endpoint, zone: str, expected_serial: int | None, expected_digest: str | None,
+    key: dns.tsig.Key | None, timeout: float,
+) -> tuple[bool, int | None, Reason, str]:
+    soa = query_soa(ep, zone, timeout=timeout)
+    if not soa.ok or soa.serial is None:
+        return False, soa.serial, soa.reason, f"SOA: {soa.detail}"
+    if expected_serial is not None and not serial_at_least(soa.serial, expected_serial):
+        return (False, soa.serial, Reason.STALE_SERIAL,
+                f"serves serial {soa.serial}, expected at least {expected_serial}")
+    if expected_digest:
+        probe = verify_primary(ep, zone, soa.serial, expected_digest, key, timeout=timeout)
+        return probe.ok, probe.serial, probe.reason, probe.detail
+    if key is not None:
+        probe_x = ixfr(ep, zone, since_serial=soa.serial, key=key, timeout=timeout, lifetime=30)
+        if not probe_x.ok:
+            return False, soa.serial, probe_x.reason, probe_x.detail
+        return True, probe_x.serial, Reason.OK, f"serial {probe_x.serial}, TSIG transfer ok"
+    return True, soa.serial, Reason.OK, f"serial {soa.serial}"
+
+
+def _probe_secondary(
+    ep: Endpoint, zone: str, target: int, timeout: float
+) -> tuple[bool, int | None, Reason, str]:
+    soa = query_soa(ep, zone, timeout=timeout)
+    if not soa.ok or soa.serial is None:
+        return False, soa.serial, soa.reason, soa.detail
+    if not serial_at_least(soa.serial, target):
+        return (False, soa.serial, Reason.STALE_SERIAL,
+                f"serves serial {soa.serial}, expected at least {target}")
+    return True, soa.serial, Reason.OK, f"serial {soa.serial}"
+
+
+def wait_until_transferred(
+    zone: str,
+    primaries: Sequence[Endpoint],
+    secondaries: Sequence[Endpoint],
+    expected_serial: int | None,
+    expected_digest: str | None,
+    key: dns.tsig.Key | None,
+    deadline_s: float,
+    poll_s: float = 1.0,
+    on_progress: Callable[[GateProgress], None] | None = None,
+    *,
+    probe_timeout_s: float = 1.0,
+    tsig_grace_s: float | None = None,
+) -> GateReport:
+    """Poll until every primary and secondary passes, or the deadline; never raises for DNS."""
+    start = time.monotonic()
+    end = start + deadline_s
+    grace = tsig_grace_s if tsig_grace_s is not None else min(3.0, deadline_s / 3)
+    states = [_State(ep, "primary") for ep in primaries] + [
+        _State(ep, "secondary") for ep in secondaries
+    ]
+    prim = [s for s in states if s.role == "primary"]
+    sec = [s for s in states if s.role == "secondary"]
+    target: int | None = expected_serial if not prim else None
+    delay = FIRST_DELAY_S
+    rounds = 0
+    fatal: _State | None = None
+    workers = max(1, min(MAX_WORKERS, len(states)))
+
+    def record(st: _State, result: tuple[bool, int | None, Reason, str]) -> bool:
+        ok, serial, reason, detail = result
+        progressed = serial != st.serial
+        st.attempts += 1
+        st.serial, st.reason, st.detail = serial, reason, detail
+        now = time.monotonic()
+        if ok:
+            st.ok = True
+            st.verified_at = _now_iso()
+            st.ready_after_s = round(now - start, 4)
+            st.tsig_since = None
+            return True
+        if reason in TSIG_REASONS:
+            st.tsig_since = st.tsig_since or now
+        else:
+            st.tsig_since = None
+        return progressed
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gate") as pool:
+        while True:
+            rounds += 1
+            remaining = max(0.05, end - time.monotonic())
+            timeout = min(probe_timeout_s, remaining)
+            progressed = False
+            pending_p = [s for s in prim if not s.ok]
+            if pending_p:
+                futs = [
+                    (s, pool.submit(_probe_primary, s.endpoint, zone, expected_serial,
+                                    expected_digest, key, timeout))
+                    for s in pending_p
+                ]
+                for s, f in futs:
+                    progressed |= record(s, f.result())
+            if prim and all(s.ok for s in prim) and target is None:
+                served = [s.serial for s in prim if s.serial is not None]
+                target = served[0]
+                for value in served[1:]:
+                    if serial_compare_safe(value, target) > 0:
+                        target = value
+            pending_s = [s for s in sec if not s.ok]
+            if pending_s:
+                if target is not None:
+                    futs = [
+                        (s, pool.submit(_probe_secondary, s.endpoint, zone, target, timeout))
+                        for s in pending_s
+                    ]
+                    for s, f in futs:
+                        progressed |= record(s, f.result())
+                elif rounds == 1 or rounds % 10 == 0:
+                    # no target yet: probe now and then so the report says what they serve
+                    futs = [(s, pool.submit(query_soa, s.endpoint, zone, timeout=timeout))
+                            for s in pending_s]
+                    for s, f in futs:
+                        soa = f.result()
+                        s.serial, s.reason = soa.serial, soa.reason
+                        s.detail = f"waiting for the primaries ({soa.detail})"
+                        s.attempts += 1
+            done = all(s.ok for s in states) and (target is not None or not prim)
+            now = time.monotonic()
+            if on_progress is not None:
+                on_progress(GateProgress(zone, sum(s.ok for s in states), len(states),
+                                         round(now - start, 3), rounds))
+            if done:
+                return _report(zone, True, target, states, start, now)
+            fatal = next(
+                (s for s in states if s.tsig_since is not None and now - s.tsig_since >= grace
+                 and s.attempts >= 3),
+                None,
+            )
+            if fatal is not None or now >= end:
+                return _report(zone, False, target, states, start, None,
+                               deadline_s=deadline_s, fatal=fatal)
+            delay = FIRST_DELAY_S if progressed else min(poll_s, delay * BACKOFF)
+            time.sleep(max(0.0, min(delay, end - now)))
+
+
+def _report(
+    zone: str, ok: bool, target: int | None, states: list[_State], start: float,
+    ready_at: float | None, *, deadline_s: float = 0.0, fatal: _State | None = None,
+) -> GateReport:
+    elapsed = round(time.monotonic() - start, 4)
+    servers = tuple(s.freeze() for s in states)
+    if ok:
+        message = f"zone {zone}: ready at serial {target} on {len(servers)} server(s) in {elapsed:.3f}s"
+    else:
+        lag = [s for s in servers if not s.ok]
+        why = (f"TSIG rejected by {fatal.endpoint} ({fatal.reason.name}), giving up after "
+               f"{elapsed:.1f}s" if fatal else f"not ready after {deadline_s:g}s")
+        parts = [
+            f"{s.role} {s.endpoint}: serves serial "
+            f"{s.serial if s.serial is not None else 'none'}, last error {s.reason.name} "
+            f"({s.detail}), {s.attempts} attempt(s)"
+            for s in lag
+        ]
+        target_text = f"target serial {target}" if target is not None else "target serial unknown"
+        message = f"zone {zone}: {why} ({target_text}); lagging: " + "; ".join(parts)
+    return GateReport(zone, ok, target, servers, elapsed, message, ready_at)
+
+
+# --------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    """Which servers one zone's gate checks, as the stack config names them."""
+
+    zone: str
+    resource_name: str  # the DNSZone resource the gate belongs to
+    primaries: tuple[tuple[str, str], ...]  # (label, address as in config: 'ip' or 'ip:port')
+    secondaries: tuple[tuple[str, str | None], ...]  # (instance, loadBalancerIP or None)
+    primary_zone: bool  # the zone's content is rendered by this stack (digest known)
+    instances: tuple[str, ...] = field(default=())  # instances whose Deployments it waits for
+
+
+def gate_plans(spec: Any) -> list[GatePlan]:
+    """One plan per zone name of the stack (spec: a model.StackSpec).
+
+    A primary zone gates its primaries and this stack's secondaries of the
+    same zone name; a zone that is only secondary here gates this stack's
+    secondaries against ``secondaryConfig.primaryServers``.
+    """
+    plans: list[GatePlan] = []
+    seen: set[str] = set()
+    by_name: dict[str, list[Any]] = {}
+    for zone in spec.zones:
+        by_name.setdefault(zone.zoneName, []).append(zone)
+    for zone in spec.zones:
+        if zone.zoneName in seen:
+            continue
+        seen.add(zone.zoneName)
+        entries = by_name[zone.zoneName]
+        primary = next((z for z in entries if z.type == "primary"), None)
+        secondary_insts: list[Any] = []
+        for z in entries:
+            if z.type == "secondary":
+                for inst in spec.instances_for(z):
+                    if inst not in secondary_insts:
+                        secondary_insts.append(inst)
+        secs = tuple((i.name, i.service.loadBalancerIP) for i in secondary_insts)
+        if primary is not None:
+            prim_insts = spec.instances_for(primary)
+            prims = tuple((i.name, i.service.loadBalancerIP or "") for i in prim_insts)
+            plans.append(GatePlan(zone.zoneName, primary.resource_name, prims, secs, True,
+                                  tuple(i.name for i in [*prim_insts, *secondary_insts])))
+        else:
+            servers: list[str] = []
+            for z in entries:
+                for s in (z.secondaryConfig.primaryServers if z.secondaryConfig else []):
+                    if s not in servers:
+                        servers.append(s)
+            plans.append(GatePlan(zone.zoneName, zone.resource_name,
+                                  tuple((s, s) for s in servers), secs, False,
+                                  tuple(i.name for i in secondary_insts)))
+    return plans
+
+
+def _split(address: str) -> tuple[str, int]:
+    text = address.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else 53
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, int(port)
+    return text, 53
+
+
+def map_address(address: str, address_map: Mapping[str, str]) -> tuple[str, int]:
+    """'ip' or 'ip:port' from config, through ``gate.addressMap`` (keys 'ip' or 'ip:port')."""
+    host, port = _split(address)
+    for key in (address, f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"):
+        if key in address_map:
+            return _split(address_map[key])
+    if port == 53 and host in address_map:
+        return _split(address_map[host])
+    ipaddress.ip_address(host)  # endpoints are IPs; fail loudly otherwise
+    return host, port

@@ -1,0 +1,572 @@
+"""The local runner: a stack's topology in real `named` processes on this machine.
+
+    python -m components local up --stack prod [--once] [--json]
+    python -m components local up --all
+    python -m components local status [--json]
+    python -m components local down
+
+Each instance is rendered with the same code as its ConfigMaps (a Placement
+rooted in ``.local-run/<stack>/<instance>/``, 127.0.0.1 and a port of its own),
+every address of the stack config that an instance of the project owns (its
+service.loadBalancerIP) is mapped to that instance's local server, and
+addresses no instance owns (external primaries) are used as they are. Then
+the same gate code as `pulumi up` (components.gate) checks every zone.
+
+Ports are deterministic: 15301 + the index of the instance in the sorted list
+of every instance of the project (a busy port that is not ours is replaced
+by a free one). Serials come from ``.local-run/serials.json``; the TSIG secret
+from $BIND9_TSIG_SECRET or ``.local-run/tsig.secret`` (0600, made once, never
+printed). Servers keep running after `up`; their pids are in
+``.local-run/state.json``; `down` stops exactly those pids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import datetime
+import json
+import os
+import secrets
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .model import Instance, TopologyError
+from .topology import Topology, list_stacks, load_topology, read_stack_file
+
+RUN_DIR = ".local-run"
+BASE_PORT = 15301
+HOST = "127.0.0.1"
+SECRET_ENV = "BIND9_TSIG_SECRET"
+STATE_VERSION = 1
+
+
+@dataclass
+class Server:
+    stack: str
+    inst: Instance
+    region: str
+    port: int
+    directory: Path
+
+    @property
+    def key(self) -> str:
+        return f"{self.stack}/{self.inst.name}"
+
+    @property
+    def conf(self) -> Path:
+        return self.directory / "etc/bind/named.conf"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "named.log"
+
+
+# --------------------------------------------------------------------------- state
+
+
+def run_dir(project: Path) -> Path:
+    return project / RUN_DIR
+
+
+def load_state(project: Path) -> dict[str, Any]:
+    path = run_dir(project) / "state.json"
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"version": STATE_VERSION, "servers": {}}
+    data.setdefault("servers", {})
+    return data
+
+
+def save_state(project: Path, state: dict[str, Any]) -> None:
+    path = run_dir(project) / "state.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def pid_alive(pid: int | None, conf: str | None = None) -> bool:
+    """True when *pid* runs (not a zombie) and, if given, its command line names *conf*."""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rpartition(")")[2].split()[0] == "Z":
+            return False
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
+        return False
+    return conf is None or conf in cmdline
+
+
+def tsig_secret(project: Path) -> str:
+    env = os.environ.get(SECRET_ENV)
+    if env:
+        return env
+    path = run_dir(project) / "tsig.secret"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = base64.b64encode(secrets.token_bytes(32)).decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def load_stack(project: Path, stack: str, secret: str) -> Topology:
+    raw = read_stack_file(project, stack)
+    raw.pop("tsigSecret", None)  # the local run uses its own secret
+    return load_topology(raw, stack=stack, project_dir=project, tsig_secret=secret)
+
+
+def project_topologies(project: Path, secret: str) -> dict[str, Topology]:
+    """Every stack of the project that validates (the others are reported when asked for)."""
+    out: dict[str, Topology] = {}
+    for stack in list_stacks(project):
+        with contextlib.suppress(TopologyError):
+            out[stack] = load_stack(project, stack, secret)
+    return out
+
+
+def assign_ports(
+    topos: dict[str, Topology], project: Path, state: dict[str, Any]
+) -> dict[str, Server]:
+    from .named_process import _port_free, free_port
+
+    servers: dict[str, Server] = {}
+    taken: set[int] = set()
+    keys = sorted((s, i.name) for s, t in topos.items() for i in t.spec.instances)
+    for index, (stack, name) in enumerate(keys):
+        topo = topos[stack]
+        inst = next(i for i in topo.spec.instances if i.name == name)
+        directory = run_dir(project) / stack / name
+        old = state["servers"].get(f"{stack}/{name}") or {}
+        port = BASE_PORT + index
+        if old.get("port") and pid_alive(old.get("pid"), old.get("conf")):
+            port = int(old["port"])  # ours, still running
+        elif port in taken or not _port_free(HOST, port):
+            port = free_port(HOST)
+        taken.add(port)
+        region = inst.labels.get("region", topo.spec.region)
+        servers[f"{stack}/{name}"] = Server(stack, inst, region, port, directory)
+    return servers
+
+
+def owners(servers: dict[str, Server]) -> dict[str, Server]:
+    """loadBalancerIP -> the local server that stands for it."""
+    return {s.inst.service.loadBalancerIP: s for s in servers.values()
+            if s.inst.service.loadBalancerIP}
+
+
+def stacks_needed(requested: list[str], topos: dict[str, Topology],
+                  servers: dict[str, Server]) -> list[str]:
+    """The requested stacks plus those owning the primaries they transfer from."""
+    from .model import parse_server
+
+    own = owners(servers)
+    needed = list(requested)
+    for stack in needed:  # grows while iterating
+        for zone in topos[stack].spec.zones:
+            for address in (zone.secondaryConfig.primaryServers if zone.secondaryConfig else []):
+                host, port = parse_server(address)
+                owner = own.get(host)
+                if port == 53 and owner is not None and owner.stack not in needed:
+                    needed.append(owner.stack)
+    return needed
+
+
+# --------------------------------------------------------------------------- up
+
+
+def _write(rendered: Any, directory: Path) -> list[str]:
+    """render.write_tree, keeping unchanged files' mtimes; return the changed paths."""
+    from .render import write_tree
+
+    files = {**rendered.config_files, **rendered.zone_files, **rendered.secret_files}
+    before: dict[str, tuple[bytes, int]] = {}
+    for rel in files:
+        path = directory / rel
+        with contextlib.suppress(FileNotFoundError):
+            before[rel] = (path.read_bytes(), path.stat().st_mtime_ns)
+    write_tree(rendered, directory, include_secrets=True)
+    changed = []
+    now = time.time_ns()
+    for rel, data in files.items():
+        path = directory / rel
+        old = before.get(rel)
+        if old is not None and old[0] == data:
+            os.utime(path, ns=(old[1], old[1]))
+        else:
+            changed.append(rel)
+            if old is not None:  # named skips a zone whose file looks no newer than its load
+                bumped = max(now, old[1]) + 1_000_000_000
+                os.utime(path, ns=(bumped, bumped))
+    return changed
+
+
+def _wait_authoritative(port: int, zones: list[str], timeout: float) -> bool:
+    from .named_process import soa_status
+
+    end = time.monotonic() + timeout
+    pending = list(zones)
+    while pending and time.monotonic() < end:
+        pending = [z for z in pending
+                   if (st := soa_status(HOST, port, z, timeout=0.2)) is None or st != (0, True)]
+        if pending:
+            time.sleep(0.02)
+    return not pending
+
+
+def _start(server: Server) -> int:
+    from .named_process import NamedProcess
+
+    proc = NamedProcess(name=server.key)
+    # The runner exits while named runs on: the child keeps its own copy of the log fd.
+    return proc.start(server.conf, server.directory, server.log)
+
+
+@dataclass
+class ZoneJob:
+    stack: str
+    plan: Any
+    primaries: list[Any]
+    secondaries: list[Any]
+    expected_serial: int | None
+    expected_digest: str | None
+
+
+def _jobs(topos: dict[str, Topology], stacks: list[str], servers: dict[str, Server],
+          serials: dict[tuple[str, str], int]) -> list[ZoneJob]:
+    from .dnscheck import Endpoint, zone_digest_from_text
+    from .gate import gate_plans, map_address
+
+    own = owners(servers)
+    jobs = []
+    for stack in stacks:
+        topo = topos[stack]
+        amap = {ip: f"{HOST}:{s.port}" for ip, s in own.items()}
+        amap.update(topo.spec.gate.addressMap)
+
+        def ep(label: str, address: str | None, stack: str = stack,
+               amap: dict[str, str] = amap) -> Endpoint:
+            if address is None:  # no fixed IP: the instance itself, by name
+                s = servers[f"{stack}/{label}"]
+                return Endpoint(HOST, s.port, label)
+            host, port = map_address(address, amap)
+            owner = own.get(address)
+            return Endpoint(host, port, owner.inst.name if owner else label)
+
+        for plan in gate_plans(topo.spec):
+            content = topo.contents.get(plan.zone) if plan.primary_zone else None
+            jobs.append(ZoneJob(
+                stack, plan,
+                [ep(n, a or None) for n, a in plan.primaries],
+                [ep(n, a) for n, a in plan.secondaries],
+                serials.get((stack, plan.zone)) if plan.primary_zone else None,
+                zone_digest_from_text(content.text(0), plan.zone) if content else None,
+            ))
+    return jobs
+
+
+class Progress:
+    def __init__(self, total_zones: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total = total_zones
+        self.state: dict[str, tuple[int, int]] = {}
+        self.done = 0
+        self.start = time.monotonic()
+
+    def update(self, key: str, ready: int, total: int) -> None:
+        self.state[key] = (ready, total)
+        if self.enabled:
+            r = sum(a for a, _ in self.state.values())
+            t = sum(b for _, b in self.state.values())
+            sys.stderr.write(f"\r  waiting for transfers: {self.done}/{self.total} zones ready, "
+                             f"{r}/{t} server checks passed, "
+                             f"{time.monotonic() - self.start:.1f}s ")
+            sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def run_gates(jobs: list[ZoneJob], key: Any, deadline: float, poll: float,
+              progress: Progress) -> list[tuple[ZoneJob, Any]]:
+    from .gate import wait_until_transferred
+
+    def one(job: ZoneJob) -> tuple[ZoneJob, Any]:
+        tag = f"{job.stack}/{job.plan.zone}"
+        report = wait_until_transferred(
+            job.plan.zone, job.primaries, job.secondaries, job.expected_serial,
+            job.expected_digest, key, deadline, poll,
+            on_progress=lambda p: progress.update(tag, p.ready, p.total),
+        )
+        if report.ok:
+            progress.done += 1
+        return job, report
+
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
+        results = list(pool.map(one, jobs))
+    progress.finish()
+    return results
+
+
+def up(project: Path, requested: list[str], *, as_json: bool, timeout: float | None,
+       once: bool) -> int:
+    from .dnscheck import make_tsig_key
+    from .render import Placement, render_instance
+    from .serials import SerialStore
+
+    state = load_state(project)
+    secret = tsig_secret(project)
+    topos = project_topologies(project, secret)
+    for stack in requested:
+        if stack not in topos:  # raise its TopologyError (every problem at once)
+            load_stack(project, stack, secret)
+    servers = assign_ports(topos, project, state)
+    stacks = stacks_needed(requested, topos, servers)
+    extra = [s for s in stacks if s not in requested]
+    if extra and not as_json:
+        print(f"also starting {', '.join(extra)}: it owns primaries the requested stacks "
+              "transfer from", file=sys.stderr)
+
+    store = SerialStore(run_dir(project) / "serials.json")
+    serials: dict[tuple[str, str], int] = {}
+    for stack in stacks:
+        for zone, content in topos[stack].contents.items():
+            serials[(stack, zone)] = store.advance(stack, zone, content.content_hash).serial
+
+    address_map = {(ip, 53): (HOST, s.port) for ip, s in owners(servers).items()}
+    running = [s for s in servers.values() if s.stack in stacks]
+    running.sort(key=lambda s: (s.inst.role != "primary", s.key))
+    started: list[Server] = []
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    for server in running:
+        topo = topos[server.stack]
+        placement = Placement(root=str(server.directory.resolve()), port=server.port,
+                              listen_v4=HOST, listen_v6="none", notify_delay=0,
+                              address_map=address_map)
+        rendered = render_instance(
+            topo.spec, server.inst, topo.contents,
+            {z: serials[(server.stack, z)] for z in topo.contents}, placement, secret,
+        )
+        changed = _write(rendered, server.directory)
+        old = state["servers"].get(server.key) or {}
+        if pid_alive(old.get("pid"), str(server.conf.resolve())) and old.get("port") == server.port:
+            if changed:
+                os.kill(int(old["pid"]), signal.SIGHUP)
+            pid = int(old["pid"])
+        else:
+            pid = _start(server)
+            started.append(server)
+        state["servers"][server.key] = {
+            "stack": server.stack, "instance": server.inst.name, "role": server.inst.role,
+            "region": server.region, "address": server.inst.service.loadBalancerIP,
+            "host": HOST, "port": server.port, "pid": pid, "conf": str(server.conf.resolve()),
+            "dir": str(server.directory.resolve()), "startedAt": old.get("startedAt", now)
+            if server not in started else now,
+        }
+        save_state(project, state)
+        if server.inst.role == "primary":
+            zones = [z.zoneName for z in topo.spec.zones_for(server.inst)]
+            if not _wait_authoritative(server.port, zones, 15):
+                print(f"warning: {server.key} is not answering for {', '.join(zones)} "
+                      f"(see {server.log})", file=sys.stderr)
+
+    key_spec = topos[stacks[0]].spec.tsigKey
+    key = make_tsig_key(key_spec.name, key_spec.algorithm, secret)
+    jobs = _jobs(topos, stacks, servers, serials)
+    deadline = timeout if timeout is not None else min(
+        topos[s].spec.gate.deadlineSeconds for s in stacks)
+    poll = min(topos[s].spec.gate.pollIntervalSeconds for s in stacks)
+    progress = Progress(len(jobs), enabled=sys.stderr.isatty())
+    results = run_gates(jobs, key, deadline, poll, progress)
+    ok = all(r.ok for _, r in results)
+    summary = _summary(results, servers, state)
+    if as_json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        print(_table(results, servers))
+        for _, report in results:
+            if not report.ok:
+                print(report.message, file=sys.stderr)
+        print(f"{'all' if ok else 'NOT all'} {len(results)} zone(s) ready; servers keep running "
+              "(python -m components local status | down)" if not once else
+              f"{'all' if ok else 'NOT all'} {len(results)} zone(s) ready")
+    if once:
+        down(project, quiet=True, only=[s.key for s in running])
+    return 0 if ok else 1
+
+
+def _server_for(servers: dict[str, Server], stack: str, label: str, port: int) -> Server | None:
+    for s in servers.values():
+        if s.port == port and s.inst.name == label:
+            return s
+    return servers.get(f"{stack}/{label}")
+
+
+def _rows(results: list[tuple[ZoneJob, Any]], servers: dict[str, Server]) -> list[dict[str, Any]]:
+    rows = []
+    for job, report in results:
+        for st in report.servers:
+            s = _server_for(servers, job.stack, st.endpoint.label, st.endpoint.port)
+            rows.append({
+                "stack": job.stack,
+                "instance": st.endpoint.label,
+                "role": st.role,
+                "region": s.region if s else "external",
+                "address": (s.inst.service.loadBalancerIP if s else None) or st.endpoint.host,
+                "host": st.endpoint.host,
+                "port": st.endpoint.port,
+                "zone": job.plan.zone,
+                "serial": st.serial,
+                "result": "ready" if st.ok else st.reason.name,
+                "detail": st.detail,
+                "timeToReadySeconds": st.ready_after_s,
+                "attempts": st.attempts,
+            })
+    return rows
+
+
+def _summary(results: list[tuple[ZoneJob, Any]], servers: dict[str, Server],
+             state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ready": all(r.ok for _, r in results),
+        "zones": [
+            {"stack": j.stack, "zone": j.plan.zone, "ready": r.ok, "serial": r.target_serial,
+             "elapsedSeconds": r.elapsed_s, "message": r.message}
+            for j, r in results
+        ],
+        "rows": _rows(results, servers),
+        "servers": [
+            {k: v for k, v in info.items() if k != "conf"} | {
+                "alive": pid_alive(info.get("pid"), info.get("conf"))}
+            for _, info in sorted(state["servers"].items())
+        ],
+        "addressMap": {ip: f"{HOST}:{s.port}" for ip, s in sorted(owners(servers).items())},
+    }
+
+
+def _format_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def _table(results: list[tuple[ZoneJob, Any]], servers: dict[str, Server]) -> str:
+    rows = []
+    for r in _rows(results, servers):
+        ttr = r["timeToReadySeconds"]
+        rows.append([
+            r["instance"], r["role"], r["region"],
+            f"{r['address']} -> {r['host']}:{r['port']}", r["zone"],
+            str(r["serial"] if r["serial"] is not None else "-"),
+            r["result"] if r["result"] == "ready" else f"{r['result']}: {r['detail']}",
+            f"{ttr * 1000:.0f} ms" if ttr is not None else "-",
+        ])
+    return _format_table(["INSTANCE", "ROLE", "REGION", "ADDRESS", "ZONE", "SERIAL",
+                          "TRANSFER", "TIME TO READY"], rows)
+
+
+# --------------------------------------------------------------------------- status / down
+
+
+def status(project: Path, *, as_json: bool) -> int:
+    state = load_state(project)
+    rows = []
+    for key, info in sorted(state["servers"].items()):
+        alive = pid_alive(info.get("pid"), info.get("conf"))
+        rows.append({**{k: v for k, v in info.items() if k != "conf"}, "key": key,
+                     "alive": alive})
+    if as_json:
+        print(json.dumps({"servers": rows}, indent=2, sort_keys=True))
+    elif not rows:
+        print("no local servers (python -m components local up --stack NAME)")
+    else:
+        print(_format_table(
+            ["STACK", "INSTANCE", "ROLE", "REGION", "ADDRESS", "LISTEN", "PID", "STATE"],
+            [[r["stack"], r["instance"], r["role"], r["region"], str(r.get("address") or "-"),
+              f"{r['host']}:{r['port']}", str(r["pid"]), "running" if r["alive"] else "stopped"]
+             for r in rows]))
+    return 0
+
+
+def _stop_pid(pid: int, conf: str | None, timeout: float = 5.0) -> None:
+    if not pid_alive(pid, conf):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + timeout
+    while pid_alive(pid, conf) and time.monotonic() < end:
+        time.sleep(0.05)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap when it is our own child (--once)
+    if pid_alive(pid, conf):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def down(project: Path, *, quiet: bool = False, only: list[str] | None = None) -> int:
+    state = load_state(project)
+    stopped = []
+    for key, info in sorted(state["servers"].items()):
+        if only is not None and key not in only:
+            continue
+        _stop_pid(int(info.get("pid") or 0), info.get("conf"))
+        stopped.append(key)
+        del state["servers"][key]
+    save_state(project, state)
+    if not quiet:
+        print(f"stopped {len(stopped)} server(s)" + (f": {', '.join(stopped)}" if stopped else ""))
+    return 0
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_local_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("local", help="run a stack's topology in real named on loopback")
+    verbs = p.add_subparsers(dest="local_command", required=True)
+
+    u = verbs.add_parser("up", help="render, start named, transfer, gate every zone")
+    group = u.add_mutually_exclusive_group(required=True)
+    group.add_argument("--stack", help="stack name (Pulumi.<stack>.yaml)")
+    group.add_argument("--all", action="store_true", help="every stack of the project at once")
+    u.add_argument("--once", action="store_true", help="up, verify, then down; exit 1 if not ready")
+    u.add_argument("--json", action="store_true", help="print the status as JSON")
+    u.add_argument("--timeout", type=float, default=None,
+                   help="gate deadline in seconds (default: the stacks' gate.deadlineSeconds)")
+    u.set_defaults(func=_cmd_up)
+
+    s = verbs.add_parser("status", help="the local servers and whether they run")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=lambda a: status(a.project, as_json=a.json))
+
+    d = verbs.add_parser("down", help="stop every server `local up` started (by pid)")
+    d.set_defaults(func=lambda a: down(a.project))
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    project = Path(args.project).resolve()
+    stacks = list_stacks(project) if args.all else [args.stack]
+    return up(project, stacks, as_json=args.json, timeout=args.timeout, once=args.once)

@@ -1,0 +1,205 @@
+"""TransferGate: a dynamic resource per zone that is ready only once the zone really transferred.
+
+The provider runs in the engine's provider host (``python -m pulumi.dynamic``)
+from a dill-serialized copy, so this module imports only Pulumi at the top;
+the DNS work (dnspython, components.gate) is imported inside the methods.
+The provider object carries no state: its serialized form never changes, so
+it never shows up as a diff.
+
+Inputs: zoneName, primaries/secondaries ([{name, host, port}]), expectedSerial
+(None: whatever the primaries serve), expectedDigest (None: no content proof),
+tsigKeyName, tsigAlgorithm, tsigSecret (secret), deadlineSeconds,
+pollIntervalSeconds, triggers (e.g. the instances' config checksums).
+Outputs: ready, servedSerial, servers {name: {host, port, role, serial,
+verifiedAt, attempts, reason}}, readyAfterSeconds, checkedAt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+INPUT_KEYS = (
+    "zoneName", "primaries", "secondaries", "expectedSerial", "expectedDigest",
+    "tsigKeyName", "tsigAlgorithm", "tsigSecret", "deadlineSeconds", "pollIntervalSeconds",
+    "triggers",
+)
+OUTPUT_KEYS = ("ready", "servedSerial", "servers", "readyAfterSeconds", "checkedAt")
+
+
+def _plain(value: Any) -> Any:
+    """A value with Pulumi's secret wrapper (if any) removed."""
+    if isinstance(value, dict) and SECRET_SIG in value:
+        return value.get("value")
+    return value
+
+
+class GateFailed(Exception):
+    """The zone did not transfer in time; the message names each lagging server."""
+
+
+class TransferGateProvider(ResourceProvider):
+    serialize_as_secret_always = True
+
+    # -- helpers (imports are local: the provider host loads this from dill) --
+
+    @staticmethod
+    def _endpoints(items: Any) -> list[Any]:
+        from components.dnscheck import Endpoint
+
+        return [Endpoint(str(i["host"]), int(i.get("port") or 53), str(i.get("name") or ""))
+                for i in (items or [])]
+
+    @staticmethod
+    def _key(props: dict[str, Any]) -> Any:
+        from components.dnscheck import make_tsig_key
+
+        secret = _plain(props.get("tsigSecret"))
+        if not secret:
+            return None
+        try:
+            return make_tsig_key(str(props.get("tsigKeyName") or "transfer-key"),
+                                 str(props.get("tsigAlgorithm") or "hmac-sha256"), str(secret))
+        except ValueError as exc:  # the message names the key, never the secret
+            raise GateFailed(str(exc)) from None
+
+    def _wait(self, props: dict[str, Any]) -> dict[str, Any]:
+        from components.gate import wait_until_transferred
+
+        expected = props.get("expectedSerial")
+        report = wait_until_transferred(
+            str(props["zoneName"]),
+            self._endpoints(props.get("primaries")),
+            self._endpoints(props.get("secondaries")),
+            int(expected) if expected is not None else None,
+            props.get("expectedDigest") or None,
+            self._key(props),
+            float(props.get("deadlineSeconds") or 300),
+            float(props.get("pollIntervalSeconds") or 1.0),
+        )
+        if not report.ok:
+            raise GateFailed(report.message)
+        return {
+            **{k: props.get(k) for k in INPUT_KEYS},
+            "ready": True,
+            "servedSerial": report.target_serial,
+            "servers": {s.endpoint.label or str(s.endpoint): _server_out(s.as_dict())
+                        for s in report.servers},
+            "readyAfterSeconds": report.elapsed_s,
+            "checkedAt": max((s.verified_at or "" for s in report.servers), default=None),
+        }
+
+    # -- CRUD ---------------------------------------------------------------
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        failures = []
+        if not news.get("zoneName"):
+            failures.append(CheckFailure("zoneName", "zoneName is required"))
+        for prop in ("primaries", "secondaries"):
+            value = news.get(prop)
+            if value is not None and not isinstance(value, list):
+                failures.append(CheckFailure(prop, f"{prop} must be a list of {{name, host, port}}"))
+        deadline = news.get("deadlineSeconds")
+        if deadline is not None and not isinstance(deadline, str) and float(deadline) <= 0:
+            failures.append(CheckFailure("deadlineSeconds", "deadlineSeconds must be positive"))
+        return CheckResult(news, failures)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult(id_=f"gate-{props['zoneName']}", outs=self._wait(props))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = [k for k in INPUT_KEYS if _plain(olds.get(k)) != _plain(news.get(k))]
+        return DiffResult(changes=bool(changed), replaces=[], stables=["zoneName"],
+                          delete_before_replace=False)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=self._wait(news))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """Probe every server once: the serials they serve now (drift shows on refresh)."""
+        from components.dnscheck import query_soa, serial_at_least
+
+        zone = str(props.get("zoneName"))
+        served = props.get("servedSerial")
+        servers: dict[str, Any] = {}
+        ready = True
+        for role, items in (("primary", props.get("primaries")),
+                            ("secondary", props.get("secondaries"))):
+            for ep in self._endpoints(items):
+                soa = query_soa(ep, zone, timeout=2.0)
+                old = (props.get("servers") or {}).get(ep.label or str(ep)) or {}
+                ok = soa.ok and (served is None or (soa.serial is not None
+                                                    and serial_at_least(soa.serial, int(served))))
+                ready = ready and ok
+                servers[ep.label or str(ep)] = {
+                    "host": ep.host, "port": ep.port, "role": role, "serial": soa.serial,
+                    "reason": soa.reason.name, "verifiedAt": old.get("verifiedAt"),
+                    "attempts": old.get("attempts"),
+                }
+        outs = {**props, "servers": servers, "ready": ready}
+        return ReadResult(id_=id_, outs=outs)
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        return None
+
+
+def _server_out(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: d[k] for k in ("host", "port", "role", "serial", "verifiedAt", "attempts",
+                              "reason")}
+
+
+class TransferGate(Resource):
+    """Ready only when every server of the zone serves the transferred, verified serial."""
+
+    ready: pulumi.Output[bool]
+    servedSerial: pulumi.Output[int]
+    servers: pulumi.Output[dict]
+    readyAfterSeconds: pulumi.Output[float]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        zone_name: str,
+        primaries: pulumi.Input[list[Any]],
+        secondaries: pulumi.Input[list[Any]],
+        expected_serial: pulumi.Input[int] | None,
+        expected_digest: str | None,
+        tsig_key_name: str,
+        tsig_algorithm: str,
+        tsig_secret: pulumi.Input[str],
+        deadline_seconds: float,
+        poll_interval_seconds: float,
+        triggers: pulumi.Input[dict[str, Any]] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props: dict[str, Any] = {
+            "zoneName": zone_name,
+            "primaries": primaries,
+            "secondaries": secondaries,
+            "expectedSerial": expected_serial,
+            "expectedDigest": expected_digest,
+            "tsigKeyName": tsig_key_name,
+            "tsigAlgorithm": tsig_algorithm,
+            "tsigSecret": pulumi.Output.secret(tsig_secret),
+            "deadlineSeconds": deadline_seconds,
+            "pollIntervalSeconds": poll_interval_seconds,
+            "triggers": triggers or {},
+            **dict.fromkeys(OUTPUT_KEYS),
+        }
+        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["tsigSecret"])
+        super().__init__(
+            TransferGateProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret_opts)
+        )

@@ -1,0 +1,471 @@
+"""The ComponentResources under pulumi.runtime.set_mocks: what every stack registers.
+
+Runs the very code `pulumi up` runs (components.preview.run_components) and
+checks names, counts, parents, pod labels, image, ports, rollout and security
+settings, the config checksum, ConfigMap sharding, NetworkPolicy rules, and
+that the TSIG secret only ever travels as a Pulumi secret.
+
+Extra `pulumi-python:dynamic:Resource` resources (zone serials, transfer gates)
+are tolerated: counts below are of Kubernetes objects and components only.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.manifests import ANNOTATION_CHECKSUM
+from components.preview import (
+    REDACTED,
+    SECRET_SIG,
+    CaptureMocks,
+    Registered,
+    kubernetes_objects,
+    redact,
+    run_components,
+)
+from components.render import ZONE_DIR, render_instance
+from components.topology import Topology, list_stacks, load_topology, read_stack_file
+
+pytestmark = pytest.mark.unit
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+MIB = 1024 * 1024
+
+REGION = "bind9-topology:index:Bind9Region"
+INSTANCE = "bind9-topology:index:Bind9Instance"
+ZONE = "bind9-topology:index:DNSZone"
+DYNAMIC = "pulumi-python:dynamic:Resource"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+SECRET = "kubernetes:core/v1:Secret"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+SERVICE = "kubernetes:core/v1:Service"
+NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+
+#: What each stack must deploy: instance -> (role, replicas, BIND version, zone ConfigMaps),
+#: and the DNSZone components. Written out by hand so that a change shows up here.
+EXPECTED: dict[str, dict[str, Any]] = {
+    "prod": {
+        "instances": {
+            "primary-dns": ("primary", 2, "9.18", 1),
+            "secondary-dns": ("secondary", 2, "9.18", 0),
+        },
+        "zones": {
+            "example-com", "example-org", "example-net",
+            "example-com-secondary", "example-org-secondary", "example-net-secondary",
+        },
+    },
+    "prod-us-west-2": {
+        "instances": {
+            "secondary-dns-usw2-a": ("secondary", 2, "9.18", 0),
+            "secondary-dns-usw2-b": ("secondary", 2, "9.18", 0),
+        },
+        "zones": {"example-com-secondary", "example-org-secondary", "example-net-secondary"},
+    },
+    "prod-eu-west-1": {
+        "instances": {"secondary-dns-euw1": ("secondary", 3, "9.20", 0)},
+        "zones": {"example-com-secondary", "example-org-secondary", "example-net-secondary"},
+    },
+}
+
+
+class RawCaptureMocks(CaptureMocks):
+    """CaptureMocks that also keeps every input as registered, secrets unredacted."""
+
+    raw: list[tuple[str, str, dict[str, Any]]]
+
+    def new_resource(self, args: Any) -> tuple[str, dict]:
+        if not hasattr(self, "raw"):
+            self.raw = []
+        self.raw.append((args.typ, args.name, copy.deepcopy(dict(args.inputs))))
+        return super().new_resource(args)
+
+
+def new_secret() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def run(topology: Topology) -> RawCaptureMocks:
+    mocks = RawCaptureMocks(stack=topology.stack)
+    result = run_components(topology, mocks=mocks)
+    assert result is mocks
+    return mocks
+
+
+def load(raw: dict[str, Any], stack: str, secret: str) -> Topology:
+    return load_topology(raw, stack=stack, project_dir=PROJECT_DIR, tsig_secret=secret)
+
+
+@pytest.fixture(scope="module")
+def stack_secret() -> str:
+    return new_secret()
+
+
+#: Every stack file of the project (others, e.g. `local`, get the generic checks).
+STACKS = list_stacks(PROJECT_DIR)
+PROVIDER_PREFIX = "pulumi:providers:"
+
+
+@pytest.fixture(scope="module")
+def runs(stack_secret: str) -> dict[str, tuple[Topology, RawCaptureMocks]]:
+    out = {}
+    for stack in STACKS:
+        topo = load(read_stack_file(PROJECT_DIR, stack), stack, stack_secret)
+        out[stack] = (topo, run(topo))
+    return out
+
+
+def of_type(mocks: CaptureMocks, typ: str) -> list[Registered]:
+    return [r for r in mocks.resources if r.type == typ]
+
+
+def one(mocks: CaptureMocks, typ: str, name: str) -> Registered:
+    found = [r for r in mocks.resources if r.type == typ and r.name == name]
+    assert len(found) == 1, f"{typ} {name}: registered {len(found)} times"
+    return found[0]
+
+
+def parent_of(res: Registered) -> tuple[str, str]:
+    """(type, name) of the parent, from the parent URN the monitor was given."""
+    assert res.parent, f"{res.type} {res.name} has no parent"
+    _, _, qualified_type, name = res.parent.split("::", 3)
+    return qualified_type.split("$")[-1], name
+
+
+def deployment_of(mocks: CaptureMocks, instance: str) -> dict[str, Any]:
+    return one(mocks, DEPLOYMENT, instance).inputs
+
+
+def container_of(mocks: CaptureMocks, instance: str) -> dict[str, Any]:
+    containers = deployment_of(mocks, instance)["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+# --------------------------------------------------------------------------- names, counts
+
+
+def test_the_region_stacks_exist() -> None:
+    assert set(EXPECTED) <= set(STACKS)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_counts_follow_the_spec(runs, stack: str) -> None:
+    """For every stack, the objects per instance follow from its spec."""
+    topo, mocks = runs[stack]
+    want: Counter[str] = Counter({REGION: 1, ZONE: len(topo.spec.zones)})
+    for inst in topo.spec.instances:
+        zone_maps = [r for r in of_type(mocks, CONFIG_MAP)
+                     if r.name.startswith(f"{inst.name}-zones-")]
+        if inst.role == "primary":
+            assert zone_maps, f"{inst.name}: a primary without zone ConfigMaps"
+        else:
+            assert not zone_maps, f"{inst.name}: a secondary with zone ConfigMaps"
+        want.update({INSTANCE: 1, CONFIG_MAP: 1 + len(zone_maps), SECRET: 1, DEPLOYMENT: 1,
+                     SERVICE: 1, NETPOL: 1, PDB: int(inst.replicas > 1)})
+    got = Counter(r.type for r in mocks.resources
+                  if r.type != DYNAMIC and not r.type.startswith(PROVIDER_PREFIX))
+    assert got == +want
+
+
+@pytest.mark.parametrize("stack", sorted(EXPECTED))
+def test_names_and_counts(runs, stack: str) -> None:
+    _, mocks = runs[stack]
+    expected = EXPECTED[stack]
+    want: Counter[tuple[str, str]] = Counter({(REGION, stack): 1})
+    want.update((ZONE, z) for z in expected["zones"])
+    for name, (role, replicas, _, zone_maps) in expected["instances"].items():
+        want[(INSTANCE, name)] += 1
+        want[(CONFIG_MAP, f"{name}-config")] += 1
+        want.update((CONFIG_MAP, f"{name}-zones-{i}") for i in range(zone_maps))
+        want[(SECRET, f"{name}-tsig")] += 1
+        want[(DEPLOYMENT, name)] += 1
+        want[(SERVICE, f"{name}-svc")] += 1
+        want[(NETPOL, f"{name}-netpol")] += 1
+        if replicas > 1:
+            want[(PDB, f"{name}-pdb")] += 1
+        assert (role == "primary") == (zone_maps > 0)
+    got = Counter((r.type, r.name) for r in mocks.resources
+                  if r.type != DYNAMIC and not r.type.startswith(PROVIDER_PREFIX))
+    assert got == want
+
+    # Kubernetes names: the Deployment is named after the instance; one object per kind/name.
+    objects = kubernetes_objects(mocks)
+    keys = [(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects]
+    assert len(keys) == len(set(keys)), "two objects of one kind share a name"
+    for name in expected["instances"]:
+        assert deployment_of(mocks, name)["metadata"]["name"] == name
+
+
+def test_pdb_only_with_more_than_one_replica(minimal_raw, tsig_secret) -> None:
+    minimal_raw["instances"][1]["replicas"] = 3  # primary keeps replicas 1
+    mocks = run(load(minimal_raw, "minimal", tsig_secret))
+    assert [r.name for r in of_type(mocks, PDB)] == ["secondary-dns-pdb"]
+    pdb = one(mocks, PDB, "secondary-dns-pdb").inputs["spec"]
+    assert pdb["selector"] == {"matchLabels": {"instance": "secondary-dns"}}
+
+
+# --------------------------------------------------------------------------- parents
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_parents(runs, stack: str) -> None:
+    _, mocks = runs[stack]
+    region = one(mocks, REGION, stack)
+    assert parent_of(region)[0] == "pulumi:pulumi:Stack"
+    for r in mocks.resources:
+        if r.type in (INSTANCE, ZONE):
+            assert parent_of(r) == (REGION, stack), r.name
+            assert r.custom is False
+    instance_children = {CONFIG_MAP, SECRET, DEPLOYMENT, SERVICE, NETPOL, PDB}
+    k8s = [r for r in mocks.resources if r.type.startswith("kubernetes:")]
+    assert k8s and {r.type for r in k8s} <= instance_children
+    for r in k8s:
+        assert r.custom is True
+        ptype, pname = parent_of(r)
+        assert ptype == INSTANCE, f"{r.type} {r.name} is parented by {ptype}"
+        assert r.name == pname or r.name.startswith(pname + "-"), (r.name, pname)
+        assert r.inputs["metadata"]["labels"]["instance"] == pname
+    for r in of_type(mocks, DYNAMIC):  # serials, gates: under one of our components
+        assert parent_of(r)[0] in (REGION, ZONE, INSTANCE), r.name
+
+
+# --------------------------------------------------------------------------- pods
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_pod_template(runs, stack: str) -> None:
+    topo, mocks = runs[stack]
+    for inst in topo.spec.instances:
+        name, role, replicas, version = inst.name, inst.role, inst.replicas, inst.version
+        if stack in EXPECTED:
+            assert EXPECTED[stack]["instances"][name][:3] == (role, replicas, version)
+        dep = deployment_of(mocks, name)
+        spec = dep["spec"]
+        assert spec["replicas"] == replicas
+        assert spec["selector"] == {"matchLabels": {"instance": name}}
+        labels = spec["template"]["metadata"]["labels"]
+        assert labels["instance"] == name
+        assert labels["dns-role"] == role
+        assert labels["region"] == topo.spec.region
+        assert labels["environment"] == topo.spec.environment
+        if stack in EXPECTED:
+            assert labels["environment"] == "production"
+        assert spec["strategy"]["type"] == "RollingUpdate"
+        assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+        c = container_of(mocks, name)
+        assert c["image"] == f"internetsystemsconsortium/bind9:{version}"
+        ports = {(int(p["containerPort"]), p["protocol"]) for p in c["ports"]}
+        assert ports == {(53, "UDP"), (53, "TCP")}
+        assert c["readinessProbe"] and c["livenessProbe"]
+        assert c["lifecycle"]["preStop"]
+
+        sc = c["securityContext"]
+        assert sc["runAsNonRoot"] is True
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+        assert sc["capabilities"]["add"] == ["NET_BIND_SERVICE"]
+        assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+        annotations = spec["template"]["metadata"]["annotations"]
+        assert len(annotations[ANNOTATION_CHECKSUM]) == 64
+
+        svc = one(mocks, SERVICE, f"{name}-svc").inputs["spec"]
+        assert {(int(p["port"]), p["protocol"]) for p in svc["ports"]} == ports
+        assert svc["selector"] == {"instance": name}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_checksum_and_config_maps_match_the_rendering(runs, stack: str) -> None:
+    """The annotation and the ConfigMaps hold the rendering with the serials from state."""
+    topo, mocks = runs[stack]
+    for inst in topo.spec.instances:
+        rendered = render_instance(topo.spec, inst, topo.contents, mocks.serials)
+        annotations = deployment_of(mocks, inst.name)["spec"]["template"]["metadata"]
+        assert annotations["annotations"][ANNOTATION_CHECKSUM] == rendered.checksum
+        data: dict[str, str] = {}
+        for cm in of_type(mocks, CONFIG_MAP):
+            if parent_of(cm)[1] == inst.name:
+                data.update(cm.inputs["data"])
+        files = {p.rsplit("/", 1)[-1]: d.decode()
+                 for p, d in {**rendered.config_files, **rendered.zone_files}.items()}
+        assert data == files
+
+
+def _checksums(topo: Topology) -> dict[str, str]:
+    mocks = run(topo)
+    return {
+        i.name: deployment_of(mocks, i.name)["spec"]["template"]["metadata"]["annotations"][
+            ANNOTATION_CHECKSUM
+        ]
+        for i in topo.spec.instances
+    }
+
+
+def test_checksum_moves_with_a_record_and_only_then(minimal_raw) -> None:
+    base = _checksums(load(minimal_raw, "minimal", new_secret()))
+    # Same config, another run and another TSIG secret: nothing rolls.
+    assert _checksums(load(copy.deepcopy(minimal_raw), "minimal", new_secret())) == base
+
+    changed = copy.deepcopy(minimal_raw)
+    changed["zones"][0]["records"][1]["data"] = "10.0.1.11"
+    after = _checksums(load(changed, "minimal", new_secret()))
+    assert after["primary-dns"] != base["primary-dns"]
+    # The secondary's mounted files (named.conf, ready.sh) did not change: it does not roll.
+    assert after["secondary-dns"] == base["secondary-dns"]
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def _strip_secrets(value: Any) -> tuple[Any, list[Any]]:
+    """The value with every secret-marked part removed, and those parts."""
+    found: list[Any] = []
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, dict):
+            if SECRET_SIG in v:
+                found.append(v.get("value"))
+                return None
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value), found
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_tsig_secret_travels_only_as_a_pulumi_secret(runs, stack_secret: str, stack: str) -> None:
+    topo, mocks = runs[stack]
+    assert topo.tsig_secret == stack_secret
+    raw = mocks.raw
+    assert len(raw) == len(mocks.resources)
+
+    # Nowhere in clear: not in any input of any resource, ConfigMaps included.
+    clear, secret_parts = _strip_secrets([inputs for _, _, inputs in raw])
+    assert stack_secret not in json.dumps(clear)
+    for typ, name, inputs in raw:
+        if typ == CONFIG_MAP:
+            assert stack_secret not in json.dumps(inputs), name
+    # It does reach the Secrets, marked secret.
+    assert any(stack_secret in json.dumps(part) for part in secret_parts)
+    # What preview records (and `render` writes) is redacted, the shape kept.
+    assert stack_secret not in json.dumps([r.inputs for r in mocks.resources])
+    assert stack_secret not in json.dumps(kubernetes_objects(mocks))
+    for typ, name, inputs in raw:
+        if typ != SECRET:
+            continue
+        marked = inputs["stringData"]
+        assert isinstance(marked, dict) and SECRET_SIG in marked, f"{name}: stringData in clear"
+        assert stack_secret in json.dumps(marked["value"])
+        redacted = redact(inputs)["stringData"]
+        assert redacted == {k: REDACTED for k in marked["value"]}
+        assert "data" not in inputs
+
+
+# --------------------------------------------------------------------------- sharding
+
+
+def test_a_big_zone_is_sharded_across_config_maps(big_topology: Topology) -> None:
+    mocks = run(big_topology)
+    zone_maps = sorted(
+        (r for r in of_type(mocks, CONFIG_MAP) if r.name.startswith("primary-dns-zones-")),
+        key=lambda r: r.name,
+    )
+    assert len(zone_maps) >= 2, [r.name for r in zone_maps]
+    for cm in zone_maps:
+        assert len(json.dumps(cm.inputs).encode()) < MIB, cm.name
+        data_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in cm.inputs["data"].items())
+        assert data_bytes < MIB, cm.name
+
+    inst = next(i for i in big_topology.spec.instances if i.name == "primary-dns")
+    rendered = render_instance(big_topology.spec, inst, big_topology.contents, mocks.serials)
+    keys = [k for cm in zone_maps for k in cm.inputs["data"]]
+    assert len(keys) == len(set(keys)), "a zone file in two ConfigMaps"
+    assert sorted(keys) == sorted(p.rsplit("/", 1)[-1] for p in rendered.zone_files)
+    main = next(cm.inputs["data"]["db.big.example"] for cm in zone_maps
+                if "db.big.example" in cm.inputs["data"])
+    includes = [line.split()[1] for line in main.splitlines() if line.startswith("$INCLUDE")]
+    assert len(includes) >= 2
+    assert {p.rsplit("/", 1)[-1] for p in includes} <= set(keys)
+    assert all(p.startswith(f"/{ZONE_DIR}/") for p in includes)
+
+    volumes = deployment_of(mocks, "primary-dns")["spec"]["template"]["spec"]["volumes"]
+    zones_volume = next(v for v in volumes if v["name"] == "zones")
+    listed = [s["configMap"]["name"] for s in zones_volume["projected"]["sources"]]
+    assert sorted(listed) == sorted(cm.inputs["metadata"]["name"] for cm in zone_maps)
+
+
+# --------------------------------------------------------------------------- network policy
+
+
+def _rules(mocks: CaptureMocks, name: str) -> list[dict[str, Any]]:
+    pol = one(mocks, NETPOL, f"{name}-netpol").inputs
+    assert pol["spec"]["podSelector"] == {"matchLabels": {"instance": name}}
+    assert pol["spec"]["policyTypes"] == ["Ingress"]
+    rules = pol["spec"]["ingress"]
+    for rule in rules:
+        assert rule.get("from"), "a rule without `from` admits every peer"
+        assert rule.get("ports"), "a rule without `ports` admits every port"
+    return rules
+
+
+def _peers(rules: list[dict[str, Any]], protocol: str) -> list[dict[str, Any]]:
+    return [
+        peer
+        for rule in rules
+        if any(p["protocol"] == protocol and int(p["port"]) == 53 for p in rule["ports"])
+        for peer in rule["from"]
+    ]
+
+
+def _key(peer: dict[str, Any]) -> str:
+    return json.dumps(peer, sort_keys=True)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_network_policies(runs, stack: str) -> None:
+    topo, mocks = runs[stack]
+    for inst in topo.spec.instances:
+        rules = _rules(mocks, inst.name)
+        zones = topo.spec.zones_for(inst)
+        if inst.role == "primary":
+            notify = {h for z in zones for h, _ in z.notify_servers}
+            assert notify, "a primary of the example stacks notifies someone"
+            want = [{"podSelector": {"matchLabels": {"dns-role": "secondary"}}}] + [
+                {"ipBlock": {"cidr": f"{ip}/32"}} for ip in notify
+            ]
+            # TCP 53 (transfers) only from secondaries and NOTIFY targets.
+            assert sorted(map(_key, _peers(rules, "TCP"))) == sorted(map(_key, want))
+            # Queries (UDP) from allowQuery.
+            udp = {_key(p) for p in _peers(rules, "UDP")}
+            for cidr in inst.config.allowQuery:
+                assert _key({"ipBlock": {"cidr": cidr}}) in udp
+        else:
+            primaries = {h for z in zones if z.secondaryConfig for h, _ in z.secondaryConfig.servers}
+            assert primaries
+            # NOTIFY (UDP 53) from primaryServers, in a rule of its own.
+            notify_rules = [
+                r for r in rules
+                if [p["protocol"] for p in r["ports"]] == ["UDP"]
+                and any("ipBlock" in peer for peer in r["from"])
+            ]
+            assert len(notify_rules) == 1
+            cidrs = {p["ipBlock"]["cidr"] for p in notify_rules[0]["from"] if "ipBlock" in p}
+            assert cidrs == {f"{ip}/32" for ip in primaries}
+            # Queries over UDP and TCP from allowQuery.
+            for proto in ("UDP", "TCP"):
+                peers = {_key(p) for p in _peers(rules, proto)}
+                for cidr in inst.config.allowQuery:
+                    assert _key({"ipBlock": {"cidr": cidr}}) in peers
