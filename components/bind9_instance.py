@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -52,7 +53,7 @@ class Bind9Instance(pulumi.ComponentResource):
         layout_maps = manifests.config_maps(spec, layout)
         for obj in layout_maps:
             keys = sorted(obj["data"])
-            data = rendered.apply(lambda r, keys=keys: manifests.data_for_keys(r, keys))
+            data = rendered.apply(functools.partial(_data_for_keys, keys=keys))
             self.config_maps.append(
                 k8s.core.v1.ConfigMap(
                     obj["metadata"]["name"], metadata=obj["metadata"], data=data, opts=child
@@ -103,7 +104,7 @@ class Bind9Instance(pulumi.ComponentResource):
         )
         self.checksum = rendered.apply(lambda r: r.checksum)
         self.address = self.service.spec.apply(
-            lambda s: (s.load_balancer_ip if s and s.load_balancer_ip else (s.cluster_ip if s else None))
+            lambda s: (s.load_balancer_ip or s.cluster_ip) if s else None
         )
         self.register_outputs(
             {
@@ -114,3 +115,7 @@ class Bind9Instance(pulumi.ComponentResource):
                 "checksum": self.checksum,
             }
         )
+
+
+def _data_for_keys(rendered: RenderedInstance, keys: list[str]) -> dict[str, str]:
+    return manifests.data_for_keys(rendered, keys)

@@ -95,6 +95,7 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
     inst = rendered.instance
     labels = common_labels(spec, inst)
     selector = {"instance": inst.name}
+    tsig_dir = TSIG_DIR.removeprefix(CONFIG_DIR + "/")  # relative to the /etc/bind mount
     etc_sources: list[Obj] = [
         {
             "configMap": {
@@ -111,7 +112,7 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
                 "items": [
                     {
                         "key": tsig_secret_key(spec),
-                        "path": f"{TSIG_DIR.removeprefix(CONFIG_DIR + '/')}/{tsig_secret_key(spec)}",
+                        "path": f"{tsig_dir}/{tsig_secret_key(spec)}",
                         "mode": 0o440,
                     }
                 ],
@@ -267,7 +268,7 @@ def _host_cidr(ip: str) -> str:
 
 
 def network_policy(spec: StackSpec, instance: Instance) -> Obj:
-    """Queries from allowQuery; primaries take TCP 53 only from secondaries; NOTIFY from primaries."""
+    """Queries from allowQuery; TCP 53 to primaries only from secondaries; NOTIFY from primaries."""
     udp = {"protocol": "UDP", "port": DNS_PORT}
     tcp = {"protocol": "TCP", "port": DNS_PORT}
     query_from = _ip_blocks(instance.config.allowQuery)
@@ -279,8 +280,10 @@ def network_policy(spec: StackSpec, instance: Instance) -> Obj:
         rules = [
             {"from": query_from, "ports": [udp]},
             {
-                "from": [{"podSelector": {"matchLabels": {"dns-role": "secondary"}}}]
-                + _ip_blocks(notify_targets),
+                "from": [
+                    {"podSelector": {"matchLabels": {"dns-role": "secondary"}}},
+                    *_ip_blocks(notify_targets),
+                ],
                 "ports": [tcp, udp],
             },
         ]
@@ -296,8 +299,10 @@ def network_policy(spec: StackSpec, instance: Instance) -> Obj:
         rules = [
             {"from": query_from, "ports": [udp, tcp]},
             {
-                "from": [{"podSelector": {"matchLabels": {"dns-role": "primary"}}}]
-                + _ip_blocks(primaries),
+                "from": [
+                    {"podSelector": {"matchLabels": {"dns-role": "primary"}}},
+                    *_ip_blocks(primaries),
+                ],
                 "ports": [udp],
             },
         ]

@@ -38,7 +38,7 @@ class _ParentRecordingMonitor(MockMonitor):
         super().__init__(mocks)
         self.capture = mocks
 
-    def RegisterResource(self, request):  # noqa: N802 (the gRPC method's name)
+    def RegisterResource(self, request):  # the gRPC method's name
         self.capture.parents[(request.type, request.name)] = request.parent
         return super().RegisterResource(request)
 
@@ -73,8 +73,10 @@ class CaptureMocks(pulumi.runtime.Mocks):
         )
         return f"{args.name}-id", outputs
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
-        return {}
+    def call(
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> tuple[dict, list[tuple[str, str]] | None]:
+        return {}, None
 
 
 def redact(value: Any) -> Any:

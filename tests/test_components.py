@@ -358,6 +358,10 @@ def test_tsig_secret_travels_only_as_a_pulumi_secret(runs, stack_secret: str, st
     for typ, name, inputs in raw:
         if typ == CONFIG_MAP:
             assert stack_secret not in json.dumps(inputs), name
+        # A dynamic provider travels pickled (base64) in `__provider`: no secret in there either.
+        blob = inputs.get("__provider")
+        if isinstance(blob, str):
+            assert stack_secret.encode() not in base64.b64decode(blob), f"{name}: __provider"
     # It does reach the Secrets, marked secret.
     assert any(stack_secret in json.dumps(part) for part in secret_parts)
     # What preview records (and `render` writes) is redacted, the shape kept.
@@ -453,7 +457,9 @@ def test_network_policies(runs, stack: str) -> None:
             for cidr in inst.config.allowQuery:
                 assert _key({"ipBlock": {"cidr": cidr}}) in udp
         else:
-            primaries = {h for z in zones if z.secondaryConfig for h, _ in z.secondaryConfig.servers}
+            primaries = {
+                h for z in zones if z.secondaryConfig for h, _ in z.secondaryConfig.servers
+            }
             assert primaries
             # NOTIFY (UDP 53) from primaryServers, in a rule of its own.
             notify_rules = [
