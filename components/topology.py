@@ -116,14 +116,17 @@ def bindy_documents(
 # --------------------------------------------------------------------------- checks
 
 
-def _check_cross(spec: StackSpec, prefix: str) -> list[ConfigIssue]:
+def _check_cross(
+    spec: StackSpec, instance_paths: list[str], zone_paths: list[str], all_instances_valid: bool
+) -> list[ConfigIssue]:
+    prefix = PREFIX
     issues: list[ConfigIssue] = []
     seen: dict[str, int] = {}
     for i, inst in enumerate(spec.instances):
-        at = f"{prefix}instances[{i}]"
+        at = instance_paths[i]
         if inst.name in seen:
             issues.append(ConfigIssue(path=f"{at}.name", message=(
-                f"duplicate instance name {inst.name!r} (also instances[{seen[inst.name]}]); "
+                f"duplicate instance name {inst.name!r} (also {instance_paths[seen[inst.name]]}); "
                 "give each instance its own name")))
         seen.setdefault(inst.name, i)
         for key, problem in check_labels(inst.labels):
@@ -142,11 +145,11 @@ def _check_cross(spec: StackSpec, prefix: str) -> list[ConfigIssue]:
 
     zone_seen: dict[str, int] = {}
     for z, zone in enumerate(spec.zones):
-        at = f"{prefix}zones[{z}]"
+        at = zone_paths[z]
         name = zone.resource_name
         if name in zone_seen:
             issues.append(ConfigIssue(path=f"{at}.name", message=(
-                f"duplicate zone resource name {name!r} (also zones[{zone_seen[name]}]); set "
+                f"duplicate zone resource name {name!r} (also {zone_paths[zone_seen[name]]}); set "
                 "a distinct name")))
         zone_seen.setdefault(name, z)
         if zone.name is not None:
@@ -160,7 +163,7 @@ def _check_cross(spec: StackSpec, prefix: str) -> list[ConfigIssue]:
             issues.append(ConfigIssue(path=f"{at}.instanceSelector.matchLabels.{key}",
                                       message=problem))
         matched = spec.instances_for(zone)
-        if not matched:
+        if not matched and all_instances_valid:
             issues.append(ConfigIssue(path=f"{at}.instanceSelector", message=(
                 f"matchLabels {zone.instanceSelector.matchLabels} selects no instance; "
                 "fix the labels or add an instance that carries them")))
@@ -257,24 +260,34 @@ def load_topology(
     ]
     raw["zones"] = zones
 
+    # Each entry is validated on its own, so one bad entry hides nothing else:
+    # cross-checks and record checks still run on every entry that is valid.
     try:
-        spec = StackSpec.model_validate(raw)
+        spec = StackSpec.model_validate({**raw, "instances": [], "zones": []})
     except ValidationError as exc:
-        for issue in issues_from_validation(exc, PREFIX):
-            issues.append(_relocate(issue, origin_paths, zone_paths))
-        issues += check_secret(tsig_secret, stack=stack, required=secret_required)
-        # Still check the records of every primary zone that is valid on its own, so a
-        # typo in one instance does not hide a bad record (every problem at once).
-        for z, raw_zone in enumerate(zones):
-            try:
-                zone = Zone.model_validate(raw_zone)
-            except ValidationError:
-                continue  # already reported above
-            if zone.type == "primary":
-                issues += build_zone(zone, zone_paths[z], project_dir)[1]
-        raise TopologyError(issues) from None
+        issues += issues_from_validation(exc, PREFIX)
+        spec = StackSpec(region=str(raw.get("region") or "unknown"))
+    valid_instances: list[Instance] = []
+    instance_paths: list[str] = []
+    for item, at in zip(raw["instances"], origin_paths, strict=True):
+        try:
+            valid_instances.append(Instance.model_validate(item))
+            instance_paths.append(at)
+        except ValidationError as exc:
+            issues += issues_from_validation(exc, at, Instance)
+    valid_zones: list[Zone] = []
+    valid_zone_paths: list[str] = []
+    for item, at in zip(zones, zone_paths, strict=True):
+        try:
+            valid_zones.append(Zone.model_validate(item))
+            valid_zone_paths.append(at)
+        except ValidationError as exc:
+            issues += issues_from_validation(exc, at, Zone)
+    all_instances_valid = len(valid_instances) == len(raw["instances"])
+    spec = spec.model_copy(update={"instances": valid_instances, "zones": valid_zones})
+    zone_paths = valid_zone_paths
 
-    issues += [_relocate(i, origin_paths, zone_paths) for i in _check_cross(spec, PREFIX)]
+    issues += _check_cross(spec, instance_paths, zone_paths, all_instances_valid)
     issues += check_secret(tsig_secret, stack=stack, required=secret_required)
 
     contents: dict[str, ZoneContent] = {}
@@ -296,17 +309,6 @@ def load_topology(
     if issues:
         raise TopologyError(issues)
     return Topology(stack=stack, spec=spec, contents=contents, tsig_secret=tsig_secret)
-
-
-def _relocate(issue: ConfigIssue, instance_paths: list[str], zone_paths: list[str]) -> ConfigIssue:
-    """Point issues in merged lists back at the file they came from (bindy manifests)."""
-    for kind, paths in (("instances", instance_paths), ("zones", zone_paths)):
-        head = f"{PREFIX}{kind}["
-        if issue.path.startswith(head):
-            index_text, _, rest = issue.path[len(head):].partition("]")
-            if index_text.isdigit() and int(index_text) < len(paths):
-                return ConfigIssue(path=paths[int(index_text)] + rest, message=issue.message)
-    return issue
 
 
 def instance_path(spec: StackSpec, instance: Instance) -> str:

@@ -118,9 +118,6 @@ def test_validate_broken_stack_through_python_m(broken_project: Path) -> None:
     _assert_lists_every_issue(proc.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cross-field checks (secondary zone without primaryServers, selectors, duplicates) run "
-    "only once every field is valid: a field error hides them (topology.load_topology)"))
 def test_field_errors_do_not_hide_cross_checks(broken_project: Path, capsys) -> None:
     raw = yaml.safe_load((broken_project / "Pulumi.broken.yaml").read_text())
     raw["config"][f"{P}zones"].append({

@@ -252,7 +252,7 @@ def test_duplicate_instance_names(check, minimal_raw):
     only_issue(
         check(minimal_raw),
         f"{P}instances[2].name",
-        "duplicate instance name 'primary-dns' (also instances[0])",
+        "duplicate instance name 'primary-dns' (also bind9-topology:instances[0])",
         "give each instance its own name",
     )
 
@@ -262,7 +262,7 @@ def test_duplicate_zone_names(check, minimal_raw):
     only_issue(
         check(minimal_raw),
         f"{P}zones[2].name",
-        "duplicate zone resource name 'example-com' (also zones[0])",
+        "duplicate zone resource name 'example-com' (also bind9-topology:zones[0])",
         "set a distinct name",
     )
 
