@@ -282,7 +282,7 @@ def network_policy(spec: StackSpec, instance: Instance) -> Obj:
             {
                 "from": [
                     {"podSelector": {"matchLabels": {"dns-role": "secondary"}}},
-                    *_ip_blocks(notify_targets),
+                    *_ip_blocks([*notify_targets, *instance.config.peerCidrs]),
                 ],
                 "ports": [tcp, udp],
             },
@@ -301,7 +301,7 @@ def network_policy(spec: StackSpec, instance: Instance) -> Obj:
             {
                 "from": [
                     {"podSelector": {"matchLabels": {"dns-role": "primary"}}},
-                    *_ip_blocks(primaries),
+                    *_ip_blocks([*primaries, *instance.config.peerCidrs]),
                 ],
                 "ports": [udp],
             },

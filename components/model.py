@@ -173,6 +173,9 @@ class InstanceConfig(_Strict):
     allowQuery: list[Cidr] = Field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
     # None means: the role's default (the TSIG key on primaries, nothing on secondaries).
     allowTransfer: list[TransferEntry] | None = None
+    # Where the other side's transfers and NOTIFY really come from when they cross a
+    # NAT (node or egress addresses of other regions), for the NetworkPolicy.
+    peerCidrs: list[Cidr] = Field(default_factory=list)
 
     @field_validator("recursion")
     @classmethod
