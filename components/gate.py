@@ -15,9 +15,10 @@ Semantics (DESIGN.md, "The transfer gate"):
 2. every secondary answers AA with the target serial or a later one.
 
 Servers are probed concurrently (bounded thread pool); the wait between
-rounds starts at a few milliseconds and backs off up to ``poll_s``; it goes
-back to the start when any server made progress, and the gate returns the
-moment every server passed. On the deadline it returns a failed report whose
+rounds starts at a few milliseconds and backs off, to 25 ms while a change is
+fresh (any server's serial moved in the last 10 s) and to ``poll_s`` after
+that; it goes back to the start on progress, and the gate returns the moment
+every server passed. On the deadline it returns a failed report whose
 message names every lagging server, the serial it serves and the last error.
 A TSIG rejection that persists (``tsig_grace_s``) fails at once: waiting
 would not fix a wrong key.
@@ -59,6 +60,10 @@ TSIG_REASONS = frozenset({Reason.TSIG_BADKEY, Reason.TSIG_BADSIG, Reason.TSIG_BA
 MAX_WORKERS = 16
 FIRST_DELAY_S = 0.005
 BACKOFF = 1.5
+# Near a change (within FAST_WINDOW_S of the last progress seen) the wait stays short, so
+# the gate sees a finished transfer within tens of milliseconds; long waits back off to poll_s.
+FAST_CAP_S = 0.025
+FAST_WINDOW_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,7 @@ def wait_until_transferred(
     sec = [s for s in states if s.role == "secondary"]
     target: int | None = expected_serial if not prim else None
     delay = FIRST_DELAY_S
+    last_progress = start
     rounds = 0
     fatal: _State | None = None
     workers = max(1, min(MAX_WORKERS, len(states)))
@@ -248,10 +254,10 @@ def wait_until_transferred(
                         progressed |= record(s, f.result())
                 elif rounds == 1 or rounds % 10 == 0:
                     # no target yet: probe now and then so the report says what they serve
-                    futs = [(s, pool.submit(query_soa, s.endpoint, zone, timeout=timeout))
-                            for s in pending_s]
-                    for s, f in futs:
-                        soa = f.result()
+                    soa_futs = [(s, pool.submit(query_soa, s.endpoint, zone, timeout=timeout))
+                                for s in pending_s]
+                    for s, sf in soa_futs:
+                        soa = sf.result()
                         s.serial, s.reason = soa.serial, soa.reason
                         s.detail = f"waiting for the primaries ({soa.detail})"
                         s.attempts += 1
@@ -270,7 +276,10 @@ def wait_until_transferred(
             if fatal is not None or now >= end:
                 return _report(zone, False, target, states, start, None,
                                deadline_s=deadline_s, fatal=fatal)
-            delay = FIRST_DELAY_S if progressed else min(poll_s, delay * BACKOFF)
+            if progressed:
+                last_progress = now
+            cap = min(poll_s, FAST_CAP_S) if now - last_progress < FAST_WINDOW_S else poll_s
+            delay = FIRST_DELAY_S if progressed else min(cap, delay * BACKOFF)
             time.sleep(max(0.0, min(delay, end - now)))
 
 
@@ -281,7 +290,8 @@ def _report(
     elapsed = round(time.monotonic() - start, 4)
     servers = tuple(s.freeze() for s in states)
     if ok:
-        message = f"zone {zone}: ready at serial {target} on {len(servers)} server(s) in {elapsed:.3f}s"
+        message = (f"zone {zone}: ready at serial {target} on {len(servers)} server(s) "
+                   f"in {elapsed:.3f}s")
     else:
         lag = [s for s in servers if not s.ok]
         why = (f"TSIG rejected by {fatal.endpoint} ({fatal.reason.name}), giving up after "

@@ -110,7 +110,8 @@ class TransferGateProvider(ResourceProvider):
         for prop in ("primaries", "secondaries"):
             value = news.get(prop)
             if value is not None and not isinstance(value, list):
-                failures.append(CheckFailure(prop, f"{prop} must be a list of {{name, host, port}}"))
+                failures.append(
+                    CheckFailure(prop, f"{prop} must be a list of {{name, host, port}}"))
         deadline = news.get("deadlineSeconds")
         if deadline is not None and not isinstance(deadline, str) and float(deadline) <= 0:
             failures.append(CheckFailure("deadlineSeconds", "deadlineSeconds must be positive"))

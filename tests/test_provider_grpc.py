@@ -1,0 +1,173 @@
+"""TransferGateProvider through the engine's own path: the provider host over gRPC.
+
+The host is started as the engine starts it (``python -m pulumi.dynamic``) in
+a working directory that is NOT the project's, with PYTHONPATH pointing at
+the project root so the dill-serialized provider can import ``components``.
+Its port is read from its stdout. Properties carry the provider under
+``__provider`` serialized exactly as the SDK does (serialize_provider), and
+travel as the engine sends them to a provider that does not accept secrets
+(plain values). The zone is served by real named (tests/test_gate.Cluster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from components.transfer_gate import TransferGateProvider
+from tests.test_gate import HOST, ZONE, Cluster, _have_named, new_secret
+
+PROJECT = Path(__file__).resolve().parent.parent
+URN = "urn:pulumi:test::bind9-topology::pulumi-python:dynamic:Resource::example-com-gate"
+
+pytestmark = [
+    pytest.mark.provider,
+    pytest.mark.skipif(not _have_named(), reason="BIND named is not installed"),
+]
+
+
+def _serialize(props: dict[str, Any]) -> struct_pb2.Struct:
+    from pulumi.runtime import rpc
+
+    return asyncio.run(rpc.serialize_properties(props, {}))
+
+
+def _deserialize(struct: struct_pb2.Struct) -> dict[str, Any]:
+    from pulumi.runtime import rpc
+
+    return dict(rpc.deserialize_properties(struct))
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Any]:
+    from pulumi.runtime.proto import provider_pb2_grpc
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    proc = subprocess.Popen([sys.executable, "-m", "pulumi.dynamic"], cwd=elsewhere, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode().strip()
+        assert line.isdigit(), (line, proc.stderr.read() if proc.poll() is not None else "")
+        channel = grpc.insecure_channel(f"127.0.0.1:{line}")
+        grpc.channel_ready_future(channel).result(timeout=15)
+        yield provider_pb2_grpc.ResourceProviderStub(channel)
+        channel.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path / "dns", new_secret())
+    try:
+        c.start("primary-dns")
+        c.start("sec-a", wait=False)
+        c.start("sec-b", wait=False)
+        yield c
+    finally:
+        c.stop_all()
+
+
+def inputs(c: Cluster, *, secret: str | None = None, deadline: float = 20) -> dict[str, Any]:
+    from pulumi.dynamic.dynamic import serialize_provider
+
+    prims, secs = c.endpoints()
+    return {
+        "zoneName": ZONE,
+        "primaries": [{"name": e.label, "host": e.host, "port": e.port} for e in prims],
+        "secondaries": [{"name": e.label, "host": e.host, "port": e.port} for e in secs],
+        "expectedSerial": c.serial,
+        "expectedDigest": c.digest,
+        "tsigKeyName": "transfer-key",
+        "tsigAlgorithm": "hmac-sha256",
+        "tsigSecret": secret or c.secret,
+        "deadlineSeconds": deadline,
+        "pollIntervalSeconds": 0.5,
+        "triggers": {},
+        "__provider": serialize_provider(TransferGateProvider()),
+    }
+
+
+def test_provider_host_configure_check_diff_create_update_read(host: Any, cluster: Cluster) -> None:
+    from pulumi.runtime.proto import provider_pb2 as pb
+
+    host.Configure(pb.ConfigureRequest(args=struct_pb2.Struct(), acceptSecrets=True))
+    with pytest.raises(grpc.RpcError) as info:  # the dynamic host leaves config checks to us
+        host.CheckConfig(pb.CheckRequest(urn=URN, olds=struct_pb2.Struct(),
+                                         news=struct_pb2.Struct()))
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+    news = inputs(cluster)
+    checked = host.Check(pb.CheckRequest(urn=URN, olds=struct_pb2.Struct(), news=_serialize(news)))
+    assert not checked.failures
+    assert _deserialize(checked.inputs)["zoneName"] == ZONE
+
+    created = host.Create(pb.CreateRequest(urn=URN, properties=_serialize(news), timeout=60))
+    assert created.id == f"gate-{ZONE}"
+    outs = _deserialize(created.properties)
+    assert outs["ready"] is True and outs["servedSerial"] == cluster.serial
+    assert set(outs["servers"]) == {"primary-dns", "sec-a", "sec-b"}
+    for server in outs["servers"].values():
+        assert server["serial"] == cluster.serial and server["verifiedAt"]
+        assert server["attempts"] >= 1
+
+    same = host.Diff(pb.DiffRequest(id=created.id, urn=URN, olds=_serialize(outs),
+                                    news=_serialize(news)))
+    assert same.changes == pb.DiffResponse.DIFF_NONE and not same.replaces
+
+    cluster.change_records()
+    news2 = inputs(cluster)
+    diff = host.Diff(pb.DiffRequest(id=created.id, urn=URN, olds=_serialize(outs),
+                                    news=_serialize(news2)))
+    assert diff.changes == pb.DiffResponse.DIFF_SOME and not diff.replaces
+
+    updated = host.Update(pb.UpdateRequest(id=created.id, urn=URN, olds=_serialize(outs),
+                                           news=_serialize(news2), timeout=60))
+    outs2 = _deserialize(updated.properties)
+    assert outs2["servedSerial"] == cluster.serial
+    assert {s["serial"] for s in outs2["servers"].values()} == {cluster.serial}
+
+    # drift: a secondary goes away; refresh (Read) reports what each server serves now
+    cluster.procs["sec-b"].stop()
+    read = host.Read(pb.ReadRequest(id=created.id, urn=URN, properties=_serialize(outs2),
+                                    inputs=_serialize(news2)))
+    now = _deserialize(read.properties)
+    assert read.id == created.id
+    assert now["servers"]["primary-dns"]["serial"] == cluster.serial
+    assert now["servers"]["sec-a"]["serial"] == cluster.serial
+    assert now["servers"]["sec-b"].get("serial") is None  # None does not travel
+    assert now["servers"]["sec-b"]["reason"] in ("TIMEOUT", "CONNECTION_REFUSED")
+    assert now["ready"] is False
+
+
+def test_provider_host_wrong_key_create_fails_with_tsig_reason(
+    host: Any, cluster: Cluster
+) -> None:
+    from pulumi.runtime.proto import provider_pb2 as pb
+
+    host.Configure(pb.ConfigureRequest(args=struct_pb2.Struct(), acceptSecrets=True))
+    wrong = new_secret()
+    with pytest.raises(grpc.RpcError) as info:
+        host.Create(pb.CreateRequest(urn=URN, properties=_serialize(
+            inputs(cluster, secret=wrong, deadline=15)), timeout=60))
+    details = info.value.details() or ""
+    assert "TSIG_BADSIG" in details or "TSIG_BADKEY" in details, details
+    assert "primary-dns" in details and HOST in details
+    assert wrong not in details and cluster.secret not in details
