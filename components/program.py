@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,8 @@ def raw_config_from_engine() -> dict[str, Any]:
             continue
         key = full_key[len(PREFIX):]
         if isinstance(value, str) and value[:1] in "[{":
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
         raw[key] = value
     return raw
 

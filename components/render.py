@@ -183,7 +183,9 @@ def render_instance(
     )
 
 
-def shard_files(files: Mapping[str, bytes], budget: int = CONFIGMAP_BUDGET) -> list[dict[str, bytes]]:
+def shard_files(
+    files: Mapping[str, bytes], budget: int = CONFIGMAP_BUDGET
+) -> list[dict[str, bytes]]:
     """Pack files into as few ConfigMaps as fit the budget (first fit, in name order)."""
     shards: list[dict[str, bytes]] = []
     sizes: list[int] = []
