@@ -73,10 +73,9 @@ class Bind9Instance(pulumi.ComponentResource):
             opts=child,
         )
 
+        # The layout's checksum moves exactly when content moves (a serial moves only with
+        # content), and it is known now: no annotation waits on the serials.
         dep = manifests.deployment(spec, layout, layout_maps[1:])
-        dep["spec"]["template"]["metadata"]["annotations"][manifests.ANNOTATION_CHECKSUM] = (
-            rendered.apply(lambda r: r.checksum)
-        )
         self.deployment = k8s.apps.v1.Deployment(
             inst.name,
             metadata=dep["metadata"],
@@ -102,7 +101,7 @@ class Bind9Instance(pulumi.ComponentResource):
             if pdb
             else None
         )
-        self.checksum = rendered.apply(lambda r: r.checksum)
+        self.checksum = pulumi.Output.from_input(layout.checksum)
         self.address = self.service.spec.apply(
             lambda s: (s.load_balancer_ip or s.cluster_ip) if s else None
         )

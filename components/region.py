@@ -91,7 +91,6 @@ def _renderer(topo: Topology, inst: Instance):
 
 def _transfer_gates(topo, zones, instances, tsig_secret) -> dict:
     """One TransferGate per zone name (gate.enabled), parented to its DNSZone."""
-    from .dnscheck import zone_digest_from_text
     from .gate import gate_plans, map_address
     from .transfer_gate import TransferGate
 
@@ -119,7 +118,7 @@ def _transfer_gates(topo, zones, instances, tsig_secret) -> dict:
             primaries=[endpoint(n, a) for n, a in plan.primaries],
             secondaries=[endpoint(n, a) for n, a in plan.secondaries],
             expected_serial=zone.serial if plan.primary_zone else None,
-            expected_digest=zone_digest_from_text(content.text(0), plan.zone)
+            expected_digest=content.digest
             if content is not None else None,
             tsig_key_name=spec.tsigKey.name,
             tsig_algorithm=spec.tsigKey.algorithm,

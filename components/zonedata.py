@@ -9,7 +9,11 @@ hash (which drives the serial) is independent of the serial itself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +23,9 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
+import dns.version
 import dns.zone
+import dns.zonetypes
 import yaml
 
 from .model import ConfigIssue, Record, Zone
@@ -54,10 +60,21 @@ class ZoneContent:
     soa_ttl: int
     body: str  # every record but the SOA, as dnspython writes them, sorted
     record_count: int
+    # ZONEMD-style SHA-384 of the zone with serial 0 (dnscheck.zone_digest); None: not known
+    zonemd: str | None = None
 
     @property
     def content_hash(self) -> str:
         return hashlib.sha256(self.text(0).encode()).hexdigest()
+
+    @property
+    def digest(self) -> str:
+        """Equal to dnscheck.zone_digest_from_text(self.text(0), zone_name), without the parse."""
+        if self.zonemd is not None:
+            return self.zonemd
+        from .dnscheck import zone_digest_from_text
+
+        return zone_digest_from_text(self.text(0), self.zone_name)
 
     def soa_line(self, serial: int) -> str:
         soa = self.soa.replace(serial=serial)
@@ -81,10 +98,131 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _CNAME_COMPANIONS = {dns.rdatatype.CNAME, dns.rdatatype.RRSIG, dns.rdatatype.NSEC}
 
 
+# --------------------------------------------------------------------------- content cache
+#
+# Parsing every record with dnspython costs about 100 us a record (parse, zone build,
+# sorted text); a 1,000-zone stack would pay it on every `pulumi preview`. A zone that
+# built cleanly is stored under a key that hashes everything its content depends on
+# (the zone's name, TTL, SOA fields and inline records, the bytes of its records file,
+# dnspython's version and this module's cache format), so unchanged input is validated
+# once per content. Zones with problems are never stored: their issues are recomputed.
+
+CACHE_FORMAT = 1
+CACHE_ENV = "BIND9_TOPOLOGY_CACHE_DIR"  # where entries live; "off" disables the cache
+_CACHE_SUBDIR = Path(".cache") / "zones"
+
+
+def _cache_dir(project_dir: Path) -> Path | None:
+    configured = os.environ.get(CACHE_ENV)
+    if configured is not None:
+        return None if configured.strip().lower() in ("", "0", "off", "none") else Path(
+            configured)
+    return project_dir / _CACHE_SUBDIR
+
+
+def _cache_key(zone: Zone, project_dir: Path) -> str | None:
+    """sha256 of everything build_zone's result depends on; None if it cannot be told."""
+    digest = hashlib.sha256()
+    head = {
+        "format": CACHE_FORMAT,
+        "dnspython": dns.version.version,
+        "zone": zone.model_dump(
+            mode="json", include={"zoneName", "ttl", "soaRecord", "records", "recordsFile"}
+        ),
+    }
+    digest.update(json.dumps(head, sort_keys=True, separators=(",", ":")).encode())
+    if zone.recordsFile:
+        try:
+            digest.update(b"\0file\0" + (project_dir / zone.recordsFile).read_bytes())
+        except OSError:
+            return None  # the slow path reports it
+    return digest.hexdigest()
+
+
+def _cache_get(directory: Path, key: str) -> dict | None:
+    try:
+        entry = json.loads((directory / f"{key}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    return entry
+
+
+def _cache_put(directory: Path, key: str, content: ZoneContent) -> None:
+    entry = {
+        "key": key,
+        "zone_name": content.zone_name,
+        "soa_ttl": content.soa_ttl,
+        "body": content.body,
+        "record_count": content.record_count,
+        "zonemd": content.zonemd,
+    }
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(entry, fh)
+            os.replace(tmp, directory / f"{key}.json")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError:
+        pass  # a read-only checkout still works, only slower
+
+
+def _soa_rdata(zone: Zone, origin: dns.name.Name) -> dns.rdata.Rdata:
+    soa = zone.soaRecord
+    assert soa is not None
+    return dns.rdata.from_text(
+        IN,
+        dns.rdatatype.SOA,
+        f"{soa.primaryNs} {soa.rname} 0 {soa.refresh} {soa.retry} {soa.expire} "
+        f"{soa.negativeTtl}",
+        origin=origin,
+        relativize=False,
+    )
+
+
 def build_zone(
     zone: Zone, path: str, project_dir: Path
 ) -> tuple[ZoneContent | None, list[ConfigIssue]]:
-    """Parse a primary zone's records; return its content or the issues found."""
+    """Parse a primary zone's records; return its content or the issues found.
+
+    A zone whose input was built cleanly before comes from the content cache.
+    """
+    directory = _cache_dir(project_dir) if zone.soaRecord is not None else None
+    key = _cache_key(zone, project_dir) if directory is not None else None
+    if directory is not None and key is not None:
+        entry = _cache_get(directory, key)
+        if entry is not None:
+            try:
+                soa_rdata = _soa_rdata(zone, dns.name.from_text(zone.zoneName))
+                assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA)
+                return (
+                    ZoneContent(
+                        zone_name=str(entry["zone_name"]),
+                        soa=soa_rdata,
+                        soa_ttl=int(entry["soa_ttl"]),
+                        body=str(entry["body"]),
+                        record_count=int(entry["record_count"]),
+                        zonemd=entry.get("zonemd"),
+                    ),
+                    [],
+                )
+            except Exception:
+                pass  # a damaged entry: build it again
+    content, issues = _build_zone(zone, path, project_dir)
+    if content is not None and directory is not None and key is not None:
+        _cache_put(directory, key, content)
+    return content, issues
+
+
+def _build_zone(
+    zone: Zone, path: str, project_dir: Path
+) -> tuple[ZoneContent | None, list[ConfigIssue]]:
     issues: list[ConfigIssue] = []
     origin = dns.name.from_text(zone.zoneName)
     if zone.soaRecord is None:
@@ -185,22 +323,18 @@ def build_zone(
                 "{name: '@', type: NS, data: ns1." + zone.zoneName + ".}",
             )
         )
-    soa = zone.soaRecord
     try:
-        soa_rdata = dns.rdata.from_text(
-            IN,
-            dns.rdatatype.SOA,
-            f"{soa.primaryNs} {soa.rname} 0 {soa.refresh} {soa.retry} {soa.expire} "
-            f"{soa.negativeTtl}",
-            origin=origin,
-            relativize=False,
-        )
+        soa_rdata = _soa_rdata(zone, origin)
     except Exception as exc:
         issues.append(ConfigIssue(path=f"{path}.soaRecord", message=f"SOA is not valid: {exc}"))
     if issues:
         return None, issues
     assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA)
     body = z.to_text(sorted=True, relativize=True)
+    # The digest of text(0) (dnscheck.zone_digest), from the zone already in hand: the
+    # same records plus the SOA with serial 0, as parsing text(0) back would give.
+    z.find_rdataset(dns.name.empty, dns.rdatatype.SOA, create=True).add(soa_rdata, zone.ttl)
+    zonemd = z.compute_digest(dns.zonetypes.DigestHashAlgorithm.SHA384).digest.hex()
     return (
         ZoneContent(
             zone_name=zone.zoneName,
@@ -208,6 +342,7 @@ def build_zone(
             soa_ttl=zone.ttl,
             body=body,
             record_count=len(records) + 1,
+            zonemd=zonemd,
         ),
         [],
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from components.bind9_instance import PLACEHOLDER_SERIAL
 from components.manifests import ANNOTATION_CHECKSUM
 from components.preview import (
     REDACTED,
@@ -287,12 +288,17 @@ def test_pod_template(runs, stack: str) -> None:
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_checksum_and_config_maps_match_the_rendering(runs, stack: str) -> None:
-    """The annotation and the ConfigMaps hold the rendering with the serials from state."""
+    """The ConfigMaps hold the rendering with the serials from state; the annotation is the
+    checksum of the content (the rendering with the placeholder serial), known before them."""
     topo, mocks = runs[stack]
     for inst in topo.spec.instances:
         rendered = render_instance(topo.spec, inst, topo.contents, mocks.serials)
+        content = render_instance(
+            topo.spec, inst, topo.contents, dict.fromkeys(mocks.serials, PLACEHOLDER_SERIAL)
+        )
         annotations = deployment_of(mocks, inst.name)["spec"]["template"]["metadata"]
-        assert annotations["annotations"][ANNOTATION_CHECKSUM] == rendered.checksum
+        assert annotations["annotations"][ANNOTATION_CHECKSUM] == content.checksum
+        assert not rendered.zone_files or rendered.checksum != content.checksum
         data: dict[str, str] = {}
         for cm in of_type(mocks, CONFIG_MAP):
             if parent_of(cm)[1] == inst.name:
