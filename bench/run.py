@@ -1,0 +1,286 @@
+"""All benchmarks, one entry point: prints a table, writes bench/results/latest.json.
+
+    python bench/run.py            # full: 1,000 zones x 100 records, 3 stacks, ...
+    python bench/run.py --quick    # small sizes, under two minutes
+
+Keys of latest.json (see bench/README.md for what each measures):
+  eval_s, eval_peak_rss_mb, eval_cold_s, eval_stages, render_ratio_vs_octodns,
+  gate_overhead_p50_ms, gate_overhead_p95_ms, verify_1000x3_s, max_zone_records,
+  machine, notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = Path(os.environ.get("BENCH_REPO") or HERE.parent)
+sys.path.insert(0, str(HERE))
+
+import synth  # noqa: E402
+
+RESULTS = HERE / "results"
+TARGETS = {
+    "eval_s": ("<", 10.0),
+    "eval_peak_rss_mb": ("<", 400.0),
+    "render_ratio_vs_octodns": (">=", 5.0),
+    "gate_overhead_p50_ms": ("<", 100.0),
+    "verify_1000x3_s": ("<", 5.0),
+    "max_zone_records": (">=", 100_000),
+}
+SIZES = {
+    "full": {"zones": 1000, "records": 100, "gate_zones": 50, "gate_rounds": 3,
+             "verify_zones": 1000, "max_start": 25_000, "max_cap": 800_000},
+    "quick": {"zones": 100, "records": 100, "gate_zones": 20, "gate_rounds": 2,
+              "verify_zones": 200, "max_start": 25_000, "max_cap": 100_000},
+}
+
+
+def machine() -> dict[str, Any]:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = round(kb / 1024 / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"nproc": os.cpu_count(), "cpu": model, "mem_gib": mem,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def child_json(args: list[str], timeout: float = 3600, env: dict | None = None) -> dict:
+    r = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                       timeout=timeout, env={**os.environ, **(env or {})})
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited {r.returncode}:\n{r.stderr[-2000:]}")
+    text = r.stdout.strip()
+    try:
+        return json.loads(text)  # one document, possibly indented
+    except ValueError:
+        return json.loads(text.splitlines()[-1])  # log lines, then one JSON line
+
+
+def project_for(zones: int, records: int) -> Path:
+    """The synthetic project, kept under .cache/ between runs (it is input, not output)."""
+    path = ROOT / ".cache" / "bench" / f"project-{zones}x{records}"
+    stamp = path / ".synth-source"
+    source = (HERE / "synth.py").read_text()
+    if not (stamp.exists() and stamp.read_text() == source):
+        log(f"writing synthetic project {path} ({zones} zones x {records} records) ...")
+        synth.write_project(path, zones, records)
+        stamp.write_text(source)
+    return path
+
+
+def bench_eval(project: Path) -> dict[str, Any]:
+    """Each stack in a fresh process: cold (empty zone cache), then warm (cache filled)."""
+    out: dict[str, Any] = {"cold": {}, "warm": {}}
+    with tempfile.TemporaryDirectory(prefix="zone-cache-") as cache:
+        for phase in ("cold", "warm"):
+            for stack in synth.STACKS:
+                log(f"eval {phase} {stack} ...")
+                out[phase][stack] = child_json([str(HERE / "eval_stack.py"), str(project),
+                                                stack, "--cache-dir", cache])
+    for phase in ("cold", "warm"):
+        runs = out[phase].values()
+        out[f"{phase}_program_s"] = round(sum(r["program_s"] for r in runs), 3)
+        out[f"{phase}_max_stack_s"] = round(max(r["program_s"] for r in runs), 3)
+        out[f"{phase}_peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    return out
+
+
+def bench_gate(zones: int, rounds: int) -> tuple[dict | None, str]:
+    script = HERE / "gate_latency.py"
+    if not script.exists():
+        return None, "bench/gate_latency.py does not exist yet: gate overhead not measured"
+    try:
+        return child_json([str(script), "--zones", str(zones), "--rounds", str(rounds),
+                           "--json"], timeout=900), ""
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+        return None, f"gate_latency.py failed: {str(exc)[-600:]}"
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def verdict(key: str, value: Any) -> str:
+    if key not in TARGETS:
+        return ""
+    op, target = TARGETS[key]
+    if value is None:
+        return "not measured"
+    ok = value < target if op == "<" else value >= target
+    return ("met" if ok else "MISSED") + f" ({op} {fmt(target)})"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
+    ap.add_argument("--no-install", action="store_true",
+                    help="do not create the octoDNS virtualenv when it is missing")
+    ap.add_argument("--skip", default="", help="comma list: eval,octodns,gate,verify,maxzone,plot")
+    args = ap.parse_args()
+    mode = "quick" if args.quick else "full"
+    size = SIZES[mode]
+    skip = set(filter(None, args.skip.split(",")))
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    result: dict[str, Any] = {"mode": mode, "machine": machine(), "sizes": size,
+                              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    project = project_for(size["zones"], size["records"])
+
+    # 1. the whole program under mocks, per stack
+    if "eval" not in skip:
+        ev = bench_eval(project)
+        result["eval"] = ev
+        result["eval_s"] = ev["warm_program_s"]
+        result["eval_cold_s"] = ev["cold_program_s"]
+        result["eval_peak_rss_mb"] = ev["warm_peak_rss_mb"]
+        result["eval_cold_peak_rss_mb"] = ev["cold_peak_rss_mb"]
+        result["eval_stages"] = {
+            phase: {stack: {k: r[k] for k in ("config_s", "model_s", "render_s", "register_s",
+                                              "resources", "peak_rss_mb")}
+                    for stack, r in ev[phase].items()}
+            for phase in ("cold", "warm")}
+        notes.append("eval_s: sum over the 3 stacks of the program (model + components under "
+                     "mocks), each stack in a fresh process, zone cache warm; eval_cold_s: "
+                     "the same with an empty cache (a fresh clone)")
+    if shutil.which("pulumi") is None:
+        result["engine_preview_s"] = None
+        notes.append("engine: no `pulumi` CLI on PATH, so no `pulumi preview` timing "
+                     "(mocks only)")
+
+    # 2. octoDNS side by side
+    if "octodns" not in skip:
+        log("render vs octoDNS ...")
+        sys.path.insert(0, str(HERE))
+        from render_vs_octodns import compare
+
+        oc = compare(project, install=not args.no_install)
+        result["render_vs_octodns"] = oc
+        result["render_ratio_vs_octodns"] = oc["ratio_cold"]
+        result["render_ratio_vs_octodns_warm"] = oc["ratio_warm"]
+        if oc.get("note"):
+            notes.append(oc["note"])
+        else:
+            notes.append("render_ratio_vs_octodns: octoDNS time / our time with an empty "
+                         "zone cache (every record parsed by dnspython); _warm: cache filled")
+
+    # 3. gate overhead on real named
+    if "gate" not in skip:
+        log("gate latency ...")
+        gl, why = bench_gate(size["gate_zones"], size["gate_rounds"])
+        result["gate_latency"] = gl
+        result["gate_overhead_p50_ms"] = gl and gl.get("gate_overhead_p50_ms")
+        result["gate_overhead_p95_ms"] = gl and gl.get("gate_overhead_p95_ms")
+        if why:
+            notes.append(why)
+
+    # 4. verification fan-out
+    if "verify" not in skip:
+        log(f"verify {size['verify_zones']} zones x 3 secondaries ...")
+        try:
+            vf = child_json([str(HERE / "verify_fanout.py"), "--zones",
+                             str(size["verify_zones"]), "--json"], timeout=900)
+            result["verify_fanout"] = vf
+            result["verify_1000x3_s"] = vf["verify_s"] if vf["zones"] == 1000 else None
+            if vf["zones"] != 1000:
+                result[f"verify_{vf['zones']}x3_s"] = vf["verify_s"]
+                notes.append(f"verify: quick mode ran {vf['zones']} zones, not 1,000")
+            notes.append(f"verify: {vf['function']} per zone (primary SOA+TSIG AXFR+digest "
+                         f"and 3 secondaries), {vf['workers']} zones at a time")
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            result["verify_1000x3_s"] = None
+            notes.append(f"verify failed: {str(exc)[-600:]}")
+
+    # 5. largest zone
+    if "maxzone" not in skip:
+        log("largest zone search ...")
+        mz = child_json([str(HERE / "max_zone.py"), "--start", str(size["max_start"]),
+                         "--cap", str(size["max_cap"]), "--json"], timeout=3600)
+        result["max_zone"] = mz
+        result["max_zone_records"] = mz["max_zone_records"]
+        notes.append(f"max_zone: bounded by {mz['bounded_by']}"
+                     + (f"; {mz['note']}" if mz.get("note") else ""))
+
+    # 6. the timeline picture
+    if "plot" not in skip:
+        log("gate timeline plot ...")
+        r = subprocess.run([sys.executable, str(HERE / "plot_timeline.py"), "--zones", "20"],
+                           capture_output=True, text=True, timeout=600)
+        result["gate_timeline_png"] = (str(RESULTS / "gate_timeline.png")
+                                       if r.returncode == 0 else None)
+        if r.returncode != 0:
+            notes.append(f"plot failed: {r.stderr[-400:]}")
+
+    result["notes"] = notes
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+
+    rows = [("eval_s (warm, 3 stacks)", "eval_s"), ("eval_cold_s", "eval_cold_s"),
+            ("eval_peak_rss_mb", "eval_peak_rss_mb"),
+            ("render_ratio_vs_octodns (cold)", "render_ratio_vs_octodns"),
+            ("render ratio (warm)", "render_ratio_vs_octodns_warm"),
+            ("gate_overhead_p50_ms", "gate_overhead_p50_ms"),
+            ("gate_overhead_p95_ms", "gate_overhead_p95_ms"),
+            ("verify_1000x3_s", "verify_1000x3_s"), ("max_zone_records", "max_zone_records")]
+    m = result["machine"]
+    print(f"bench ({mode}) on {m['nproc']} x {m['cpu']}, {m['mem_gib']} GiB, "
+          f"Python {m['python']}; {result['wall_s']} s")
+    width = max(len(label) for label, _ in rows)
+    for label, key in rows:
+        if key in result:
+            print(f"  {label:<{width}}  {fmt(result[key]):>12}  {verdict(key, result[key])}")
+    if "eval" in result:
+        print("  per stack (warm / cold), seconds and MB:")
+        for stack in synth.STACKS:
+            w, c = result["eval"]["warm"][stack], result["eval"]["cold"][stack]
+            print(f"    {stack:<11} model {w['model_s']:>6.2f}/{c['model_s']:<6.2f} "
+                  f"render {w['render_s']:>5.2f} register {w['register_s']:>6.2f} "
+                  f"resources {w['resources']:>5} rss {w['peak_rss_mb']:>6.1f}/"
+                  f"{c['peak_rss_mb']:.1f}")
+    if "render_vs_octodns" in result:
+        o = result["render_vs_octodns"]
+        print(f"  octoDNS {fmt(o.get('octodns_s'))} s vs ours cold {fmt(o.get('ours_cold_s'))} s"
+              f" / warm {fmt(o.get('ours_warm_s'))} s")
+    if "verify_fanout" in result:
+        v = result["verify_fanout"]
+        print(f"  verify {v['zones']} zones x 3: full gate {v['verify_s']} s, secondaries "
+              f"only {v['verify_secondaries_only_s']} s")
+    for n in notes:
+        print(f"  note: {n}")
+    print(f"wrote {RESULTS / 'latest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The gate verifying N zones (default 1,000) on 3 secondaries, concurrently and bounded.
+
+Real `named` on loopback: one primary and three secondaries, started with
+components.named_process from configs rendered by components.render (the same
+bytes as the ConfigMaps, with a loopback Placement). The secondaries are seeded
+with the primary's zone files so the bench measures verification, not the
+initial transfer of N zones (named's serial-query-rate would pace that).
+
+Timed: components.gate.wait_until_transferred (the gate's pure polling
+function) for every zone, over a thread pool of gate.MAX_WORKERS zones at a
+time; per zone it checks the primary (SOA with AA, exact serial, TSIG AXFR and
+content digest) and the 3 secondaries (AA, serial at or past). Also timed: the
+secondaries alone (the SOA fan-out only, primaries=[]).
+
+    python bench/verify_fanout.py [--zones 1000] [--records 10] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(os.environ.get("BENCH_REPO") or Path(__file__).resolve().parent.parent)
+sys.path.insert(0, str(ROOT))
+
+from components import gate  # noqa: E402
+from components.dnscheck import Endpoint, make_tsig_key  # noqa: E402
+from components.named_process import NamedProcess, free_port  # noqa: E402
+from components.render import ZONE_DIR, Placement, render_instance, write_tree  # noqa: E402
+from components.topology import load_topology  # noqa: E402
+
+HOST = "127.0.0.1"
+SECONDARIES = {"sec-a": "10.0.1.20", "sec-b": "10.0.2.20", "sec-c": "10.0.3.20"}
+SERIAL = 2024010100
+
+
+def raw_config(zones: int, records: int) -> dict[str, Any]:
+    def zone(n: int) -> dict[str, Any]:
+        recs = [{"name": "@", "type": "NS", "data": "ns1.bench."}]
+        recs += [{"name": f"h{i}", "type": "A", "data": f"10.{n % 256}.{i // 256}.{i % 256}"}
+                 for i in range(records - 1)]
+        return {
+            "zoneName": f"z{n:05d}.bench", "type": "primary",
+            "instanceSelector": {"matchLabels": {"dns-role": "primary"}},
+            "soaRecord": {"primaryNs": "ns1.bench.", "adminEmail": "hostmaster@bench.example"},
+            "alsoNotify": list(SECONDARIES.values()),
+            "records": recs,
+        }
+
+    instances = [{"name": "primary", "role": "primary",
+                  "service": {"type": "LoadBalancer", "loadBalancerIP": "10.0.1.10"}}]
+    instances += [{"name": n, "role": "secondary",
+                   "service": {"type": "LoadBalancer", "loadBalancerIP": ip}}
+                  for n, ip in SECONDARIES.items()]
+    return {
+        "region": "bench",
+        "instances": instances,
+        "zones": [zone(n) for n in range(zones)] + [
+            {"zoneName": f"z{n:05d}.bench", "type": "secondary",
+             "instanceSelector": {"matchLabels": {"dns-role": "secondary"}},
+             "secondaryConfig": {"primaryServers": ["10.0.1.10"]}}
+            for n in range(zones)
+        ],
+    }
+
+
+def run(zones: int, records: int, workers: int | None = None) -> dict[str, Any]:
+    secret = base64.b64encode(os.urandom(32)).decode()
+    key = make_tsig_key("transfer-key", "hmac-sha256", secret)
+    names = ["primary", *SECONDARIES]
+    ports = {n: free_port(HOST) for n in names}
+    ips = {"primary": "10.0.1.10", **SECONDARIES}
+    amap = {(ips[n], 53): (HOST, ports[n]) for n in names}
+    workers = workers or gate.MAX_WORKERS
+    procs: dict[str, NamedProcess] = {}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="verify-fanout-") as tmp:
+        root = Path(tmp)
+        topo = load_topology(raw_config(zones, records), stack="bench", project_dir=root,
+                             tsig_secret=secret)
+        for inst in topo.spec.instances:
+            placement = Placement(root=str(root / inst.name), port=ports[inst.name],
+                                  listen_v4=HOST, listen_v6="none", notify_delay=0,
+                                  address_map=amap)
+            rendered = render_instance(topo.spec, inst, topo.contents,
+                                       dict.fromkeys(topo.contents, SERIAL), placement, secret)
+            write_tree(rendered, root / inst.name, include_secrets=True)
+        for sec in SECONDARIES:  # seed: the secondaries start with the zones loaded
+            shutil.copytree(root / "primary" / ZONE_DIR, root / sec / ZONE_DIR,
+                            dirs_exist_ok=True)
+        zone_names = sorted(topo.contents)
+        digests = {z: topo.contents[z].digest for z in zone_names}
+        setup_s = time.perf_counter() - t0
+        try:
+            t1 = time.perf_counter()
+            for n in names:
+                d = root / n
+                procs[n] = NamedProcess(name=n)
+                procs[n].start(d / "etc/bind/named.conf", d, d / "named.log")
+            for n in names:
+                procs[n].wait_ready((HOST, ports[n]), zone_names[-1:], 120)
+            start_s = time.perf_counter() - t1
+            prim = [Endpoint(HOST, ports["primary"], "primary")]
+            secs = [Endpoint(HOST, ports[n], n) for n in SECONDARIES]
+
+            def full(z: str) -> Any:
+                return gate.wait_until_transferred(z, prim, secs, SERIAL, digests[z], key, 60, 1.0)
+
+            def secondaries_only(z: str) -> Any:
+                return gate.wait_until_transferred(z, [], secs, SERIAL, None, None, 60, 1.0)
+
+            timings = {}
+            for label, fn in (("secondaries", secondaries_only), ("full", full)):
+                t = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    reports = list(pool.map(fn, zone_names))
+                timings[label] = time.perf_counter() - t
+                bad = [r.message for r in reports if not r.ok]
+                if bad:
+                    raise RuntimeError(f"{len(bad)} zones failed ({label}): {bad[:3]}")
+        finally:
+            for p in procs.values():
+                p.stop()
+    return {
+        "zones": zones, "records_per_zone": records, "secondaries": len(SECONDARIES),
+        "workers": workers, "function": "components.gate.wait_until_transferred",
+        "verify_s": round(timings["full"], 3),
+        "verify_secondaries_only_s": round(timings["secondaries"], 3),
+        "setup_s": round(setup_s, 2), "named_start_s": round(start_s, 2),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zones", type=int, default=1000)
+    ap.add_argument("--records", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    result = run(args.zones, args.records, args.workers)
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
