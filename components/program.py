@@ -79,7 +79,15 @@ def export(region: Bind9Region, topology: Topology) -> None:
     pulumi.export(
         "zones",
         {
-            name: {"zoneName": z.zone.zoneName, "type": z.zone.type, "serial": z.serial}
+            name: {
+                "zoneName": z.zone.zoneName,
+                "type": z.zone.type,
+                "serial": z.serial,
+                "ready": region.gates[z.zone.zoneName].ready
+                if z.zone.zoneName in region.gates else None,
+                "servedSerial": region.gates[z.zone.zoneName].servedSerial
+                if z.zone.zoneName in region.gates else None,
+            }
             for name, z in region.zones.items()
         },
     )

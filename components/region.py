@@ -90,7 +90,13 @@ def _renderer(topo: Topology, inst: Instance):
 
 
 def _transfer_gates(topo, zones, instances, tsig_secret) -> dict:
-    """One TransferGate per zone name (gate.enabled), parented to its DNSZone."""
+    """One TransferGate per zone name (gate.enabled), parented to its DNSZone.
+
+    Its inputs are the zone's own (servers, expected serial and digest, key), so a
+    change to one zone re-runs one gate. A pod roll needs no gate: the readiness
+    probe holds a new pod back until every zone it serves answers authoritatively,
+    and `pulumi up` waits for the rollout.
+    """
     from .gate import gate_plans, map_address
     from .transfer_gate import TransferGate
 
@@ -125,7 +131,6 @@ def _transfer_gates(topo, zones, instances, tsig_secret) -> dict:
             tsig_secret=tsig_secret,
             deadline_seconds=gate.deadlineSeconds,
             poll_interval_seconds=gate.pollIntervalSeconds,
-            triggers={n: instances[n].checksum for n in plan.instances if n in instances},
             opts=pulumi.ResourceOptions(
                 parent=zone, depends_on=[i.deployment for i in involved]
             ),

@@ -161,7 +161,7 @@ def _server_out(d: dict[str, Any]) -> dict[str, Any]:
                               "reason")}
 
 
-class TransferGate(Resource):
+class TransferGate(Resource, module="bind9", name="TransferGate"):
     """Ready only when every server of the zone serves the transferred, verified serial."""
 
     ready: pulumi.Output[bool]

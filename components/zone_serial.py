@@ -53,7 +53,7 @@ class ZoneSerialProvider(ResourceProvider):
         return ReadResult(id_=id_, outs=props)
 
 
-class ZoneSerial(Resource):
+class ZoneSerial(Resource, module="bind9", name="ZoneSerial"):
     """`serial` only grows; it changes only when `contentHash` changes."""
 
     serial: pulumi.Output[int]

@@ -5,7 +5,7 @@ checks names, counts, parents, pod labels, image, ports, rollout and security
 settings, the config checksum, ConfigMap sharding, NetworkPolicy rules, and
 that the TSIG secret only ever travels as a Pulumi secret.
 
-Extra `pulumi-python:dynamic:Resource` resources (zone serials, transfer gates)
+The dynamic resources (zone serials, transfer gates)
 are tolerated: counts below are of Kubernetes objects and components only.
 """
 
@@ -43,7 +43,9 @@ MIB = 1024 * 1024
 REGION = "bind9-topology:index:Bind9Region"
 INSTANCE = "bind9-topology:index:Bind9Instance"
 ZONE = "bind9-topology:index:DNSZone"
-DYNAMIC = "pulumi-python:dynamic:Resource"
+SERIAL = "pulumi-python:dynamic/bind9:ZoneSerial"
+GATE = "pulumi-python:dynamic/bind9:TransferGate"
+DYNAMIC = (SERIAL, GATE)
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 SECRET = "kubernetes:core/v1:Secret"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -172,8 +174,9 @@ def test_counts_follow_the_spec(runs, stack: str) -> None:
             assert not zone_maps, f"{inst.name}: a secondary with zone ConfigMaps"
         want.update({INSTANCE: 1, CONFIG_MAP: 1 + len(zone_maps), SECRET: 1, DEPLOYMENT: 1,
                      SERVICE: 1, NETPOL: 1, PDB: int(inst.replicas > 1)})
-    got = Counter(r.type for r in mocks.resources
-                  if r.type != DYNAMIC and not r.type.startswith(PROVIDER_PREFIX))
+    want[SERIAL] = sum(1 for z in topo.spec.zones if z.type == "primary")
+    want[GATE] = len({z.zoneName for z in topo.spec.zones}) if topo.spec.gate.enabled else 0
+    got = Counter(r.type for r in mocks.resources if not r.type.startswith(PROVIDER_PREFIX))
     assert got == +want
 
 
@@ -195,7 +198,7 @@ def test_names_and_counts(runs, stack: str) -> None:
             want[(PDB, f"{name}-pdb")] += 1
         assert (role == "primary") == (zone_maps > 0)
     got = Counter((r.type, r.name) for r in mocks.resources
-                  if r.type != DYNAMIC and not r.type.startswith(PROVIDER_PREFIX))
+                  if r.type not in DYNAMIC and not r.type.startswith(PROVIDER_PREFIX))
     assert got == want
 
     # Kubernetes names: the Deployment is named after the instance; one object per kind/name.
@@ -235,7 +238,8 @@ def test_parents(runs, stack: str) -> None:
         assert ptype == INSTANCE, f"{r.type} {r.name} is parented by {ptype}"
         assert r.name == pname or r.name.startswith(pname + "-"), (r.name, pname)
         assert r.inputs["metadata"]["labels"]["instance"] == pname
-    for r in of_type(mocks, DYNAMIC):  # serials, gates: under one of our components
+    # serials, gates: under one of our components
+    for r in [*of_type(mocks, SERIAL), *of_type(mocks, GATE)]:
         assert parent_of(r)[0] in (REGION, ZONE, INSTANCE), r.name
 
 

@@ -27,7 +27,7 @@ from components.transfer_gate import TransferGateProvider
 from tests.test_gate import HOST, ZONE, Cluster, _have_named, new_secret
 
 PROJECT = Path(__file__).resolve().parent.parent
-URN = "urn:pulumi:test::bind9-topology::pulumi-python:dynamic:Resource::example-com-gate"
+URN = "urn:pulumi:test::bind9-topology::pulumi-python:dynamic/bind9:TransferGate::example-com-gate"
 
 pytestmark = [
     pytest.mark.provider,
