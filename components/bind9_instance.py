@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -41,19 +42,26 @@ class Bind9Instance(pulumi.ComponentResource):
 
         # The layout (which file goes to which ConfigMap) is fixed with placeholder serials,
         # so the number of resources is known before the real serials are.
-        layout = args.render({z: PLACEHOLDER_SERIAL for z in args.serials})
-        if args.serials:
-            rendered: pulumi.Output[RenderedInstance] = pulumi.Output.all(
-                **dict(args.serials)
-            ).apply(lambda serials: args.render({k: int(v) for k, v in serials.items()}))
-        else:
-            rendered = pulumi.Output.from_input(layout)
+        placeholders = dict.fromkeys(args.serials, PLACEHOLDER_SERIAL)
+        layout = args.render(placeholders)
 
+        # Each ConfigMap waits only on the serials of the zones it holds: the config
+        # ConfigMap on none, so a change to one zone shows one zone's ConfigMap changing.
         self.config_maps = []
         layout_maps = manifests.config_maps(spec, layout)
+        by_key = {path.rsplit("/", 1)[-1]: zone for path, zone in layout.zone_of_file.items()}
         for obj in layout_maps:
             keys = sorted(obj["data"])
-            data = rendered.apply(functools.partial(_data_for_keys, keys=keys))
+            zones = sorted({by_key[k] for k in keys if k in by_key})
+            data: pulumi.Input[dict[str, str]]
+            if zones:
+                data = pulumi.Output.all(**{z: args.serials[z] for z in zones}).apply(
+                    functools.partial(
+                        _render_keys, render=args.render, placeholders=placeholders, keys=keys
+                    )
+                )
+            else:
+                data = obj["data"]
             self.config_maps.append(
                 k8s.core.v1.ConfigMap(
                     obj["metadata"]["name"], metadata=obj["metadata"], data=data, opts=child
@@ -116,5 +124,12 @@ class Bind9Instance(pulumi.ComponentResource):
         )
 
 
-def _data_for_keys(rendered: RenderedInstance, keys: list[str]) -> dict[str, str]:
-    return manifests.data_for_keys(rendered, keys)
+def _render_keys(
+    serials: dict[str, Any],
+    *,
+    render: Callable[[Mapping[str, int]], RenderedInstance],
+    placeholders: dict[str, int],
+    keys: list[str],
+) -> dict[str, str]:
+    real = {**placeholders, **{z: int(v) for z, v in serials.items()}}
+    return manifests.data_for_keys(render(real), keys)

@@ -57,6 +57,7 @@ class RenderedInstance:
     secret_files: dict[str, bytes]  # relative container path -> bytes (Secret only)
     zones: tuple[str, ...]
     serials: dict[str, int]
+    zone_of_file: dict[str, str] = field(default_factory=dict)  # zone file path -> zoneName
 
     @property
     def checksum(self) -> str:
@@ -127,13 +128,16 @@ def render_instance(
     key = spec.tsigKey
     primary_zones, secondary_zones = [], []
     zone_files: dict[str, bytes] = {}
+    zone_of_file: dict[str, str] = {}
     for zone in sorted(zones, key=lambda z: z.zoneName):
         file_name = zone_file_name(zone.zoneName)
         if zone.type == "primary":
             content = contents[zone.zoneName]
-            zone_files.update(
-                split_zone_text(content.text(serials[zone.zoneName]), placement.root, file_name)
+            files = split_zone_text(
+                content.text(serials[zone.zoneName]), placement.root, file_name
             )
+            zone_files.update(files)
+            zone_of_file.update(dict.fromkeys(files, zone.zoneName))
             primary_zones.append(
                 {
                     "name": zone.zoneName,
@@ -177,6 +181,7 @@ def render_instance(
             f"{CONFIG_DIR}/ready.sh": ready.encode(),
         },
         zone_files=zone_files,
+        zone_of_file=zone_of_file,
         secret_files=secret_files,
         zones=zone_names,
         serials={z: serials[z] for z in zone_names if z in serials},

@@ -1,0 +1,191 @@
+"""The real Pulumi engine (built from Go modules by scripts/bootstrap-engine.sh).
+
+`pulumi preview` on every region stack must plan exactly what the components
+register under mocks; the `local` stack goes through `pulumi up` with the
+dynamic providers running in the engine's provider host against named servers
+started by the local runner, then a no-change preview, a one-record change,
+and `pulumi destroy`. Every failure shows the engine's own output.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.preview import run_components
+from components.topology import load_topology, read_stack_file
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION_STACKS = ["prod", "prod-us-west-2", "prod-eu-west-1"]
+PULUMI_TIMEOUT = 300
+
+
+@dataclass
+class Engine:
+    env: dict[str, str]
+    project: Path
+
+    def run(self, *args: str, stack: str | None = None, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = ["pulumi", *args, "--non-interactive"]
+        if stack:
+            cmd += ["--stack", stack]
+        proc = subprocess.run(cmd, cwd=self.project, env={**self.env, **(env or {})},
+                              capture_output=True, text=True, timeout=PULUMI_TIMEOUT)
+        if check and proc.returncode != 0:
+            pytest.fail(f"`{' '.join(cmd)}` exited {proc.returncode}\n--- stdout\n"
+                        f"{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+        return proc
+
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "components", *args], cwd=self.project,
+                              env={**self.env, **(env or {})}, capture_output=True, text=True,
+                              timeout=120)
+        if proc.returncode != 0:
+            pytest.fail(f"components {' '.join(args)} exited {proc.returncode}\n"
+                        f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        return proc
+
+    def init(self, stack: str, secret: str) -> None:
+        self.run("stack", "init", stack)
+        self.run("config", "set", "--secret", "bind9-topology:tsigSecret", secret, stack=stack)
+
+
+def _engine_env() -> dict[str, str]:
+    if os.environ.get("SKIP_ENGINE"):
+        pytest.skip("SKIP_ENGINE is set")
+    built = list((ROOT / ".cache" / "engine").glob("*/bin/pulumi"))
+    if not built and shutil.which("go") is None:
+        pytest.skip("no Pulumi engine built and no Go toolchain to build one")
+    proc = subprocess.run(
+        ["bash", "-c", f"source '{ROOT}/scripts/engine-env.sh' >/dev/null 2>&1 && env -0"],
+        capture_output=True, text=True, timeout=3600,
+        env={**os.environ, "ENGINE_ENV_QUIET": "1"},
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/engine-env.sh failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    return dict(item.split("=", 1) for item in proc.stdout.split("\0") if "=" in item)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    env = _engine_env()
+    base = tmp_path_factory.mktemp("engine")
+    project = base / "project"
+    shutil.copytree(ROOT, project, ignore=shutil.ignore_patterns(
+        ".git", ".cache", ".local-run", "__pycache__", ".pytest_cache", ".mypy_cache",
+        ".ruff_cache", "out", "bench"))
+    (base / "state").mkdir()
+    env.update({
+        "PULUMI_BACKEND_URL": f"file://{base / 'state'}",
+        "PULUMI_CONFIG_PASSPHRASE": "engine-test-passphrase",
+        "PYTHONPATH": str(project),
+    })
+    env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+    return Engine(env=env, project=project)
+
+
+def _new_secret() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def _steps(preview_json: str) -> list[dict]:
+    return json.loads(preview_json).get("steps", [])
+
+
+def _type_and_name(urn: str) -> tuple[str, str]:
+    parts = urn.split("::")
+    return parts[-2].split("$")[-1], parts[-1]
+
+
+@pytest.mark.parametrize("stack", REGION_STACKS)
+def test_preview_plans_what_the_components_register(engine: Engine, stack: str) -> None:
+    """No cluster here: pulumi-kubernetes previews without one (it only fails on `up`)."""
+    secret = _new_secret()
+    engine.init(stack, secret)
+    steps = _steps(engine.run("preview", "--json", stack=stack).stdout)
+    planned = Counter(_type_and_name(s["urn"]) for s in steps
+                      if not _type_and_name(s["urn"])[0].startswith("pulumi:"))
+    assert {s["op"] for s in steps} == {"create"}, {s["op"] for s in steps}
+
+    topo = load_topology(read_stack_file(engine.project, stack), stack=stack,
+                         project_dir=engine.project, tsig_secret=secret)
+    mocks = run_components(topo)
+    registered = Counter((r.type, r.name) for r in mocks.resources)
+    assert planned == registered
+    kinds = Counter(t for t, _ in planned)
+    print(f"{stack}: pulumi preview plans {sum(planned.values())} resources: {dict(kinds)}")
+    assert kinds["kubernetes:apps/v1:Deployment"] == len(topo.spec.instances)
+    assert kinds["pulumi-python:dynamic/bind9:TransferGate"] == len(
+        {z.zoneName for z in topo.spec.zones})
+
+
+def test_local_stack_up_noop_change_destroy(engine: Engine) -> None:
+    secret = _new_secret()
+    env = {"BIND9_TSIG_SECRET": secret}
+    local = json.loads(engine.cli("local", "up", "--stack", "local", "--json", env=env).stdout)
+    try:
+        assert local["ready"], local
+        stack_file = engine.project / "Pulumi.local.yaml"
+        doc = yaml.safe_load(stack_file.read_text())
+        doc["config"]["bind9-topology:gate"]["addressMap"] = {
+            ip: local["addressMap"][ip] for ip in ("10.9.0.10", "10.9.0.20")}
+        stack_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+        engine.init("local", secret)
+
+        # 1. up: the gates run inside the engine's provider host against real named.
+        engine.run("up", "--yes", "--skip-preview", stack="local")
+        outputs = json.loads(engine.run("stack", "output", "--json", stack="local").stdout)
+        primary_zones = {n: z for n, z in outputs["zones"].items() if z["type"] == "primary"}
+        assert set(primary_zones) == {"local-example", "local-test"}
+        for zone in outputs["zones"].values():
+            assert zone["ready"] is True, zone
+        serial_before = primary_zones["local-example"]["serial"]
+        manifests = list((engine.project / ".cache" / "local-manifests").rglob("*.yaml"))
+        assert any("deployment" in p.name.lower() for p in manifests), manifests
+
+        state = "\n".join(p.read_text() for p in
+                          Path(engine.env["PULUMI_BACKEND_URL"][len("file://"):]).rglob("*.json"))
+        assert secret not in state, "the TSIG secret is in clear in the Pulumi state"
+
+        # 2. nothing changed: nothing to do.
+        engine.run("preview", "--expect-no-changes", stack="local")
+
+        # 3. one record of one zone changes: that zone's serial, its ConfigMap, the
+        #    primary's Deployment (checksum annotation) and that zone's gate; nothing else.
+        records = engine.project / "configs" / "zones" / "local.example.yaml"
+        records.write_text(records.read_text().replace("192.0.2.30", "192.0.2.31"))
+        engine.cli("local", "up", "--stack", "local", "--json", env=env)
+        steps = _steps(engine.run("preview", "--json", stack="local").stdout)
+        changed = sorted(_type_and_name(s["urn"]) for s in steps if s["op"] != "same")
+        assert changed == sorted([
+            ("pulumi-python:dynamic/bind9:ZoneSerial", "local-example-serial"),
+            ("pulumi-python:dynamic/bind9:TransferGate", "local-example-gate"),
+            ("kubernetes:core/v1:ConfigMap", "local-primary-zones-0"),
+            ("kubernetes:apps/v1:Deployment", "local-primary"),
+        ]), changed
+        engine.run("up", "--yes", "--skip-preview", stack="local")
+        after = json.loads(engine.run("stack", "output", "--json", stack="local").stdout)
+        example = after["zones"]["local-example"]
+        assert example["ready"] is True and example["serial"] > serial_before, example
+        assert after["zones"]["local-test"]["serial"] == primary_zones["local-test"]["serial"]
+
+        # 4. destroy removes everything.
+        engine.run("destroy", "--yes", "--skip-preview", stack="local")
+        resources = json.loads(engine.run("stack", "export", stack="local").stdout)
+        assert not resources["deployment"].get("resources"), resources["deployment"]
+    finally:
+        subprocess.run([sys.executable, "-m", "components", "local", "down"],
+                       cwd=engine.project, env=engine.env, capture_output=True, timeout=60)
