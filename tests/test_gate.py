@@ -23,7 +23,7 @@ import pytest
 
 from components.dnscheck import Endpoint, Reason, axfr, make_tsig_key, zone_digest_from_text
 from components.gate import GateReport, gate_plans, map_address, wait_until_transferred
-from components.named_process import NamedProcess, find_named, free_port
+from components.named_process import NamedProcess, free_port
 from components.render import Placement, render_instance, write_tree
 from components.topology import Topology, load_topology
 
@@ -32,17 +32,8 @@ ZONE = "example.com"
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def _have_named() -> bool:
-    try:
-        find_named()
-        return True
-    except RuntimeError:
-        return False
-
-
 pytestmark = [
     pytest.mark.bind,
-    pytest.mark.skipif(not _have_named(), reason="BIND named is not installed"),
 ]
 
 RAW: dict[str, Any] = {

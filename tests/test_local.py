@@ -20,13 +20,11 @@ from pathlib import Path
 import pytest
 
 from components.local import load_state, pid_alive
-from tests.test_gate import _have_named
 
 PROJECT = Path(__file__).resolve().parent.parent
 
 pytestmark = [
     pytest.mark.bind,
-    pytest.mark.skipif(not _have_named(), reason="BIND named is not installed"),
 ]
 
 

@@ -24,14 +24,13 @@ import pytest
 from google.protobuf import struct_pb2
 
 from components.transfer_gate import TransferGateProvider
-from tests.test_gate import HOST, ZONE, Cluster, _have_named, new_secret
+from tests.test_gate import HOST, ZONE, Cluster, new_secret
 
 PROJECT = Path(__file__).resolve().parent.parent
 URN = "urn:pulumi:test::bind9-topology::pulumi-python:dynamic/bind9:TransferGate::example-com-gate"
 
 pytestmark = [
     pytest.mark.provider,
-    pytest.mark.skipif(not _have_named(), reason="BIND named is not installed"),
 ]
 
 
