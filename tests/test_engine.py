@@ -189,3 +189,24 @@ def test_local_stack_up_noop_change_destroy(engine: Engine) -> None:
     finally:
         subprocess.run([sys.executable, "-m", "components", "local", "down"],
                        cwd=engine.project, env=engine.env, capture_output=True, timeout=60)
+
+
+def test_bad_config_fails_before_any_resource(engine: Engine) -> None:
+    stack_file = engine.project / "Pulumi.broken.yaml"
+    text = (engine.project / "Pulumi.prod-eu-west-1.yaml").read_text()
+    stack_file.write_text(text.replace("replicas: 3", "replicas: 0")
+                          .replace("0.0.0.0/0", "0.0.0.300/0", 1))
+    engine.run("stack", "init", "broken")
+    proc = engine.run("up", "--yes", "--skip-preview", stack="broken", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Traceback" not in output
+    for fragment in (
+        "bind9-topology:instances[0].replicas: replicas is 0; set it to 1 or more",
+        "bind9-topology:instances[0].config.allowQuery[0]: '0.0.0.300/0' is not a CIDR",
+        "pulumi config set --secret --stack broken bind9-topology:tsigSecret",
+    ):
+        assert fragment in output, output
+    exported = json.loads(engine.run("stack", "export", stack="broken").stdout)
+    types = [r["type"] for r in exported["deployment"].get("resources") or []]
+    assert all(t.startswith("pulumi:") for t in types), types
