@@ -153,7 +153,7 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
     }
     container = {
         "name": "bind9",
-        "image": inst.image,
+        "image": inst.container_image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["/usr/sbin/named", "-g", "-c", f"/{CONFIG_DIR}/named.conf"],
         "ports": [

@@ -251,8 +251,13 @@ class Instance(_Strict):
             )
         return value
 
+    # A mirror or a derived image; it must provide named and dig (the readiness probe).
+    image: str | None = None
+
     @property
-    def image(self) -> str:
+    def container_image(self) -> str:
+        if self.image:
+            return self.image
         return f"internetsystemsconsortium/bind9:{SUPPORTED_VERSIONS[self.version]}"
 
     def transfer_acl(self, key_name: str) -> list[str]:

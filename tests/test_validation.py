@@ -403,7 +403,7 @@ def test_unknown_config_key_typo(check, minimal_raw):
         f"{P}instances[0].replica",
         "unknown key 'replica'",
         "did you mean 'replicas'?",
-        "valid keys here: config, labels, name, replicas",
+        "valid keys here: config, image, labels, name, replicas",
     )
 
 
