@@ -146,7 +146,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
     ap.add_argument("--no-install", action="store_true",
                     help="do not create the octoDNS virtualenv when it is missing")
-    ap.add_argument("--skip", default="", help="comma list: eval,octodns,gate,verify,maxzone,plot")
+    ap.add_argument("--skip", default="",
+                    help="comma list: eval,engine,octodns,gate,verify,maxzone,plot")
     args = ap.parse_args()
     mode = "quick" if args.quick else "full"
     size = SIZES[mode]
@@ -176,7 +177,19 @@ def main() -> int:
     if shutil.which("pulumi") is None:
         result["engine_preview_s"] = None
         notes.append("engine: no `pulumi` CLI on PATH, so no `pulumi preview` timing "
-                     "(mocks only)")
+                     "(mocks only); run `source scripts/engine-env.sh` first")
+    elif "engine" not in skip:
+        log("pulumi preview with the real engine ...")
+        try:
+            ep = child_json([str(HERE / "engine_preview.py"), str(project), "--json"],
+                            timeout=3600)
+            result["engine_preview"] = ep
+            result["engine_preview_s"] = ep["preview_s_sum"]
+            notes.append("engine_preview_s: real `pulumi preview` per stack, summed "
+                         "(engine_preview.stacks has each)")
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            result["engine_preview_s"] = None
+            notes.append(f"engine preview failed: {str(exc)[-600:]}")
 
     # 2. octoDNS side by side
     if "octodns" not in skip:
