@@ -1,7 +1,8 @@
 """Time the real engine's `pulumi preview` on each stack of a synthetic project.
 
 Needs the engine on PATH (`source scripts/engine-env.sh`). The synthetic
-project (bench/synth.py) gets the product's `__main__.py`; `components` is
+project (bench/synth.py) is copied, its inline zones moved to bindy DNSZone files
+(see zones_to_manifests), and it gets the product's `__main__.py`; `components` is
 imported from this checkout through PYTHONPATH. A throwaway file backend and
 passphrase are used; peak RSS is the largest of the language host's children
 (the Python program), read from the kernel's accounting of waited-for children.
@@ -23,12 +24,49 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(os.environ.get("BENCH_REPO") or Path(__file__).resolve().parent.parent)
+
+
+def zones_to_manifests(project: Path, stack: str) -> int:
+    """Move a stack's inline zones into a bindy DNSZone file (bindyManifests).
+
+    Pulumi hands the whole stack config to the program in one environment
+    variable, and Linux caps one at 128 KiB (pulumi/pulumi#8680): 1,000 inline
+    zones fail with "argument list too long" before the program starts. Large
+    topologies keep their DNSZone documents in files, as README.md says.
+    """
+    stack_file = project / f"Pulumi.{stack}.yaml"
+    doc = yaml.safe_load(stack_file.read_text())
+    config = doc["config"]
+    zones = config.pop("bind9-topology:zones", None)
+    if not zones:
+        return 0
+    rel = f"configs/bindy/{stack}-zones.yaml"
+    docs = []
+    for zone in zones:
+        spec = {k: v for k, v in zone.items() if k != "name"}
+        name = zone.get("name") or zone["zoneName"].replace(".", "-") + (
+            "" if zone["type"] == "primary" else "-secondary")
+        docs.append({"apiVersion": "dns.firestoned.io/v1alpha1", "kind": "DNSZone",
+                     "metadata": {"name": name}, "spec": spec})
+    (project / rel).parent.mkdir(parents=True, exist_ok=True)
+    (project / rel).write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    config["bind9-topology:bindyManifests"] = [rel]
+    stack_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return len(docs)
 
 
 def preview(project: Path, stacks: list[str]) -> dict:
     if shutil.which("pulumi") is None:
         raise RuntimeError("no `pulumi` on PATH: run `source scripts/engine-env.sh` first")
+    source = project
+    work = Path(tempfile.mkdtemp(prefix="bench-engine-project-"))
+    project = work / "project"
+    shutil.copytree(source, project, ignore=shutil.ignore_patterns("octodns", "ours-out"))
+    for stack in stacks:
+        zones_to_manifests(project, stack)
     shutil.copy(ROOT / "__main__.py", project / "__main__.py")
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as state:
@@ -59,6 +97,7 @@ def preview(project: Path, stacks: list[str]) -> dict:
             steps = json.loads(out).get("steps", [])
             results[stack] = {"preview_s": round(elapsed, 2), "steps": len(steps),
                               "peak_rss_mb": round(max(peak, before) / 1024, 1)}
+    shutil.rmtree(work, ignore_errors=True)
     return {"stacks": results,
             "preview_s_sum": round(sum(r["preview_s"] for r in results.values()), 2),
             "preview_s_max": round(max(r["preview_s"] for r in results.values()), 2)}

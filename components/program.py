@@ -12,7 +12,7 @@ from pulumi.runtime.config import get_config_env
 
 from .model import TopologyError
 from .region import Bind9Region, Bind9RegionArgs
-from .topology import PREFIX, SECRET_KEY, Topology, load_topology, project_dir_default
+from .topology import PREFIX, SECRET_KEY, Topology, load_topology
 
 
 def raw_config_from_engine() -> dict[str, Any]:
@@ -95,6 +95,9 @@ def export(region: Bind9Region, topology: Topology) -> None:
 
 def main() -> None:
     stack = pulumi.get_stack()
-    topology = checked_topology(stack, raw_config_from_engine(), project_dir_default())
+    # Paths in config (recordsFile, bindyManifests) are relative to the project's
+    # Pulumi.yaml, wherever the components package itself is installed.
+    project_dir = Path(pulumi.get_root_directory())
+    topology = checked_topology(stack, raw_config_from_engine(), project_dir)
     region = build(topology)
     export(region, topology)
