@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 
+from .gate import map_address
 from .model import StackSpec, Zone
 from .zone_serial import ZoneSerial
 from .zonedata import ZoneContent
@@ -18,6 +20,21 @@ class DNSZoneArgs:
     spec: StackSpec
     zone: Zone
     content: ZoneContent | None  # primary zones only
+
+
+def probe_endpoints(spec: StackSpec, zone: Zone) -> list[dict[str, Any]]:
+    """Every server that may hold the zone: its primaries, secondaries, NOTIFY targets."""
+    addresses: list[str] = []
+    for z in spec.zones:
+        if z.zoneName == zone.zoneName:
+            addresses += [i.service.loadBalancerIP for i in spec.instances_for(z)
+                          if i.service.loadBalancerIP]
+    addresses += zone.alsoNotify
+    endpoints = []
+    for address in dict.fromkeys(addresses):
+        host, port = map_address(address, spec.gate.addressMap)
+        endpoints.append({"host": host, "port": port})
+    return endpoints
 
 
 class DNSZone(pulumi.ComponentResource):
@@ -34,6 +51,7 @@ class DNSZone(pulumi.ComponentResource):
                 f"{name}-serial",
                 zone_name=args.zone.zoneName,
                 content_hash=args.content.content_hash,
+                probe=probe_endpoints(args.spec, args.zone),
                 opts=pulumi.ResourceOptions(parent=self),
             )
             self.serial = self.serial_resource.serial

@@ -163,7 +163,7 @@ def _probe_primary(
 
 
 def _probe_secondary(
-    ep: Endpoint, zone: str, target: int, timeout: float
+    ep: Endpoint, zone: str, target: int, timeout: float, ahead_is_stale: bool = False
 ) -> tuple[bool, int | None, Reason, str]:
     soa = query_soa(ep, zone, timeout=timeout)
     if not soa.ok or soa.serial is None:
@@ -171,6 +171,12 @@ def _probe_secondary(
     if not serial_at_least(soa.serial, target):
         return (False, soa.serial, Reason.STALE_SERIAL,
                 f"serves serial {soa.serial}, expected at least {target}")
+    if ahead_is_stale and soa.serial != target:
+        # Ahead of what the primaries serve: the serial went backwards (state lost, zone
+        # recreated) and this secondary keeps its old data until the serial passes it.
+        return (False, soa.serial, Reason.STALE_SERIAL,
+                f"serves serial {soa.serial}, ahead of the primaries' {target}: the zone's "
+                "serial went backwards, so this secondary keeps old data")
     return True, soa.serial, Reason.OK, f"serial {soa.serial}"
 
 
@@ -247,7 +253,8 @@ def wait_until_transferred(
             if pending_s:
                 if target is not None:
                     futs = [
-                        (s, pool.submit(_probe_secondary, s.endpoint, zone, target, timeout))
+                        (s, pool.submit(_probe_secondary, s.endpoint, zone, target, timeout,
+                                        bool(prim)))
                         for s in pending_s
                     ]
                     for s, f in futs:

@@ -193,7 +193,10 @@ def test_local_stack_up_noop_change_destroy(engine: Engine) -> None:
 
 def test_bad_config_fails_before_any_resource(engine: Engine) -> None:
     stack_file = engine.project / "Pulumi.broken.yaml"
-    text = (engine.project / "Pulumi.prod-eu-west-1.yaml").read_text()
+    doc = yaml.safe_load((ROOT / "Pulumi.prod-eu-west-1.yaml").read_text())
+    doc["config"].pop("bind9-topology:tsigSecret", None)  # an earlier test may have set one
+    doc.pop("encryptionsalt", None)
+    text = yaml.safe_dump(doc, sort_keys=False)
     stack_file.write_text(text.replace("replicas: 3", "replicas: 0")
                           .replace("0.0.0.0/0", "0.0.0.300/0", 1))
     engine.run("stack", "init", "broken")

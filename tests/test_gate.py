@@ -282,3 +282,38 @@ def test_named_killed_and_restarted_converges(cluster: Cluster) -> None:
     cluster.start("sec-a", wait=False)
     report = cluster.gate(deadline=30)
     assert report.ok, report.message
+
+
+def test_serial_never_goes_backwards_when_state_is_lost(cluster: Cluster) -> None:
+    """A fresh ZoneSerial (state lost, stack recreated) starts past what the servers serve;
+    and a primary whose serial did go backwards never passes the gate."""
+    from components.dns_zone import probe_endpoints
+    from components.zone_serial import ZoneSerialProvider
+
+    cluster.serial = 2099010105  # served now, far ahead of today's YYYYMMDD00
+    start_all(cluster)
+    assert cluster.gate().ok
+
+    spec = cluster.topo.spec.model_copy(update={"gate": cluster.topo.spec.gate.model_copy(
+        update={"addressMap": cluster.address_map})})
+    primary_zone = next(z for z in spec.zones if z.type == "primary")
+    probe = probe_endpoints(spec, primary_zone)
+    assert {(p["host"], p["port"]) for p in probe} == {
+        (HOST, port) for port in cluster.ports.values()}
+    created = ZoneSerialProvider().create(
+        {"zoneName": ZONE, "contentHash": "lost-state", "probe": probe})
+    assert created.outs["serial"] == 2099010106
+
+    # A primary pod that restarts from a rendering whose serial went backwards (state lost,
+    # no probe): the secondaries keep their old data; the gate names them, never "ready".
+    cluster.procs["primary-dns"].stop(timeout=5)
+    for journal in (cluster.root / "primary-dns/var/cache/bind").glob("*.jnl"):
+        journal.unlink()
+    cluster.raw["zones"][0]["records"][2]["data"] = "192.0.2.11"
+    cluster.topo = cluster.load()
+    cluster.serial = 2026010100
+    cluster.start("primary-dns")
+    report = cluster.gate(deadline=4.0, serial=2026010100, poll=0.2)
+    assert not report.ok
+    assert "went backwards" in report.message, report.message
+    assert "sec-a" in report.message and "sec-b" in report.message
