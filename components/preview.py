@@ -15,7 +15,7 @@ import pulumi
 from pulumi.runtime.mocks import MockMonitor, _sync_await
 from pulumi.runtime.stack import run_pulumi_func
 
-from .serials import SerialState, SerialStore, next_serial
+from .serials import SerialStore, next_serial
 from .topology import Topology
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's wire marker of a secret value
@@ -55,14 +55,15 @@ class CaptureMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         outputs = dict(args.inputs)
         if "contentHash" in args.inputs and "zoneName" in args.inputs:
+            # The ZoneSerial provider's part, with a SerialStore standing in for state
+            # (no store: every zone is new).
             zone = args.inputs["zoneName"]
-            previous: SerialState | None = None
             if self.serial_store is not None:
                 state = self.serial_store.advance(
                     self.stack, zone, args.inputs["contentHash"], self.today
                 )
             else:
-                state = next_serial(previous, args.inputs["contentHash"], self.today)
+                state = next_serial(None, args.inputs["contentHash"], self.today)
             outputs["serial"] = state.serial
             self.serials[zone] = state.serial
         self.resources.append(

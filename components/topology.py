@@ -25,7 +25,6 @@ from .model import (
     TopologyError,
     Zone,
     check_labels,
-    format_loc,
     issues_from_validation,
 )
 from .zonedata import ZoneContent, build_zone
@@ -309,11 +308,3 @@ def load_topology(
     if issues:
         raise TopologyError(issues)
     return Topology(stack=stack, spec=spec, contents=contents, tsig_secret=tsig_secret)
-
-
-def instance_path(spec: StackSpec, instance: Instance) -> str:
-    return format_loc(PREFIX, ["instances", spec.instances.index(instance)])
-
-
-def zone_path(spec: StackSpec, zone: Zone) -> str:
-    return format_loc(PREFIX, ["zones", spec.zones.index(zone)])
