@@ -32,7 +32,7 @@ class Registered:
 
 
 class _ParentRecordingMonitor(MockMonitor):
-    """MockResourceArgs carries no parent: note it from the request before the mocks see it."""
+    """MockResourceArgs carries no parent or dependencies: note them from the request."""
 
     def __init__(self, mocks: CaptureMocks) -> None:
         super().__init__(mocks)
@@ -40,6 +40,7 @@ class _ParentRecordingMonitor(MockMonitor):
 
     def RegisterResource(self, request):  # the gRPC method's name
         self.capture.parents[(request.type, request.name)] = request.parent
+        self.capture.dependencies[(request.type, request.name)] = list(request.dependencies)
         return super().RegisterResource(request)
 
 
@@ -51,6 +52,7 @@ class CaptureMocks(pulumi.runtime.Mocks):
     resources: list[Registered] = field(default_factory=list)
     serials: dict[str, int] = field(default_factory=dict)
     parents: dict[tuple[str, str], str] = field(default_factory=dict)
+    dependencies: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         outputs = dict(args.inputs)

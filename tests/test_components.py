@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import itertools
 import json
 import os
 from collections import Counter
@@ -485,3 +486,16 @@ def test_network_policies(runs, stack: str) -> None:
                 peers = {_key(p) for p in _peers(rules, proto)}
                 for cidr in inst.config.allowQuery:
                     assert _key({"ipBlock": {"cidr": cidr}}) in peers
+
+
+@pytest.mark.parametrize("stack", ["prod-us-west-2"])
+def test_instances_of_a_region_roll_one_at_a_time(runs, stack: str) -> None:
+    """Each instance after the first in a region waits for the previous one's Deployment."""
+    topo, mocks = runs[stack]
+    names = [i.name for i in topo.spec.instances]
+    assert len(names) >= 2
+    for before, after in itertools.pairwise(names):
+        deps = mocks.dependencies[(INSTANCE, after)]
+        assert any(d.endswith(f"{DEPLOYMENT}::{before}") for d in deps), (after, deps)
+    assert not any(d.endswith(DEPLOYMENT) or f"{DEPLOYMENT}::" in d
+                   for d in mocks.dependencies[(INSTANCE, names[0])])
