@@ -37,7 +37,13 @@ pytestmark = [
 def _serialize(props: dict[str, Any]) -> struct_pb2.Struct:
     from pulumi.runtime import rpc
 
-    return asyncio.run(rpc.serialize_properties(props, {}))
+    # A private loop: asyncio.run would leave the thread without a current event loop,
+    # which breaks Pulumi's mocks in tests that run after this one.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(rpc.serialize_properties(props, {}))
+    finally:
+        loop.close()
 
 
 def _deserialize(struct: struct_pb2.Struct) -> dict[str, Any]:
