@@ -27,7 +27,6 @@ would not fix a wrong key.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,7 @@ from .dnscheck import (
     serial_compare_safe,
     verify_primary,
 )
+from .model import parse_server
 
 __all__ = [
     "GatePlan",
@@ -371,24 +371,12 @@ def gate_plans(spec: Any) -> list[GatePlan]:
     return plans
 
 
-def _split(address: str) -> tuple[str, int]:
-    text = address.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else 53
-    if text.count(":") == 1:
-        host, _, port = text.partition(":")
-        return host, int(port)
-    return text, 53
-
-
 def map_address(address: str, address_map: Mapping[str, str]) -> tuple[str, int]:
     """'ip' or 'ip:port' from config, through ``gate.addressMap`` (keys 'ip' or 'ip:port')."""
-    host, port = _split(address)
+    host, port = parse_server(address)  # endpoints are IPs; fails loudly otherwise
     for key in (address, f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"):
         if key in address_map:
-            return _split(address_map[key])
+            return parse_server(address_map[key])
     if port == 53 and host in address_map:
-        return _split(address_map[host])
-    ipaddress.ip_address(host)  # endpoints are IPs; fail loudly otherwise
+        return parse_server(address_map[host])
     return host, port
