@@ -27,8 +27,8 @@ def probe_endpoints(spec: StackSpec, zone: Zone) -> list[dict[str, Any]]:
     addresses: list[str] = []
     for z in spec.zones:
         if z.zoneName == zone.zoneName:
-            addresses += [i.service.loadBalancerIP for i in spec.instances_for(z)
-                          if i.service.loadBalancerIP]
+            addresses += [i.service.fixed_address for i in spec.instances_for(z)
+                          if i.service.fixed_address]
     addresses += zone.alsoNotify
     endpoints = []
     for address in dict.fromkeys(addresses):

@@ -324,7 +324,7 @@ class GatePlan:
     zone: str
     resource_name: str  # the DNSZone resource the gate belongs to
     primaries: tuple[tuple[str, str], ...]  # (label, address as in config: 'ip' or 'ip:port')
-    secondaries: tuple[tuple[str, str | None], ...]  # (instance, loadBalancerIP or None)
+    secondaries: tuple[tuple[str, str | None], ...]  # (instance, its fixed service address or None)
     primary_zone: bool  # the zone's content is rendered by this stack (digest known)
     instances: tuple[str, ...] = field(default=())  # instances whose Deployments it waits for
 
@@ -353,10 +353,10 @@ def gate_plans(spec: Any) -> list[GatePlan]:
                 for inst in spec.instances_for(z):
                     if inst not in secondary_insts:
                         secondary_insts.append(inst)
-        secs = tuple((i.name, i.service.loadBalancerIP) for i in secondary_insts)
+        secs = tuple((i.name, i.service.fixed_address) for i in secondary_insts)
         if primary is not None:
             prim_insts = spec.instances_for(primary)
-            prims = tuple((i.name, i.service.loadBalancerIP or "") for i in prim_insts)
+            prims = tuple((i.name, i.service.fixed_address or "") for i in prim_insts)
             plans.append(GatePlan(zone.zoneName, primary.resource_name, prims, secs, True,
                                   tuple(i.name for i in [*prim_insts, *secondary_insts])))
         else:

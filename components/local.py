@@ -8,7 +8,7 @@
 Each instance is rendered with the same code as its ConfigMaps (a Placement
 rooted in ``.local-run/<stack>/<instance>/``, 127.0.0.1 and a port of its own),
 every address of the stack config that an instance of the project owns (its
-service.loadBalancerIP) is mapped to that instance's local server, and
+service.loadBalancerIP or clusterIP) is mapped to that instance's local server, and
 addresses no instance owns (external primaries) are used as they are. Then
 the same gate code as `pulumi up` (components.gate) checks every zone.
 
@@ -165,9 +165,9 @@ def assign_ports(
 
 
 def owners(servers: dict[str, Server]) -> dict[str, Server]:
-    """loadBalancerIP -> the local server that stands for it."""
-    return {s.inst.service.loadBalancerIP: s for s in servers.values()
-            if s.inst.service.loadBalancerIP}
+    """Fixed service address -> the local server that stands for it."""
+    return {s.inst.service.fixed_address: s for s in servers.values()
+            if s.inst.service.fixed_address}
 
 
 def stacks_needed(requested: list[str], topos: dict[str, Topology],
@@ -376,7 +376,7 @@ def up(project: Path, requested: list[str], *, as_json: bool, timeout: float | N
             started.append(server)
         state["servers"][server.key] = {
             "stack": server.stack, "instance": server.inst.name, "role": server.inst.role,
-            "region": server.region, "address": server.inst.service.loadBalancerIP,
+            "region": server.region, "address": server.inst.service.fixed_address,
             "host": HOST, "port": server.port, "pid": pid, "conf": str(server.conf.resolve()),
             "dir": str(server.directory.resolve()), "startedAt": old.get("startedAt", now)
             if server not in started else now,
@@ -430,7 +430,7 @@ def _rows(results: list[tuple[ZoneJob, Any]], servers: dict[str, Server]) -> lis
                 "instance": st.endpoint.label,
                 "role": st.role,
                 "region": s.region if s else "external",
-                "address": (s.inst.service.loadBalancerIP if s else None) or st.endpoint.host,
+                "address": (s.inst.service.fixed_address if s else None) or st.endpoint.host,
                 "host": st.endpoint.host,
                 "port": st.endpoint.port,
                 "zone": job.plan.zone,

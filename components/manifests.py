@@ -251,6 +251,8 @@ def service(spec: StackSpec, instance: Instance) -> Obj:
     }
     if instance.service.loadBalancerIP:
         body["loadBalancerIP"] = instance.service.loadBalancerIP
+    if instance.service.clusterIP:
+        body["clusterIP"] = instance.service.clusterIP
     return {
         "apiVersion": "v1",
         "kind": "Service",

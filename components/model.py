@@ -199,10 +199,18 @@ class Resources(_Strict):
 
 
 class ServiceSpec(_Strict):
+    """How clients and other regions reach an instance: one fixed address per instance.
+
+    `loadBalancerIP` suits clouds with a load-balancer controller; `clusterIP` (an
+    address in the cluster's Service range) suits clusters without one, such as the
+    local cluster of `scripts/cluster.sh`, or peered networks that route Service IPs.
+    """
+
     type: Literal["ClusterIP", "LoadBalancer"] = "ClusterIP"
     loadBalancerIP: str | None = None
+    clusterIP: str | None = None
 
-    @field_validator("loadBalancerIP")
+    @field_validator("loadBalancerIP", "clusterIP")
     @classmethod
     def _ip(cls, value: str | None) -> str | None:
         if value is not None:
@@ -219,7 +227,16 @@ class ServiceSpec(_Strict):
     def _lb_ip_needs_lb(self) -> ServiceSpec:
         if self.loadBalancerIP and self.type != "LoadBalancer":
             raise ValueError("loadBalancerIP is set but type is not LoadBalancer; set type")
+        if self.clusterIP and self.loadBalancerIP:
+            raise ValueError(
+                "set either loadBalancerIP or clusterIP: an instance has one fixed address"
+            )
         return self
+
+    @property
+    def fixed_address(self) -> str | None:
+        """The address other instances and the gate use for this instance, if fixed."""
+        return self.loadBalancerIP or self.clusterIP
 
 
 class Instance(_Strict):
