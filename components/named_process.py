@@ -71,6 +71,20 @@ def find_named() -> str:
     )
 
 
+#: the only variables named inherits: it reads its key from the key file, never from the
+#: environment, so $BIND9_TSIG_SECRET, PULUMI_CONFIG and the like never reach it
+#: (/proc/<pid>/environ of a long-running daemon is a needless copy of a secret)
+ENV_ALLOWED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR")
+
+
+def named_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a named child: an allowlist of *environ* (default os.environ)."""
+    source = os.environ if environ is None else environ
+    env = {k: source[k] for k in ENV_ALLOWED if k in source}
+    env.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    return env
+
+
 _handed_out: set[int] = set()
 
 
@@ -224,6 +238,7 @@ class NamedProcess:
             stdout=self._log_fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the terminal is ours to forward, not named's
+            env=named_environment(),
         )
         (self.workdir / PID_FILE_NAME).write_text(f"{self.proc.pid}\n")
         return self.proc.pid

@@ -9,7 +9,10 @@ addresses in stack config to the local servers that stand for them).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +212,29 @@ def shard_files(
     return shards
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write *data* to *path* readable by its owner only, from the first byte on.
+
+    A temp file in the same directory is created with mode 0600 (os.open, O_EXCL: the
+    umask can only narrow it), written, fsynced and renamed over *path*; the key is never
+    in a file that others can read, not even for a moment, and an old file with a wider
+    mode is replaced, not rewritten in place.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def write_tree(rendered: RenderedInstance, directory: Path, *, include_secrets: bool) -> None:
     """Lay the files out as the container's filesystem under directory."""
     files = {**rendered.config_files, **rendered.zone_files}
@@ -217,10 +243,11 @@ def write_tree(rendered: RenderedInstance, directory: Path, *, include_secrets: 
     for rel, data in files.items():
         path = directory / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
         if rel.startswith(TSIG_DIR):
-            path.chmod(0o600)
-        elif rel.endswith(".sh"):
+            write_private(path, data)
+            continue
+        path.write_bytes(data)
+        if rel.endswith(".sh"):
             path.chmod(0o755)
     for writable in ("var/cache/bind", "run/named", ZONE_DIR):
         (directory / writable).mkdir(parents=True, exist_ok=True)
