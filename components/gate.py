@@ -304,14 +304,49 @@ def _report(
         why = (f"TSIG rejected by {fatal.endpoint} ({fatal.reason.name}), giving up after "
                f"{elapsed:.1f}s" if fatal else f"not ready after {deadline_s:g}s")
         parts = [
-            f"{s.role} {s.endpoint}: serves serial "
+            f"  - {s.role} {s.endpoint}: serves serial "
             f"{s.serial if s.serial is not None else 'none'}, last error {s.reason.name} "
-            f"({s.detail}), {s.attempts} attempt(s)"
+            f"({s.detail}), {s.attempts} attempt(s)\n      fix: {fix_for(s)}"
             for s in lag
         ]
         target_text = f"target serial {target}" if target is not None else "target serial unknown"
-        message = f"zone {zone}: {why} ({target_text}); lagging: " + "; ".join(parts)
+        message = f"zone {zone}: {why} ({target_text}); lagging:\n" + "\n".join(parts)
     return GateReport(zone, ok, target, servers, elapsed, message, ready_at)
+
+
+def fix_for(status: ServerStatus) -> str:
+    """What to do about one lagging server, by the reason it failed."""
+    reason, role = status.reason, status.role
+    if reason in TSIG_REASONS:
+        return ("this server holds another TSIG key than the gate (name, algorithm or secret): "
+                "every instance and region stack must use the same bind9-topology:tsigKey and "
+                "tsigSecret (pulumi config set --secret bind9-topology:tsigSecret ...), "
+                "then roll the server so it reads the key again")
+    if reason in (Reason.TIMEOUT, Reason.CONNECTION_REFUSED, Reason.ERROR):
+        return ("the gate cannot reach it: check that the server runs (its pod's logs) and that "
+                "this machine reaches that address and port (gate.addressMap, the Service, the "
+                "NetworkPolicy's allowQuery)")
+    if reason is Reason.CONTENT_MISMATCH:
+        return ("it serves other content at this serial: a serial was reused (state lost or "
+                "edited); change the zone again or run `pulumi up` again so the serial moves "
+                "past every serial served")
+    if reason is Reason.STALE_SERIAL and role == "primary":
+        return ("the primary has not loaded the rendered zone: check its pod rolled and its "
+                "log for zone load errors")
+    if reason is Reason.STALE_SERIAL:
+        if status.detail and "ahead of the primaries" in status.detail:
+            return ("the zone's serial went backwards: run `pulumi up` again (the serial moves "
+                    "past the highest one served)")
+        return ("the secondary has not transferred yet: check that it reaches the primaries "
+                "(secondaryConfig.primaryServers, TCP 53 through the NetworkPolicy) and its "
+                "log for transfer errors, or raise gate.deadlineSeconds")
+    if reason is Reason.REFUSED:
+        return ("the server refused the gate: check allowQuery (queries) and, for transfers, "
+                "that the TSIG key is allowed")
+    if role == "secondary":
+        return ("the secondary does not serve the zone (no transfer yet): check its log for "
+                "transfer errors (unreachable primaries, TSIG) and that it lists the zone")
+    return "the primary does not serve the zone: check its log for zone load errors"
 
 
 # --------------------------------------------------------------------------- plans

@@ -47,11 +47,63 @@ def _plain(value: Any) -> Any:
 
 
 class GateFailed(Exception):
-    """The zone did not transfer in time; the message names each lagging server."""
+    """The zone did not transfer in time; the message names each lagging server.
+
+    Its str is everything the user needs (server, serial, reason, fix), so the engine's
+    provider host reports it without a Python traceback (:func:`report_cleanly`).
+    """
+
+    report_without_traceback = True
+
+
+class _CleanTraceback:
+    """Stands in for the ``traceback`` module inside the provider host's ``__main__``.
+
+    The host (pulumi/dynamic/__main__.py) wraps Create, Update, Read, Diff, Check and
+    Delete in ``_abort_with_traceback``, which aborts the gRPC call with
+    ``traceback.format_exc()`` as the error the engine prints. For an exception that
+    says ``report_without_traceback``, this returns its message alone; anything else
+    (a bug) keeps its full traceback.
+    """
+
+    _bind9_clean = True
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def format_exc(self, *args: Any, **kwargs: Any) -> str:
+        import sys
+
+        exc = sys.exc_info()[1]
+        if exc is not None and getattr(exc, "report_without_traceback", False):
+            return str(exc)
+        return str(self._real.format_exc(*args, **kwargs))
+
+
+def report_cleanly() -> None:
+    """In the engine's provider host, report GateFailed as its message alone (idempotent).
+
+    Does nothing anywhere else (tests, the program): only a ``__main__`` that is the
+    dynamic provider host (it defines ``_abort_with_traceback``) is touched.
+    """
+    import sys
+
+    main = sys.modules.get("__main__")
+    real = getattr(main, "traceback", None)
+    if main is None or real is None or not hasattr(main, "_abort_with_traceback"):
+        return
+    if not getattr(real, "_bind9_clean", False):
+        main.traceback = _CleanTraceback(real)  # type: ignore[attr-defined]
 
 
 class TransferGateProvider(ResourceProvider):
     serialize_as_secret_always = True
+
+    def configure(self, req: Any) -> None:  # called by the host when it loads the provider
+        report_cleanly()
 
     # -- helpers (imports are local: the provider host loads this from dill) --
 
@@ -77,6 +129,8 @@ class TransferGateProvider(ResourceProvider):
 
     def _wait(self, props: dict[str, Any]) -> dict[str, Any]:
         from components.gate import wait_until_transferred
+
+        report_cleanly()
 
         expected = props.get("expectedSerial")
         report = wait_until_transferred(

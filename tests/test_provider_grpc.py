@@ -176,3 +176,40 @@ def test_provider_host_wrong_key_create_fails_with_tsig_reason(
     assert "TSIG_BADSIG" in details or "TSIG_BADKEY" in details, details
     assert "primary-dns" in details and HOST in details
     assert wrong not in details and cluster.secret not in details
+    # the message alone: what the engine prints under the resource, no Python traceback
+    assert details.startswith(f"zone {ZONE}: TSIG rejected by primary-dns"), details
+    assert "Traceback" not in details and 'File "' not in details, details
+    assert "fix: " in details and "tsigSecret" in details, details
+
+
+def test_provider_host_bug_keeps_its_traceback(host: Any, cluster: Cluster) -> None:
+    """Only the gate's own verdict is shown bare; an unexpected error keeps its traceback."""
+    from pulumi.runtime.proto import provider_pb2 as pb
+
+    host.Configure(pb.ConfigureRequest(args=struct_pb2.Struct(), acceptSecrets=True))
+    props = inputs(cluster)
+    props["primaries"] = [{"name": "x", "host": "127.0.0.1", "port": "not-a-port"}]
+    with pytest.raises(grpc.RpcError) as info:
+        host.Create(pb.CreateRequest(urn=URN, properties=_serialize(props), timeout=60))
+    details = info.value.details() or ""
+    assert "Traceback" in details and "ValueError" in details, details
+
+
+def test_provider_host_stale_secondary_message_names_server_serial_reason_fix(
+    host: Any, cluster: Cluster
+) -> None:
+    from pulumi.runtime.proto import provider_pb2 as pb
+
+    host.Configure(pb.ConfigureRequest(args=struct_pb2.Struct(), acceptSecrets=True))
+    cluster.procs["sec-b"].stop()
+    with pytest.raises(grpc.RpcError) as info:
+        host.Create(pb.CreateRequest(urn=URN, properties=_serialize(
+            inputs(cluster, deadline=2)), timeout=60))
+    details = info.value.details() or ""
+    assert details.startswith(f"zone {ZONE}: not ready after 2s"), details
+    assert "Traceback" not in details, details
+    lines = details.splitlines()
+    assert any(f"secondary sec-b ({HOST}#{cluster.ports['sec-b']}): serves serial none" in line
+               for line in lines), details
+    assert "sec-a" not in details  # only the lagging server
+    assert any(line.strip().startswith("fix: the gate cannot reach it") for line in lines)
