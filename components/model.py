@@ -16,9 +16,11 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
+import dns.name
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -28,21 +30,69 @@ from pydantic import (
 
 PROJECT = "bind9-topology"
 
+
+
+class _Idna2008(dns.name.IDNACodec):
+    """IDNA 2008 with the UTS 46 mapping (as browsers and registries), through the `idna`
+    package; ASCII labels (including '_sip') pass as they are, as in dnspython's
+    IDNA_2008_Practical. dnspython gates its own codec on a newer `idna` than some
+    systems ship, so the package is called directly."""
+
+    def encode(self, label: str) -> bytes:
+        import idna
+
+        if label == "" or dns.name.is_all_ascii(label):
+            encoded = label.encode("ascii")
+            if len(encoded) > 63:
+                raise dns.name.LabelTooLong
+            return encoded
+        try:
+            return bytes(idna.alabel(idna.uts46_remap(label, False, False)))
+        except idna.IDNAError as exc:
+            if exc.args and exc.args[0] == "Label too long":
+                raise dns.name.LabelTooLong from None
+            raise dns.name.IDNAException(idna_exception=exc) from None
+
+
+def _idna_codec() -> dns.name.IDNACodec:
+    try:
+        import idna  # noqa: F401
+    except ImportError:  # the standard library's IDNA 2003 still gives A-labels
+        return dns.name.IDNA_2003_Practical
+    return _Idna2008()
+
+
+#: The codec for every name a user writes: U-labels in, A-labels everywhere out.
+IDNA = _idna_codec()
+
 # BIND versions we support, mapped to the image tag of internetsystemsconsortium/bind9.
 SUPPORTED_VERSIONS: dict[str, str] = {"9.18": "9.18", "9.20": "9.20"}
 
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# Always used with fullmatch: `$` would also match before a trailing newline.
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_RFC1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _DNS1123_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
 )
+# The Kubernetes resource.Quantity grammar: signed number, then a binary-SI,
+# decimal-SI or decimal-exponent suffix (https://kubernetes.io/docs/reference/
+# kubernetes-api/common-definitions/quantity/).
+_QUANTITY = re.compile(
+    r"[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d+)?"
+)
+# A DNS hostname label (RFC 952/1123), what BIND's check-names accepts.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?")
+
+#: Largest TTL BIND keeps (RFC 2181 section 8); above it, BIND sets the TTL to 0.
+MAX_TTL = 2**31 - 1
 
 
 class ConfigIssue(BaseModel):
-    """One thing wrong with the input, where it is, and what to do about it."""
+    """One thing wrong with the input (or worth a warning), where it is, what to do."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -56,13 +106,17 @@ class ConfigIssue(BaseModel):
 class TopologyError(Exception):
     """All the problems found in a stack's input, raised before anything is registered."""
 
-    def __init__(self, issues: Iterable[ConfigIssue]):
+    def __init__(self, issues: Iterable[ConfigIssue], warnings: Iterable[ConfigIssue] = ()):
         self.issues = sorted(set(issues), key=lambda i: (i.path, i.message))
+        self.warnings = sorted(set(warnings), key=lambda i: (i.path, i.message))
         super().__init__(self.render())
 
     def render(self) -> str:
         lines = [f"{len(self.issues)} problem(s) in the stack configuration:"]
         lines += [f"  - {issue}" for issue in self.issues]
+        if self.warnings:
+            lines.append(f"{len(self.warnings)} warning(s):")
+            lines += [f"  - {issue}" for issue in self.warnings]
         return "\n".join(lines)
 
 
@@ -70,10 +124,55 @@ class TopologyError(Exception):
 
 
 def dns1123_name(value: str) -> str:
-    if len(value) > 63 or not _DNS1123_LABEL.match(value):
+    if len(value) > 63 or not _DNS1123_LABEL.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a DNS-1123 label; use lower-case letters, digits and '-', "
             "start and end with a letter or digit, at most 63 characters (e.g. 'primary-dns')"
+        )
+    return value
+
+
+def rfc1035_name(value: str) -> str:
+    """An instance name: it names a Service, and Service names are RFC 1035 labels."""
+    if len(value) > 63 or not _RFC1035_LABEL.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a DNS-1123 label that starts with a letter (RFC 1035, as "
+            "Kubernetes Service names must be); use lower-case letters, digits and '-', "
+            "start with a letter, end with a letter or digit, at most 63 characters "
+            "(e.g. 'primary-dns')"
+        )
+    return value
+
+
+def is_hostname(name: Any, *, wildcard: bool = False) -> bool:
+    """True when a dnspython name is a hostname as BIND's check-names requires."""
+    labels = [lbl.decode("ascii", "replace") for lbl in name.labels if lbl]
+    if wildcard and labels and labels[0] == "*":
+        labels = labels[1:]
+    return all(_HOST_LABEL.fullmatch(lbl) for lbl in labels)
+
+
+def quantity(value: Any) -> Any:
+    """A Kubernetes quantity ('100m', '128Mi', '1.5', 2); numbers become strings."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a quantity; write e.g. '100m' or '128Mi'")
+    if isinstance(value, (int, float)):
+        value = str(value)
+    if isinstance(value, str) and not _QUANTITY.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a Kubernetes quantity; write a number with an optional "
+            "suffix: cpu as '500m' or '2', memory as '128Mi', '1Gi' or '512M'"
+        )
+    if isinstance(value, str) and value.startswith("-"):
+        raise ValueError(f"{value!r} is negative; resources must be 0 or more")
+    return value
+
+
+def ttl_value(value: int | None) -> int | None:
+    if value is not None and value > MAX_TTL:
+        raise ValueError(
+            f"TTL {value} is above {MAX_TTL} (2^31-1), the largest BIND keeps (RFC 2181; "
+            f"BIND would set it to 0); use at most {MAX_TTL}, e.g. 86400 for a day"
         )
     return value
 
@@ -84,9 +183,9 @@ def check_labels(labels: Mapping[str, str]) -> list[tuple[str, str]]:
     for key, value in labels.items():
         prefix, _, name = key.rpartition("/")
         if (
-            (prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)))
+            (prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)))
             or len(name) > 63
-            or not _LABEL_NAME.match(name)
+            or not _LABEL_NAME.fullmatch(name)
         ):
             problems.append(
                 (
@@ -95,7 +194,7 @@ def check_labels(labels: Mapping[str, str]) -> list[tuple[str, str]]:
                     "'-', '_' or '.', at most 63 characters in the name",
                 )
             )
-        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
             problems.append(
                 (
                     key,
@@ -149,10 +248,22 @@ def _server(value: str) -> str:
     return value
 
 
+_OPEN_TRANSFER_FIX = (
+    "lets any address on the Internet copy the whole zone; remove it and let the TSIG key "
+    "guard transfers ('key transfer-key', the primary's default when allowTransfer is "
+    "absent), adding CIDRs of known secondaries only if they cannot sign"
+)
+
+
 def _transfer_entry(value: str) -> str:
     if value.startswith("key "):
         return "key " + value[4:].strip()
-    return _cidr(value)
+    if value.strip().lower() == "any":
+        raise ValueError(f"allowTransfer 'any' {_OPEN_TRANSFER_FIX}")
+    network = _cidr(value)
+    if ipaddress.ip_network(network).prefixlen == 0:
+        raise ValueError(f"allowTransfer {value!r} {_OPEN_TRANSFER_FIX}")
+    return network
 
 
 # List items validated one by one, so that an error names its index (allowQuery[1]).
@@ -176,6 +287,10 @@ class InstanceConfig(_Strict):
     # Where the other side's transfers and NOTIFY really come from when they cross a
     # NAT (node or egress addresses of other regions), for the NetworkPolicy.
     peerCidrs: list[Cidr] = Field(default_factory=list)
+    # Secondaries: the longest a replica waits before asking the primaries for the SOA,
+    # whatever the zone's SOA refresh says (BIND's max-refresh-time). NOTIFY sent to a
+    # Service address reaches one replica; the others catch up within this bound.
+    maxRefreshSeconds: Annotated[int, Field(strict=True, ge=1, le=2419200)] = 60
 
     @field_validator("recursion")
     @classmethod
@@ -188,9 +303,12 @@ class InstanceConfig(_Strict):
         return value
 
 
+Quantity = Annotated[str, BeforeValidator(quantity)]
+
+
 class ResourceList(_Strict):
-    cpu: str | None = None
-    memory: str | None = None
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
 
 
 class Resources(_Strict):
@@ -249,7 +367,7 @@ class Instance(_Strict):
     resources: Resources = Resources()
     service: ServiceSpec = ServiceSpec()
 
-    _name = field_validator("name")(classmethod(lambda cls, v: dns1123_name(v)))
+    _name = field_validator("name")(classmethod(lambda cls, v: rfc1035_name(v)))
 
     @field_validator("replicas")
     @classmethod
@@ -290,10 +408,49 @@ class Instance(_Strict):
 class SoaRecord(_Strict):
     primaryNs: str
     adminEmail: str
-    refresh: int = Field(default=3600, ge=1)
-    retry: int = Field(default=600, ge=1)
-    expire: int = Field(default=1209600, ge=1)
+    refresh: int = Field(default=3600, ge=1, le=MAX_TTL)
+    retry: int = Field(default=600, ge=1, le=MAX_TTL)
+    expire: int = Field(default=1209600, ge=1, le=MAX_TTL)
     negativeTtl: int = Field(default=300, ge=0, le=86400)
+
+    @field_validator("adminEmail")
+    @classmethod
+    def _admin_email(cls, value: str) -> str:
+        local, at, domain = value.strip().partition("@")
+        hint = "write it as 'hostmaster@example.com'"
+        if value != value.strip() or any(c.isspace() for c in value):
+            raise ValueError(f"adminEmail {value!r} contains whitespace; {hint}")
+        if at:
+            if not local or not domain.rstrip(".") or "@" in domain:
+                raise ValueError(f"adminEmail {value!r} needs a mailbox and a domain; {hint}")
+            if "." not in domain.rstrip("."):
+                raise ValueError(
+                    f"adminEmail {value!r} has no domain ({domain!r} is a single label); {hint}"
+                )
+        elif len([part for part in value.rstrip(".").split(".") if part]) < 3:
+            # SOA RNAME form (hostmaster.example.com): the first label is the mailbox.
+            raise ValueError(f"adminEmail {value!r} has no domain; {hint}")
+        return value
+
+    def timer_warnings(self) -> list[tuple[str, str]]:
+        """(field, message) for SOA timers that contradict each other (RFC 1912 2.2)."""
+        out = []
+        if self.retry >= self.refresh:
+            out.append(("retry", (
+                f"retry ({self.retry}) is not below refresh ({self.refresh}): secondaries "
+                "retry a failed refresh no sooner than the next refresh; make retry a "
+                "fraction of refresh (e.g. refresh 3600, retry 600)")))
+        if self.expire < self.refresh + self.retry:
+            out.append(("expire", (
+                f"expire ({self.expire}) is below refresh + retry ({self.refresh + self.retry}): "
+                "secondaries stop answering for the zone before they have even retried; make "
+                "expire much larger (e.g. 1209600, two weeks)")))
+        elif self.expire < 7 * self.refresh:
+            out.append(("expire", (
+                f"expire ({self.expire}) is less than 7 refresh intervals ({7 * self.refresh}): "
+                "a short primary outage would take the zone off the secondaries; RFC 1912 "
+                "suggests 2-4 weeks (e.g. 1209600)")))
+        return out
 
     @property
     def rname(self) -> str:
@@ -309,6 +466,8 @@ class Record(_Strict):
     type: str
     ttl: int | None = Field(default=None, ge=0)
     data: str
+
+    _ttl = field_validator("ttl")(classmethod(lambda cls, v: ttl_value(v)))
 
     @field_validator("type")
     @classmethod
@@ -340,30 +499,32 @@ class Zone(_Strict):
     soaRecord: SoaRecord | None = None
     ttl: int = Field(default=3600, ge=0)
     records: list[Record] = Field(default_factory=list)
+
+    _ttl = field_validator("ttl")(classmethod(lambda cls, v: ttl_value(v)))
     recordsFile: str | None = None
     alsoNotify: list[Server] = Field(default_factory=list)
 
     @field_validator("zoneName")
     @classmethod
     def _zone_name(cls, value: str) -> str:
-        import dns.name
-
         text = value.strip().rstrip(".").lower()
         try:
-            name = dns.name.from_text(text)
+            # U-labels (bücher.example) become A-labels (xn--bcher-kva.example), the form
+            # written everywhere: named.conf, zone files, ConfigMap keys.
+            name = dns.name.from_text(text, idna_codec=IDNA)
         except Exception as exc:
             raise ValueError(
                 f"{value!r} is not a valid zone name ({exc}); use letters, digits and '-' "
                 "per label, labels separated by single dots, e.g. 'example.com'"
             ) from None
         labels = [lbl.decode() for lbl in name.labels if lbl]
-        if not labels or any(not re.match(r"^[a-z0-9_]([-a-z0-9_]*[a-z0-9])?$", lbl)
+        if not labels or any(not re.fullmatch(r"[a-z0-9_]([-a-z0-9_]*[a-z0-9])?", lbl)
                              for lbl in labels):
             raise ValueError(
                 f"{value!r} is not a valid zone name; use letters, digits and '-' per label, "
                 "e.g. 'example.com'"
             )
-        return text
+        return ".".join(labels)
 
     @property
     def resource_name(self) -> str:
@@ -397,7 +558,7 @@ class TsigKeySpec(_Strict):
     @field_validator("name")
     @classmethod
     def _key_name(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9][-A-Za-z0-9._]*$", value):
+        if not re.fullmatch(r"[A-Za-z0-9][-A-Za-z0-9._]*", value):
             raise ValueError(f"TSIG key name {value!r} is not valid; use e.g. 'transfer-key'")
         return value
 
@@ -500,7 +661,25 @@ def _friendly(
         return _unknown_key(loc or [], root or StackSpec)
     if kind == "missing":
         return "is required; add it"
+    got = _describe(error.get("input"))
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return (f"expected a mapping (key: value lines), got {got}; write it as a "
+                "mapping, e.g. 'key: value' under this key instead of '- ' items")
+    if kind == "list_type":
+        return f"expected a list, got {got}; write each entry on its own '- ' line"
+    if kind == "string_type":
+        return f"expected a string, got {got}; quote it if it is meant as text"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected a whole number, got {got}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false, got {got}"
     return msg
+
+
+def _describe(value: Any) -> str:
+    from .safeyaml import describe
+
+    return describe(value)
 
 
 def issues_from_validation(

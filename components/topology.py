@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
+import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from . import safeyaml
 from .model import (
     PROJECT,
     ConfigIssue,
@@ -32,6 +36,8 @@ from .zonedata import ZoneContent, build_zone
 PREFIX = f"{PROJECT}:"
 SECRET_KEY = "tsigSecret"
 BINDY_API = "dns.firestoned.io/v1alpha1"
+#: A records file may be this many times maxZoneBytes (YAML is wordier than a zone file).
+RECORDS_FILE_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,9 @@ class Topology:
     spec: StackSpec
     contents: dict[str, ZoneContent]  # primary zones by zoneName
     tsig_secret: str | None  # None only where the caller allowed it (render without secrets)
+    # Things that pass but deserve a look (SOA timers, a typo'd config namespace, ...):
+    # `validate` prints them, the Pulumi program logs them with pulumi.log.warn.
+    warnings: tuple[ConfigIssue, ...] = ()
 
     @property
     def primary_zone_names(self) -> list[str]:
@@ -50,7 +59,20 @@ def project_dir_default() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def read_stack_file(project_dir: Path, stack: str) -> dict[str, Any]:
+class StackConfig(dict[str, Any]):
+    """A stack's raw config (unprefixed keys), with warnings found while reading it.
+
+    A plain dict to every caller; load_topology passes `warnings` on to the Topology.
+    """
+
+    warnings: list[ConfigIssue]
+
+    def __init__(self, *args: Any, warnings: Iterable[ConfigIssue] = (), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.warnings = list(warnings)
+
+
+def read_stack_file(project_dir: Path, stack: str) -> StackConfig:
     """The project's keys from Pulumi.<stack>.yaml, without the project prefix."""
     path = project_dir / f"Pulumi.{stack}.yaml"
     if not path.exists():
@@ -60,12 +82,52 @@ def read_stack_file(project_dir: Path, stack: str) -> dict[str, Any]:
             [ConfigIssue(path=str(path.name),
                          message=f"no such stack file; known stacks: {', '.join(stacks)}")]
         )
-    doc = yaml.safe_load(path.read_text()) or {}
-    return strip_prefix(doc.get("config") or {})
+    try:
+        doc = safeyaml.load_file(path)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path.name}:{mark.line + 1}:{mark.column + 1}" if mark else path.name
+        raise TopologyError([ConfigIssue(path=where, message=(
+            f"not valid YAML ({exc.problem or exc}); fix the syntax there (indentation, "
+            "a missing ':' or an unclosed quote or bracket)"))]) from None
+    except (yaml.YAMLError, ValueError, OSError) as exc:
+        raise TopologyError([ConfigIssue(path=path.name, message=f"cannot read: {exc}")]) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise TopologyError([ConfigIssue(path=path.name, message=(
+            f"expected a mapping with a 'config:' key, got {safeyaml.describe(doc)}"))])
+    config = doc.get("config") or {}
+    if not isinstance(config, dict):
+        raise TopologyError([ConfigIssue(path=f"{path.name}:config", message=(
+            f"expected a mapping of '{PREFIX}<key>: value' entries, got "
+            f"{safeyaml.describe(config)}"))])
+    keys = [str(k) for k in config]
+    return StackConfig(
+        strip_prefix({str(k): v for k, v in config.items()}),
+        warnings=namespace_typos(keys, f"{path.name}:"),
+    )
 
 
 def strip_prefix(config: dict[str, Any]) -> dict[str, Any]:
     return {k[len(PREFIX):]: v for k, v in config.items() if k.startswith(PREFIX)}
+
+
+def namespace_typos(keys: Iterable[str], where: str = "") -> list[ConfigIssue]:
+    """Warnings for keys whose namespace looks like a misspelling of the project's.
+
+    Pulumi hands such a key to nobody: `bind9-topolgy:zones` silently drops every zone.
+    """
+    out = []
+    for key in keys:
+        namespace, sep, name = key.partition(":")
+        if not sep or namespace == PROJECT:
+            continue
+        if difflib.get_close_matches(namespace, [PROJECT], n=1, cutoff=0.8):
+            out.append(ConfigIssue(path=f"{where}{key}", message=(
+                f"namespace {namespace!r} looks like a typo of {PROJECT!r}; this key is "
+                f"ignored: did you mean '{PREFIX}{name}'?")))
+    return out
 
 
 def list_stacks(project_dir: Path) -> list[str]:
@@ -73,6 +135,17 @@ def list_stacks(project_dir: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- bindy
+
+
+def _mapping(value: Any, at: str, what: str, issues: list[ConfigIssue]) -> dict | None:
+    """value if it is a mapping (None counts as empty); else an issue and None."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    issues.append(ConfigIssue(path=at, message=(
+        f"expected {what} as a mapping (key: value lines), got {safeyaml.describe(value)}")))
+    return None
 
 
 def bindy_documents(
@@ -83,25 +156,41 @@ def bindy_documents(
     zones: list[dict] = []
     issues: list[ConfigIssue] = []
     try:
-        docs = list(yaml.safe_load_all(path.read_text()))
+        docs = safeyaml.load_file(path, all_documents=True)
     except FileNotFoundError:
         return [], [], [ConfigIssue(path=where, message=f"file not found: {path}")]
+    except IsADirectoryError:
+        return [], [], [ConfigIssue(path=where, message=(
+            "is a directory; list each YAML file in it in bindyManifests"))]
     except yaml.YAMLError as exc:
         return [], [], [ConfigIssue(path=where, message=f"not valid YAML: {exc}")]
+    except (ValueError, OSError) as exc:
+        return [], [], [ConfigIssue(path=where, message=f"cannot read: {exc}")]
     for n, doc in enumerate(d for d in docs if d):
         at = f"{where}#{n}"
+        if not isinstance(doc, dict):
+            issues.append(ConfigIssue(path=at, message=(
+                f"expected a Kubernetes document (apiVersion, kind, metadata, spec), got "
+                f"{safeyaml.describe(doc)}")))
+            continue
         if doc.get("apiVersion") != BINDY_API:
             issues.append(ConfigIssue(path=f"{at}.apiVersion",
                                       message=f"expected {BINDY_API!r}"))
             continue
-        meta = doc.get("metadata") or {}
-        spec = dict(doc.get("spec") or {})
+        meta = _mapping(doc.get("metadata"), f"{at}.metadata", "metadata", issues)
+        spec_in = _mapping(doc.get("spec"), f"{at}.spec", "spec", issues)
+        if meta is None or spec_in is None:
+            continue
+        spec = dict(spec_in)
         if namespace and meta.get("namespace") not in (None, namespace):
             issues.append(ConfigIssue(path=f"{at}.metadata.namespace", message=(
                 f"namespace {meta.get('namespace')!r} differs from the stack's namespace "
                 f"{namespace!r}; set {PREFIX}namespace or change the document")))
         if doc.get("kind") == "Bind9Instance":
-            labels = dict(meta.get("labels") or {})
+            labels = _mapping(meta.get("labels"), f"{at}.metadata.labels", "labels", issues)
+            if labels is None:
+                continue
+            labels = dict(labels)
             spec.setdefault("role", labels.get("dns-role", "secondary"))
             instances.append({"name": meta.get("name"), "labels": labels, **spec})
         elif doc.get("kind") == "DNSZone":
@@ -141,6 +230,19 @@ def _check_cross(
         if inst.role == "secondary" and inst.config.allowTransfer:
             issues.append(ConfigIssue(path=f"{at}.config.allowTransfer", message=(
                 "secondaries serve no transfers; leave allowTransfer empty")))
+
+    owners: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int] = {}
+    for i, inst in enumerate(spec.instances):
+        address = inst.service.fixed_address
+        if address is None:
+            continue
+        key = "loadBalancerIP" if inst.service.loadBalancerIP else "clusterIP"
+        first = owners.setdefault(ipaddress.ip_address(address), i)
+        if first != i:
+            issues.append(ConfigIssue(path=f"{instance_paths[i]}.service.{key}", message=(
+                f"address {address} is also the fixed address of instance "
+                f"{spec.instances[first].name!r} ({instance_paths[first]}.service); two "
+                "Services cannot share it: give each instance its own address")))
 
     zone_seen: dict[str, int] = {}
     for z, zone in enumerate(spec.zones):
@@ -214,6 +316,8 @@ def check_secret(secret: str | None, *, stack: str, required: bool) -> list[Conf
 def _with_default_labels(raw: dict[str, Any], region: Any, environment: Any) -> dict[str, Any]:
     """Fill dns-role/region/environment labels from role and stack config when absent."""
     out = dict(raw)
+    if not isinstance(out.get("labels") or {}, dict):
+        return out  # validation names the shape error at .labels
     labels = dict(out.get("labels") or {})
     if isinstance(out.get("role"), str):
         labels.setdefault("dns-role", out["role"])
@@ -235,17 +339,40 @@ def load_topology(
 ) -> Topology:
     """Validate everything and build every primary zone; raise TopologyError on any problem."""
     issues: list[ConfigIssue] = []
+    warnings: list[ConfigIssue] = list(getattr(raw, "warnings", []))
+    if not isinstance(raw, Mapping):
+        raise TopologyError([ConfigIssue(path=PREFIX.rstrip(":"), message=(
+            f"expected the stack config as a mapping, got {safeyaml.describe(raw)}"))])
     raw = {k: v for k, v in raw.items() if v != "" and k != SECRET_KEY}
     if tsig_secret == "":
         tsig_secret = None
+    # Lists the loader iterates before validation: a mapping or a string here would
+    # otherwise be walked key by key or character by character.
+    shape_errors: set[str] = set()
+    for key in ("instances", "zones", "bindyManifests"):
+        if raw.get(key) is not None and not isinstance(raw[key], list):
+            issues.append(ConfigIssue(path=f"{PREFIX}{key}", message=(
+                f"expected a list, got {safeyaml.describe(raw[key])}; write each entry on "
+                "its own '- ' line")))
+            raw[key] = []
+            shape_errors.add(key)
     instances = list(raw.get("instances") or [])
     zones = list(raw.get("zones") or [])
     origin_paths = [f"{PREFIX}instances[{i}]" for i in range(len(instances))]
     zone_paths = [f"{PREFIX}zones[{i}]" for i in range(len(zones))]
+    namespace = raw.get("namespace", "dns-system")
     for m, manifest in enumerate(raw.get("bindyManifests") or []):
+        if not isinstance(manifest, str):
+            issues.append(ConfigIssue(path=f"{PREFIX}bindyManifests[{m}]", message=(
+                f"expected a path (a string), got {safeyaml.describe(manifest)}")))
+            continue
         where = f"{PREFIX}bindyManifests[{m}]({manifest})"
+        manifest_path, refused = safeyaml.path_inside(project_dir, manifest)
+        if manifest_path is None:
+            issues.append(ConfigIssue(path=where, message=str(refused)))
+            continue
         b_instances, b_zones, b_issues = bindy_documents(
-            project_dir / str(manifest), where, str(raw.get("namespace", "dns-system"))
+            manifest_path, where, namespace if isinstance(namespace, str) else None
         )
         issues += b_issues
         origin_paths += [f"{manifest}#Bind9Instance/{d.get('name')}.spec" for d in b_instances]
@@ -282,22 +409,30 @@ def load_topology(
             valid_zone_paths.append(at)
         except ValidationError as exc:
             issues += issues_from_validation(exc, at, Zone)
-    all_instances_valid = len(valid_instances) == len(raw["instances"])
+    all_instances_valid = len(valid_instances) == len(raw["instances"]) and not (
+        shape_errors & {"instances", "bindyManifests"})
     spec = spec.model_copy(update={"instances": valid_instances, "zones": valid_zones})
     zone_paths = valid_zone_paths
 
     issues += _check_cross(spec, instance_paths, zone_paths, all_instances_valid)
     issues += check_secret(tsig_secret, stack=stack, required=secret_required)
+    for z, zone in enumerate(spec.zones):
+        if zone.soaRecord is not None:
+            warnings += [ConfigIssue(path=f"{zone_paths[z]}.soaRecord.{field}", message=text)
+                         for field, text in zone.soaRecord.timer_warnings()]
 
     contents: dict[str, ZoneContent] = {}
     for z, zone in enumerate(spec.zones):
         if zone.type != "primary":
             continue
         at = zone_paths[z]
-        content, zone_issues = build_zone(zone, at, project_dir)
+        content, zone_issues = build_zone(
+            zone, at, project_dir, max_file_bytes=RECORDS_FILE_FACTOR * spec.maxZoneBytes
+        )
         issues += zone_issues
         if content is None:
             continue
+        warnings += content.warnings
         size = len(content.text(0))
         if size > spec.maxZoneBytes:
             issues.append(ConfigIssue(path=at, message=(
@@ -306,5 +441,6 @@ def load_topology(
                 f"{PREFIX}maxZoneBytes")))
         contents[zone.zoneName] = content
     if issues:
-        raise TopologyError(issues)
-    return Topology(stack=stack, spec=spec, contents=contents, tsig_secret=tsig_secret)
+        raise TopologyError(issues, warnings)
+    return Topology(stack=stack, spec=spec, contents=contents, tsig_secret=tsig_secret,
+                    warnings=tuple(sorted(set(warnings), key=lambda i: (i.path, i.message))))

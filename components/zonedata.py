@@ -27,8 +27,10 @@ import dns.version
 import dns.zone
 import dns.zonetypes
 import yaml
+from pydantic import ValidationError
 
-from .model import ConfigIssue, Record, Zone
+from . import safeyaml
+from .model import IDNA, ConfigIssue, Record, Zone, is_hostname, issues_from_validation
 
 IN = dns.rdataclass.IN
 
@@ -62,6 +64,8 @@ class ZoneContent:
     record_count: int
     # ZONEMD-style SHA-384 of the zone with serial 0 (dnscheck.zone_digest); None: not known
     zonemd: str | None = None
+    # What named would only log (an MX without address, a delegation without glue).
+    warnings: tuple[ConfigIssue, ...] = ()
 
     @property
     def content_hash(self) -> str:
@@ -84,16 +88,57 @@ class ZoneContent:
         return f"$ORIGIN {self.zone_name}.\n" + self.soa_line(serial) + self.body
 
 
-def load_records(zone: Zone, project_dir: Path) -> list[Record]:
+class RecordsFileError(Exception):
+    """The records file cannot be used; `issues` says why, with paths."""
+
+    def __init__(self, issues: list[ConfigIssue]):
+        self.issues = issues
+        super().__init__("; ".join(map(str, issues)))
+
+
+def records_file_path(zone: Zone, project_dir: Path) -> tuple[Path | None, str | None]:
+    assert zone.recordsFile is not None
+    return safeyaml.path_inside(project_dir, zone.recordsFile)
+
+
+def load_records(
+    zone: Zone, project_dir: Path, path: str = "recordsFile",
+    max_bytes: int = safeyaml.DEFAULT_MAX_BYTES,
+) -> list[Record]:
+    """Inline records, then the records file's; RecordsFileError names every bad entry."""
     records = list(zone.records)
-    if zone.recordsFile:
-        data = yaml.load((project_dir / zone.recordsFile).read_text(), Loader=_Loader)
-        items = data.get("records", data) if isinstance(data, dict) else data
-        records += [Record.model_validate(item) for item in items or []]
+    if not zone.recordsFile:
+        return records
+    at = f"{path}.recordsFile"
+    file_path, refused = records_file_path(zone, project_dir)
+    if file_path is None:
+        raise RecordsFileError([ConfigIssue(path=at, message=str(refused))])
+    try:
+        data = safeyaml.load_file(file_path, max_bytes)
+    except FileNotFoundError:
+        raise RecordsFileError([ConfigIssue(path=at, message=(
+            f"file not found: {file_path}"))]) from None
+    except IsADirectoryError:
+        raise RecordsFileError([ConfigIssue(path=at, message=(
+            f"{zone.recordsFile!r} is a directory; name one YAML file of records"))]) from None
+    except (yaml.YAMLError, ValueError, OSError) as exc:
+        raise RecordsFileError([ConfigIssue(path=at, message=f"cannot read: {exc}")]) from None
+    items = data.get("records", data) if isinstance(data, dict) else data
+    if items is None:
+        items = []
+    if not isinstance(items, list):
+        raise RecordsFileError([ConfigIssue(path=at, message=(
+            f"expected a list of records ({{name, type, ttl, data}}) or a mapping with a "
+            f"'records:' list, got {safeyaml.describe(items)}"))])
+    issues: list[ConfigIssue] = []
+    for index, item in enumerate(items):
+        try:
+            records.append(Record.model_validate(item))
+        except ValidationError as exc:
+            issues += issues_from_validation(exc, f"{at}[{index}]", Record)
+    if issues:
+        raise RecordsFileError(issues)
     return records
-
-
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _CNAME_COMPANIONS = {dns.rdatatype.CNAME, dns.rdatatype.RRSIG, dns.rdatatype.NSEC}
 
@@ -107,7 +152,7 @@ _CNAME_COMPANIONS = {dns.rdatatype.CNAME, dns.rdatatype.RRSIG, dns.rdatatype.NSE
 # dnspython's version and this module's cache format), so unchanged input is validated
 # once per content. Zones with problems are never stored: their issues are recomputed.
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 CACHE_ENV = "BIND9_TOPOLOGY_CACHE_DIR"  # where entries live; "off" disables the cache
 _CACHE_SUBDIR = Path(".cache") / "zones"
 
@@ -132,9 +177,12 @@ def _cache_key(zone: Zone, project_dir: Path) -> str | None:
     }
     digest.update(json.dumps(head, sort_keys=True, separators=(",", ":")).encode())
     if zone.recordsFile:
+        file_path, _ = records_file_path(zone, project_dir)
+        if file_path is None or not file_path.is_file():
+            return None  # the slow path reports it
         try:
-            digest.update(b"\0file\0" + (project_dir / zone.recordsFile).read_bytes())
-        except OSError:
+            digest.update(b"\0file\0" + safeyaml.read_bytes(file_path))
+        except (OSError, ValueError):
             return None  # the slow path reports it
     return digest.hexdigest()
 
@@ -157,6 +205,7 @@ def _cache_put(directory: Path, key: str, content: ZoneContent) -> None:
         "body": content.body,
         "record_count": content.record_count,
         "zonemd": content.zonemd,
+        "warnings": [[w.path, w.message] for w in content.warnings],
     }
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -183,11 +232,12 @@ def _soa_rdata(zone: Zone, origin: dns.name.Name) -> dns.rdata.Rdata:
         f"{soa.negativeTtl}",
         origin=origin,
         relativize=False,
+        idna_codec=IDNA,
     )
 
 
 def build_zone(
-    zone: Zone, path: str, project_dir: Path
+    zone: Zone, path: str, project_dir: Path, *, max_file_bytes: int = safeyaml.DEFAULT_MAX_BYTES
 ) -> tuple[ZoneContent | None, list[ConfigIssue]]:
     """Parse a primary zone's records; return its content or the issues found.
 
@@ -209,19 +259,23 @@ def build_zone(
                         body=str(entry["body"]),
                         record_count=int(entry["record_count"]),
                         zonemd=entry.get("zonemd"),
+                        warnings=tuple(
+                            ConfigIssue(path=str(p), message=str(m))
+                            for p, m in entry.get("warnings") or []
+                        ),
                     ),
                     [],
                 )
             except Exception:
                 pass  # a damaged entry: build it again
-    content, issues = _build_zone(zone, path, project_dir)
+    content, issues = _build_zone(zone, path, project_dir, max_file_bytes)
     if content is not None and directory is not None and key is not None:
         _cache_put(directory, key, content)
     return content, issues
 
 
 def _build_zone(
-    zone: Zone, path: str, project_dir: Path
+    zone: Zone, path: str, project_dir: Path, max_file_bytes: int = safeyaml.DEFAULT_MAX_BYTES
 ) -> tuple[ZoneContent | None, list[ConfigIssue]]:
     issues: list[ConfigIssue] = []
     origin = dns.name.from_text(zone.zoneName)
@@ -233,16 +287,13 @@ def _build_zone(
             )
         ]
     try:
-        records = load_records(zone, project_dir)
-    except FileNotFoundError as exc:
-        return None, [
-            ConfigIssue(path=f"{path}.recordsFile", message=f"file not found: {exc.filename}")
-        ]
-    except Exception as exc:  # YAML or shape errors in the records file
-        return None, [ConfigIssue(path=f"{path}.recordsFile", message=f"cannot read: {exc}")]
+        records = load_records(zone, project_dir, path, max_file_bytes)
+    except RecordsFileError as exc:
+        return None, exc.issues
 
     z = dns.zone.Zone(origin, relativize=True)
     types_at: dict[dns.name.Name, dict[dns.rdatatype.RdataType, str]] = {}
+    placed: list[tuple[str, dns.name.Name, dns.rdatatype.RdataType, dns.rdata.Rdata]] = []
     for index, record in enumerate(records):
         where = f"{path}.records[{index}]" if index < len(zone.records) else (
             f"{path}.recordsFile[{index - len(zone.records)}]"
@@ -250,7 +301,7 @@ def _build_zone(
         try:
             if not record.name or any(c.isspace() for c in record.name):
                 raise dns.exception.SyntaxError("it is empty or contains whitespace")
-            owner = dns.name.from_text(record.name, origin)
+            owner = dns.name.from_text(record.name, origin, idna_codec=IDNA)
         except dns.exception.DNSException as exc:
             issues.append(ConfigIssue(
                 path=f"{where}.name",
@@ -268,7 +319,8 @@ def _build_zone(
             continue
         try:
             rdtype = dns.rdatatype.from_text(record.type)
-            rdata = dns.rdata.from_text(IN, rdtype, record.data, origin=origin, relativize=True)
+            rdata = dns.rdata.from_text(IN, rdtype, record.data, origin=origin, relativize=True,
+                                        idna_codec=IDNA)
         except Exception as exc:
             example = DATA_EXAMPLES.get(record.type)
             hint = (
@@ -302,6 +354,7 @@ def _build_zone(
             continue  # reported below; adding it would make dnspython drop the other
         rdataset = z.find_rdataset(relative, rdtype, create=True)
         rdataset.add(rdata, record.ttl if record.ttl is not None else zone.ttl)
+        placed.append((where, relative, rdtype, rdata))
 
     for name, seen in types_at.items():
         if dns.rdatatype.CNAME in seen and set(seen) - _CNAME_COMPANIONS:
@@ -327,6 +380,15 @@ def _build_zone(
         soa_rdata = _soa_rdata(zone, origin)
     except Exception as exc:
         issues.append(ConfigIssue(path=f"{path}.soaRecord", message=f"SOA is not valid: {exc}"))
+    else:
+        assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA)
+        if not is_hostname(soa_rdata.mname):
+            issues.append(ConfigIssue(path=f"{path}.soaRecord.primaryNs", message=(
+                f"{zone.soaRecord.primaryNs!r} is not a hostname (BIND's check-names refuses "
+                "the zone); use letters, digits and '-' per label, e.g. 'ns1.example.com.'")))
+    warnings: list[ConfigIssue] = []
+    if not issues:  # judged on the whole zone: a record refused above would mislead
+        issues, warnings = bind_checks(z, origin, placed)
     if issues:
         return None, issues
     assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA)
@@ -343,6 +405,109 @@ def _build_zone(
             body=body,
             record_count=len(records) + 1,
             zonemd=zonemd,
+            warnings=tuple(warnings),
         ),
         [],
     )
+
+
+# --------------------------------------------------------------------------- BIND's load checks
+#
+# What named checks when it loads a primary zone with its default options
+# (check-names primary fail, check-integrity yes, check-mx-cname/check-srv-cname),
+# and named-checkzone reports: the failures come back as errors, what named only
+# logs as warnings. MX and SRV targets that are CNAMEs are refused too (RFC 2181
+# 10.3; named logs "is a CNAME (illegal)"): mail and service lookups break on them.
+
+_ADDRESS = (dns.rdatatype.A, dns.rdatatype.AAAA)
+_HOST_OWNER = (dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.MX)
+
+
+def _target(rdtype: dns.rdatatype.RdataType, rdata: dns.rdata.Rdata) -> dns.name.Name | None:
+    if rdtype == dns.rdatatype.NS:
+        return rdata.target  # type: ignore[attr-defined]
+    if rdtype == dns.rdatatype.MX:
+        return rdata.exchange  # type: ignore[attr-defined]
+    if rdtype == dns.rdatatype.SRV:
+        return rdata.target  # type: ignore[attr-defined]
+    return None
+
+
+def bind_checks(
+    z: dns.zone.Zone,
+    origin: dns.name.Name,
+    placed: list[tuple[str, dns.name.Name, dns.rdatatype.RdataType, dns.rdata.Rdata]],
+) -> tuple[list[ConfigIssue], list[ConfigIssue]]:
+    """(errors, warnings) for the records as named would judge them on load."""
+    errors: list[ConfigIssue] = []
+    warnings: list[ConfigIssue] = []
+    delegations = {
+        name for name, node in z.nodes.items()
+        if name != dns.name.empty and node.get_rdataset(IN, dns.rdatatype.NS) is not None
+    }
+
+    def under_delegation(name: dns.name.Name) -> bool:
+        return any(name.is_subdomain(cut) for cut in delegations)
+
+    def has(name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> bool:
+        node = z.get_node(name)
+        return node is not None and node.get_rdataset(IN, rdtype) is not None
+
+    for where, owner, rdtype, rdata in placed:
+        kind = dns.rdatatype.to_text(rdtype)
+        if rdtype in _HOST_OWNER and not is_hostname(owner, wildcard=True):
+            errors.append(ConfigIssue(path=f"{where}.name", message=(
+                f"{owner} is not a hostname, and {kind} records need one (BIND's "
+                "check-names refuses the zone); use letters, digits and '-' per label, "
+                "no '_' (or use a TXT/SRV record for underscore names)")))
+        target = _target(rdtype, rdata)
+        if target is None or target == dns.name.root:
+            continue  # not a name-pointing type, or the null MX / SRV "."
+        if not is_hostname(target):
+            errors.append(ConfigIssue(path=f"{where}.data", message=(
+                f"{kind} target {target} is not a hostname (BIND's check-names refuses the "
+                "zone); use letters, digits and '-' per label, no '_'")))
+            continue
+        absolute = target.derelativize(origin)
+        if rdtype == dns.rdatatype.NS and _looks_like_address(absolute):
+            errors.append(ConfigIssue(path=f"{where}.data", message=(
+                f"NS target {target} is an address; an NS record names a server: write its "
+                "name (e.g. 'ns1.example.com.') and give the name an A/AAAA record")))
+            continue
+        if not absolute.is_subdomain(origin):
+            continue  # out of zone: not ours to check
+        inside = absolute.relativize(origin)
+        if has(inside, dns.rdatatype.CNAME):
+            errors.append(ConfigIssue(path=f"{where}.data", message=(
+                f"{kind} target {absolute} is a CNAME, which named calls illegal ("
+                + ("it refuses the zone" if rdtype == dns.rdatatype.NS else "RFC 2181 10.3")
+                + f"); point the {kind} at the name the CNAME leads to, or replace the "
+                "CNAME with A/AAAA records")))
+            continue
+        if any(has(inside, t) for t in _ADDRESS):
+            continue
+        if rdtype == dns.rdatatype.NS and owner == dns.name.empty and not under_delegation(
+                inside):
+            errors.append(ConfigIssue(path=f"{where}.data", message=(
+                f"NS {absolute} is inside the zone but has no address record (BIND refuses "
+                f"the zone); add {{name: '{inside}', type: A, data: <its IP>}}")))
+        elif rdtype == dns.rdatatype.NS and inside.is_subdomain(owner):
+            warnings.append(ConfigIssue(path=f"{where}.data", message=(
+                f"delegation {owner} has no glue for {absolute} (BIND warns: required glue); "
+                f"add {{name: '{inside}', type: A, data: <its IP>}}")))
+        elif rdtype != dns.rdatatype.NS and not under_delegation(inside):
+            warnings.append(ConfigIssue(path=f"{where}.data", message=(
+                f"{kind} target {absolute} has no A/AAAA record in the zone (BIND warns); "
+                f"add {{name: '{inside}', type: A, data: <its IP>}} or fix the name")))
+    return errors, warnings
+
+
+def _looks_like_address(name: dns.name.Name) -> bool:
+    import ipaddress
+
+    text = name.to_text(omit_final_dot=True)
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -9,6 +9,7 @@ problem comes back at once.
 from __future__ import annotations
 
 import copy
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -430,17 +431,21 @@ def test_unknown_nested_key_typo(check, minimal_raw):
 # --------------------------------------------------------------------------- bindy manifests
 
 
-def test_bindy_manifest_mistake_points_at_the_file(check, prod_raw, tmp_path, project_dir):
+def test_bindy_manifest_mistake_points_at_the_file(prod_raw, tmp_path, project_dir, tsig_secret):
     text = (project_dir / "configs/bindy/prod.yaml").read_text()
     bad = text.replace("replicas: 2", "replicas: 0", 1)
     assert bad != text
-    manifest = tmp_path / "bindy.yaml"
-    manifest.write_text(bad)
+    # Files are read only from inside the project: a project of its own in tmp_path.
+    project = tmp_path / "project"
+    shutil.copytree(project_dir / "configs", project / "configs")
+    (project / "bindy.yaml").write_text(bad)
     raw = {k: v for k, v in prod_raw.items() if k not in ("instances", "zones")}
-    raw["bindyManifests"] = [str(manifest)]  # absolute: project_dir / abs == abs
+    raw["bindyManifests"] = ["bindy.yaml"]
+    with pytest.raises(TopologyError) as info:
+        load_topology(raw, stack="prod", project_dir=project, tsig_secret=tsig_secret)
     only_issue(
-        check(raw),
-        f"{manifest}#Bind9Instance/primary-dns.spec.replicas",
+        info.value.issues,
+        "bindy.yaml#Bind9Instance/primary-dns.spec.replicas",
         "replicas is 0",
         "set it to 1 or more",
     )
