@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The main job on a real Kubernetes cluster on this machine: the local cluster up
+# (scripts/cluster.sh), then `pulumi up` of the primary stack and of every region
+# stack (Pulumi.cluster*.yaml) with BIND in pods, each stack's transfer-gate
+# verdict printed, then `pulumi destroy` of every stack and the cluster down.
+#
+#   bash scripts/run-cluster.sh          up, verdict, destroy, down
+#   bash scripts/run-cluster.sh --keep   leave the stacks and the cluster running
+#                                        (then: eval "$(scripts/cluster.sh env)")
+#
+# Stack state lives in a file backend under .cache/; the stack files of the
+# repository are not modified: each run works on copies under
+# .cache/cluster/stacks (`pulumi ... --config-file`), which also hold the TSIG
+# secret, encrypted, set once through stdin (never on a command line).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+KEEP=0 DESTROY_ONLY=0
+case "${1:-}" in
+  --keep) KEEP=1 ;;
+  --destroy) DESTROY_ONLY=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--keep|--destroy]" >&2; exit 2 ;;
+esac
+STACKS=(cluster cluster-us-west-2 cluster-eu-west-1)
+
+bash scripts/install-deps.sh requirements.txt
+export PATH="$PATH:/usr/sbin"
+bash scripts/cluster.sh up >/dev/null
+eval "$(bash scripts/cluster.sh env)"
+ENGINE_ENV_QUIET=1 source scripts/engine-env.sh
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+mkdir -p .cache/cluster/stacks
+SECRET_FILE=.cache/cluster/tsig-secret
+if [[ ! -s "$SECRET_FILE" ]]; then
+  (umask 077; python3 -m components keygen >"$SECRET_FILE")
+fi
+
+config_file() { echo ".cache/cluster/stacks/Pulumi.$1.yaml"; }
+
+verdict() { # stack: print each gate's verdict from the stack outputs
+  pulumi stack output --json --stack "$1" --config-file "$(config_file "$1")" 2>/dev/null |
+    python3 -c '
+import json, sys
+out = json.load(sys.stdin)
+for name, ready in sorted((out.get("ready") or {}).items()):
+    print(f"  gate {name}: {\"ready\" if ready else \"NOT ready\"}")
+for name, inst in sorted((out.get("instances") or {}).items()):
+    if isinstance(inst, dict):
+        print(f"  instance {name}: {inst.get(\"role\")} at {inst.get(\"address\")}, "
+              f"{inst.get(\"replicas\")} replica(s)")
+'
+}
+
+destroy_all() {
+  local i stack rc=0
+  for ((i = ${#STACKS[@]} - 1; i >= 0; i--)); do
+    stack="${STACKS[$i]}"
+    [[ -f "$(config_file "$stack")" ]] || continue
+    pulumi destroy --yes --non-interactive --stack "$stack" --config-file "$(config_file "$stack")" \
+      >".cache/cluster/destroy-$stack.log" 2>&1 || { rc=1; echo "destroy $stack failed (.cache/cluster/destroy-$stack.log)"; }
+  done
+  return $rc
+}
+
+status=0
+if ((DESTROY_ONLY)); then
+  destroy_all || status=1
+  bash scripts/cluster.sh down
+  exit $status
+fi
+for stack in "${STACKS[@]}"; do
+  cfg="$(config_file "$stack")"
+  cp "Pulumi.$stack.yaml" "$cfg.new"
+  if [[ -f "$cfg" ]]; then # keep the encrypted secret set by an earlier run
+    python3 - "$cfg" "$cfg.new" <<'PY'
+import sys, yaml
+old, new = (yaml.safe_load(open(p)) or {} for p in sys.argv[1:3])
+key = "bind9-topology:tsigSecret"
+if key in (old.get("config") or {}):
+    new["config"][key] = old["config"][key]
+yaml.safe_dump(new, open(sys.argv[2], "w"), sort_keys=False)
+PY
+  fi
+  mv "$cfg.new" "$cfg"
+  namespace="$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["config"]["bind9-topology:namespace"])' "$cfg")"
+  kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  pulumi stack select --create --non-interactive "$stack" >/dev/null
+  if ! grep -q 'bind9-topology:tsigSecret' "$cfg"; then
+    pulumi config set --secret --stack "$stack" --config-file "$cfg" bind9-topology:tsigSecret <"$SECRET_FILE"
+  fi
+  echo "== pulumi up --stack $stack"
+  start=$SECONDS
+  if pulumi up --yes --skip-preview --non-interactive --stack "$stack" --config-file "$cfg" \
+      >".cache/cluster/up-$stack.log" 2>&1; then
+    echo "   done in $((SECONDS - start))s"
+  else
+    status=1
+    echo "   FAILED after $((SECONDS - start))s; the engine said:"
+    tail -n 40 ".cache/cluster/up-$stack.log" | sed 's/^/   | /'
+  fi
+  verdict "$stack"
+done
+echo
+kubectl get pods -A -o wide -l app.kubernetes.io/name=bind9 || true
+
+if ((KEEP)); then
+  echo "stacks and cluster left running: eval \"\$(bash scripts/cluster.sh env)\"; destroy with"
+  echo "  bash scripts/run-cluster.sh --destroy"
+  exit $status
+fi
+destroy_all || status=1
+bash scripts/cluster.sh down
+if ((status)); then echo "VERDICT: NOT READY"; else echo "VERDICT: every stack up, every gate ready"; fi
+exit $status
