@@ -23,6 +23,7 @@ from .topology import (
     PREFIX,
     SECRET_KEY,
     Topology,
+    clear_secret_issue,
     list_stacks,
     load_topology,
     project_dir_default,
@@ -36,9 +37,7 @@ def secret_for_cli(raw: dict[str, Any], stack: str) -> tuple[str | None, list[Co
     """The TSIG secret the CLI may use: from the environment, never from a clear stack file."""
     value = raw.get(SECRET_KEY)
     if isinstance(value, str):
-        return None, [ConfigIssue(path=f"Pulumi.{stack}.yaml:{PREFIX}{SECRET_KEY}", message=(
-            "the TSIG secret is stored in clear; remove it and run: pulumi config set "
-            f'--secret --stack {stack} {PREFIX}{SECRET_KEY} "$(python -m components keygen)"'))]
+        return None, [clear_secret_issue(stack)]
     return os.environ.get(SECRET_ENV), []
 
 
@@ -51,10 +50,15 @@ def load_for_cli(project_dir: Path, stack: str, *, need_secret: bool = False) ->
             secret_required=need_secret,
         )
     except TopologyError as exc:
-        raise TopologyError([*exc.issues, *issues]) from None
+        raise TopologyError([*exc.issues, *issues], exc.warnings) from None
     if issues:
-        raise TopologyError(issues)
+        raise TopologyError(issues, topology.warnings)
     return topology
+
+
+def print_warnings(topology: Topology) -> None:
+    for warning in topology.warnings:
+        print(f"  warning: {warning}")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -65,6 +69,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{stack}: OK - region {spec.region}, {len(spec.instances)} instance(s), "
               f"{len(spec.zones)} zone(s), {sum(c.record_count for c in topo.contents.values())} "
               "primary record(s)")
+        print_warnings(topo)
         raw = read_stack_file(args.project, stack)
         if SECRET_KEY not in raw and not os.environ.get(SECRET_ENV):
             print(f"  note: {PREFIX}{SECRET_KEY} is not set; `pulumi up` needs it: "
@@ -80,8 +85,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     stacks = list_stacks(args.project) if args.all else [args.stack]
     store = SerialStore(args.state)
+    # Every stack is checked before anything is written: a bad one leaves no partial tree.
+    topos = {stack: load_for_cli(args.project, stack) for stack in stacks}
     for stack in stacks:
-        topo = load_for_cli(args.project, stack)
+        topo = topos[stack]
         mocks = run_components(topo, store)
         base = Path(args.out) / stack
         for inst in topo.spec.instances:
@@ -97,6 +104,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             (manifest_dir / name).write_text(yaml.safe_dump(obj, sort_keys=True))
         print(f"{stack}: {len(topo.spec.instances)} instance(s), {len(topo.spec.zones)} zone(s), "
               f"{len(objects)} Kubernetes object(s) -> {base}")
+        print_warnings(topo)
     return 0
 
 

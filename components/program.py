@@ -8,17 +8,26 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.runtime.config import get_config_env
+from pulumi.runtime.config import get_config_env, get_config_secret_keys_env, is_config_secret
 
 from .model import TopologyError
 from .region import Bind9Region, Bind9RegionArgs
-from .topology import PREFIX, SECRET_KEY, Topology, load_topology
+from .topology import (
+    PREFIX,
+    SECRET_KEY,
+    StackConfig,
+    Topology,
+    clear_secret_issue,
+    load_topology,
+    namespace_typos,
+)
 
 
-def raw_config_from_engine() -> dict[str, Any]:
+def raw_config_from_engine() -> StackConfig:
     """All of this project's config keys (objects arrive as JSON text)."""
-    raw: dict[str, Any] = {}
-    for full_key, value in get_config_env().items():
+    env = get_config_env()
+    raw = StackConfig(warnings=namespace_typos(str(k) for k in env))
+    for full_key, value in env.items():
         if not full_key.startswith(PREFIX):
             continue
         key = full_key[len(PREFIX):]
@@ -29,16 +38,34 @@ def raw_config_from_engine() -> dict[str, Any]:
     return raw
 
 
+def secret_in_clear() -> bool:
+    """True when the stack's TSIG secret is set but not as a secret (the engine says which
+    keys are secrets in PULUMI_CONFIG_SECRET_KEYS; the language host loads them too)."""
+    key = f"{PREFIX}{SECRET_KEY}"
+    return key not in get_config_secret_keys_env() and not is_config_secret(key)
+
+
 def checked_topology(stack: str, raw: dict[str, Any], project_dir: Path) -> Topology:
     secret = raw.get(SECRET_KEY)
+    clear = []
+    if isinstance(secret, str) and secret and secret_in_clear():
+        # Refused exactly as `validate` refuses it, and never used.
+        clear, secret = [clear_secret_issue(stack)], None
     try:
-        return load_topology(
+        topology = load_topology(
             raw, stack=stack, project_dir=project_dir,
             tsig_secret=secret if isinstance(secret, str) else None,
+            secret_required=not clear,
         )
     except TopologyError as exc:
         # RunError: the engine prints the message without a traceback and exits non-zero.
-        raise pulumi.RunError(exc.render()) from None
+        raise pulumi.RunError(
+            TopologyError([*exc.issues, *clear], exc.warnings).render()) from None
+    if clear:
+        raise pulumi.RunError(TopologyError(clear, topology.warnings).render())
+    for warning in topology.warnings:
+        pulumi.log.warn(str(warning))
+    return topology
 
 
 def build(topology: Topology) -> Bind9Region:

@@ -45,8 +45,16 @@ def read_bytes(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
             f"{path} is {size} bytes, over the {max_bytes}-byte limit for input files; "
             "split it into several files"
         )
-    with open(path, "rb") as fh:
-        data = fh.read(max_bytes + 1)
+    chunks: list[bytes] = []
+    total = 0
+    with open(path, "rb") as fh:  # in chunks: read(n) would allocate n bytes up front
+        while total <= max_bytes:
+            chunk = fh.read(min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    data = b"".join(chunks)
     if len(data) > max_bytes:
         raise YamlLimitError(f"{path} grew past the {max_bytes}-byte limit while read")
     return data

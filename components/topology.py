@@ -293,6 +293,13 @@ def _check_cross(
     return issues
 
 
+def clear_secret_issue(stack: str) -> ConfigIssue:
+    """The TSIG secret written in clear in Pulumi.<stack>.yaml: the same on every path."""
+    return ConfigIssue(path=f"Pulumi.{stack}.yaml:{PREFIX}{SECRET_KEY}", message=(
+        "the TSIG secret is stored in clear; remove it and run: pulumi config set "
+        f'--secret --stack {stack} {PREFIX}{SECRET_KEY} "$(python -m components keygen)"'))
+
+
 def check_secret(secret: str | None, *, stack: str, required: bool) -> list[ConfigIssue]:
     path = f"{PREFIX}{SECRET_KEY}"
     if secret is None:

@@ -42,13 +42,23 @@ def _secret() -> str:
 
 
 def run_program(
-    monkeypatch, raw: dict[str, Any], mocks: RecordingMocks, stack: str = "prod"
+    monkeypatch, raw: dict[str, Any], mocks: RecordingMocks, stack: str = "prod",
+    *, secret_keys: list[str] | None = None, extra: dict[str, Any] | None = None,
 ) -> RecordingMocks:
-    """Run components.program.main with raw (unprefixed) config, as the engine would."""
+    """Run components.program.main with raw (unprefixed) config, as the engine would.
+
+    The TSIG secret counts as set with --secret (PULUMI_CONFIG_SECRET_KEYS) unless
+    secret_keys says otherwise; `extra` adds fully qualified keys (other namespaces).
+    """
     engine_config = {
         f"{PREFIX}{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()
     }
+    for key, value in (extra or {}).items():
+        engine_config[key] = value if isinstance(value, str) else json.dumps(value)
+    if secret_keys is None:
+        secret_keys = [f"{PREFIX}{SECRET_KEY}"] if SECRET_KEY in raw else []
     monkeypatch.setenv("PULUMI_CONFIG", json.dumps(engine_config))
+    monkeypatch.setenv("PULUMI_CONFIG_SECRET_KEYS", json.dumps(secret_keys))
     pulumi.runtime.set_mocks(mocks, project="bind9-topology", stack=stack, preview=True)
     _sync_await(run_pulumi_func(program.main))
     return mocks
