@@ -188,7 +188,10 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
             "runAsNonRoot": True,
             "runAsUser": BIND_UID,
             "runAsGroup": BIND_UID,
-            "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+            # No capability at all: port 53 is opened through the pod's
+            # ip_unprivileged_port_start sysctl (a non-root process gets no effective
+            # capabilities from `add` without ambient capabilities).
+            "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": mounts,
@@ -230,6 +233,10 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
                         "runAsGroup": BIND_UID,
                         "fsGroup": BIND_UID,
                         "seccompProfile": {"type": "RuntimeDefault"},
+                        # A namespaced, "safe" sysctl: lets uid 101 bind port 53.
+                        "sysctls": [
+                            {"name": "net.ipv4.ip_unprivileged_port_start", "value": "53"}
+                        ],
                     },
                     "topologySpreadConstraints": spread,
                     "containers": [container],

@@ -169,6 +169,7 @@ def render_instance(
         allow_transfer=instance.transfer_acl(key.name),
         primary_zones=primary_zones,
         secondary_zones=secondary_zones,
+        max_refresh=instance.config.maxRefreshSeconds,
     )
     zone_names = tuple(sorted(z.zoneName for z in zones))
     ready = _env.get_template("ready.sh.j2").render(zones=zone_names, port=placement.port)

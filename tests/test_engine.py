@@ -12,11 +12,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,77 +22,17 @@ import yaml
 
 from components.preview import run_components
 from components.topology import load_topology, read_stack_file
+from tests.enginekit import Engine, make_engine
 
 pytestmark = pytest.mark.engine
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION_STACKS = ["prod", "prod-us-west-2", "prod-eu-west-1"]
-PULUMI_TIMEOUT = 300
-
-
-@dataclass
-class Engine:
-    env: dict[str, str]
-    project: Path
-
-    def run(self, *args: str, stack: str | None = None, check: bool = True,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        cmd = ["pulumi", *args, "--non-interactive"]
-        if stack:
-            cmd += ["--stack", stack]
-        proc = subprocess.run(cmd, cwd=self.project, env={**self.env, **(env or {})},
-                              capture_output=True, text=True, timeout=PULUMI_TIMEOUT)
-        if check and proc.returncode != 0:
-            pytest.fail(f"`{' '.join(cmd)}` exited {proc.returncode}\n--- stdout\n"
-                        f"{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}")
-        return proc
-
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "components", *args], cwd=self.project,
-                              env={**self.env, **(env or {})}, capture_output=True, text=True,
-                              timeout=120)
-        if proc.returncode != 0:
-            pytest.fail(f"components {' '.join(args)} exited {proc.returncode}\n"
-                        f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-        return proc
-
-    def init(self, stack: str, secret: str) -> None:
-        self.run("stack", "init", stack)
-        self.run("config", "set", "--secret", "bind9-topology:tsigSecret", secret, stack=stack)
-
-
-def _engine_env() -> dict[str, str]:
-    if os.environ.get("SKIP_ENGINE"):
-        pytest.skip("SKIP_ENGINE is set")
-    built = list((ROOT / ".cache" / "engine").glob("*/bin/pulumi"))
-    if not built and shutil.which("go") is None:
-        pytest.skip("no Pulumi engine built and no Go toolchain to build one")
-    proc = subprocess.run(
-        ["bash", "-c", f"source '{ROOT}/scripts/engine-env.sh' >/dev/null 2>&1 && env -0"],
-        capture_output=True, text=True, timeout=3600,
-        env={**os.environ, "ENGINE_ENV_QUIET": "1"},
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/engine-env.sh failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    return dict(item.split("=", 1) for item in proc.stdout.split("\0") if "=" in item)
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    env = _engine_env()
-    base = tmp_path_factory.mktemp("engine")
-    project = base / "project"
-    shutil.copytree(ROOT, project, ignore=shutil.ignore_patterns(
-        ".git", ".cache", ".local-run", "__pycache__", ".pytest_cache", ".mypy_cache",
-        ".ruff_cache", "out", "bench"))
-    (base / "state").mkdir()
-    env.update({
-        "PULUMI_BACKEND_URL": f"file://{base / 'state'}",
-        "PULUMI_CONFIG_PASSPHRASE": "engine-test-passphrase",
-        "PYTHONPATH": str(project),
-    })
-    env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
-    return Engine(env=env, project=project)
+    return make_engine(tmp_path_factory.mktemp("engine"))
 
 
 def _new_secret() -> str:
