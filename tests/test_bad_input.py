@@ -750,3 +750,20 @@ def test_device_or_fifo_is_refused(minimal_raw, project):
 def test_ordinary_aliases_still_load():
     text = "a: &x [1, 2]\nb: *x\nc: {<<: {k: v}, d: 1}\n"
     assert safeyaml.load(text) == {"a": [1, 2], "b": [1, 2], "c": {"k": "v", "d": 1}}
+
+
+def test_python_m_components_validate_on_a_bomb_prints_no_traceback(project):
+    import subprocess
+    import sys
+
+    write_stack(project, "config:\n  bind9-topology:region: x\n  " + _bomb().replace(
+        "\n", "\n  "))
+    proc = subprocess.run(
+        [sys.executable, "-m", "components", "--project", str(project), "validate",
+         "--stack", "bad"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "Pulumi.bad.yaml" in proc.stderr and "alias bomb" in proc.stderr
