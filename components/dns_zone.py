@@ -20,6 +20,8 @@ class DNSZoneArgs:
     spec: StackSpec
     zone: Zone
     content: ZoneContent | None  # primary zones only
+    # the TSIG secret: the serial proves served content by AXFR before it reuses a serial
+    tsig_secret: pulumi.Input[str] | None = None
 
 
 def probe_endpoints(spec: StackSpec, zone: Zone) -> list[dict[str, Any]]:
@@ -53,6 +55,10 @@ class DNSZone(pulumi.ComponentResource):
                 content_hash=args.content.content_hash,
                 probe=probe_endpoints(args.spec, args.zone),
                 opts=pulumi.ResourceOptions(parent=self),
+                digest=args.content.digest if args.tsig_secret is not None else None,
+                tsig_key_name=args.spec.tsigKey.name,
+                tsig_algorithm=args.spec.tsigKey.algorithm,
+                tsig_secret=args.tsig_secret,
             )
             self.serial = self.serial_resource.serial
         self.register_outputs(

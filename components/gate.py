@@ -38,6 +38,7 @@ import dns.tsig
 from .dnscheck import (
     Endpoint,
     Reason,
+    axfr,
     ixfr,
     query_soa,
     serial_at_least,
@@ -162,12 +163,31 @@ def _probe_primary(
     return True, soa.serial, Reason.OK, f"serial {soa.serial}"
 
 
+def _secondary_soa(ep: Endpoint, zone: str, key: dns.tsig.Key | None,
+                   timeout: float) -> tuple[Any, str]:
+    """The secondary's SOA, asked with the project's TSIG key when there is one.
+
+    A secondary that holds another key (name, algorithm or secret) answers the signed
+    query BADKEY or BADSIG: the very key it signs its transfer requests and checks
+    NOTIFYs with is wrong, so its transfers are refused. That is named at once instead
+    of the SERVFAIL it shows for a zone it never managed to transfer.
+    """
+    soa = query_soa(ep, zone, timeout=timeout, key=key)
+    detail = soa.detail
+    if soa.reason in TSIG_REASONS:
+        detail = (f"the secondary rejects the project's TSIG key ({soa.detail}); it holds "
+                  "another key, so the primaries refuse its transfers and it ignores their "
+                  "NOTIFYs")
+    return soa, detail
+
+
 def _probe_secondary(
-    ep: Endpoint, zone: str, target: int, timeout: float, ahead_is_stale: bool = False
+    ep: Endpoint, zone: str, target: int, timeout: float, ahead_is_stale: bool = False,
+    key: dns.tsig.Key | None = None, expected_digest: str | None = None,
 ) -> tuple[bool, int | None, Reason, str]:
-    soa = query_soa(ep, zone, timeout=timeout)
+    soa, detail = _secondary_soa(ep, zone, key, timeout)
     if not soa.ok or soa.serial is None:
-        return False, soa.serial, soa.reason, soa.detail
+        return False, soa.serial, soa.reason, detail
     if not serial_at_least(soa.serial, target):
         return (False, soa.serial, Reason.STALE_SERIAL,
                 f"serves serial {soa.serial}, expected at least {target}")
@@ -177,6 +197,21 @@ def _probe_secondary(
         return (False, soa.serial, Reason.STALE_SERIAL,
                 f"serves serial {soa.serial}, ahead of the primaries' {target}: the zone's "
                 "serial went backwards, so this secondary keeps old data")
+    if expected_digest and key is not None and soa.serial == target:
+        # The same serial is not the same content: a serial reused after lost state
+        # leaves the old data on a secondary that sees nothing newer to transfer. Prove
+        # the content the primaries were proven to serve (TSIG AXFR digest).
+        probe, _ = axfr(ep, zone, key=key, timeout=timeout)
+        if not probe.ok:
+            return (False, soa.serial, probe.reason,
+                    f"serial {soa.serial}, but its content could not be proven: {probe.detail} "
+                    "(secondaries must allow TSIG transfers with the project's key)")
+        if probe.serial == target and probe.digest != expected_digest.lower():
+            return (False, soa.serial, Reason.CONTENT_MISMATCH,
+                    f"serves serial {soa.serial} with other content than the primaries "
+                    f"(digest {(probe.digest or '-')[:16]}, rendered {expected_digest[:16]}): "
+                    "the serial was reused, so this secondary keeps old data")
+        return True, soa.serial, Reason.OK, f"serial {soa.serial}, content digest verified"
     return True, soa.serial, Reason.OK, f"serial {soa.serial}"
 
 
@@ -222,7 +257,10 @@ def wait_until_transferred(
             st.ready_after_s = round(now - start, 4)
             st.tsig_since = None
             return True
-        if reason in TSIG_REASONS:
+        if reason in TSIG_REASONS or (reason is Reason.CONTENT_MISMATCH
+                                      and st.role == "secondary"):
+            # neither fixes itself: a wrong key stays wrong, and a secondary with other
+            # content at the target serial sees nothing newer to transfer
             st.tsig_since = st.tsig_since or now
         else:
             st.tsig_since = None
@@ -254,20 +292,23 @@ def wait_until_transferred(
                 if target is not None:
                     futs = [
                         (s, pool.submit(_probe_secondary, s.endpoint, zone, target, timeout,
-                                        bool(prim)))
+                                        bool(prim), key, expected_digest))
                         for s in pending_s
                     ]
                     for s, f in futs:
                         progressed |= record(s, f.result())
                 elif rounds == 1 or rounds % 10 == 0:
                     # no target yet: probe now and then so the report says what they serve
-                    soa_futs = [(s, pool.submit(query_soa, s.endpoint, zone, timeout=timeout))
+                    soa_futs = [(s, pool.submit(_secondary_soa, s.endpoint, zone, key, timeout))
                                 for s in pending_s]
                     for s, sf in soa_futs:
-                        soa = sf.result()
+                        soa, detail = sf.result()
                         s.serial, s.reason = soa.serial, soa.reason
-                        s.detail = f"waiting for the primaries ({soa.detail})"
+                        s.detail = (detail if soa.reason in TSIG_REASONS
+                                    else f"waiting for the primaries ({detail})")
                         s.attempts += 1
+                        if soa.reason in TSIG_REASONS:
+                            s.tsig_since = s.tsig_since or time.monotonic()
             done = all(s.ok for s in states) and (target is not None or not prim)
             now = time.monotonic()
             if on_progress is not None:
@@ -301,8 +342,14 @@ def _report(
                    f"in {elapsed:.3f}s")
     else:
         lag = [s for s in servers if not s.ok]
-        why = (f"TSIG rejected by {fatal.endpoint} ({fatal.reason.name}), giving up after "
-               f"{elapsed:.1f}s" if fatal else f"not ready after {deadline_s:g}s")
+        if fatal is not None and fatal.reason is Reason.CONTENT_MISMATCH:
+            why = (f"{fatal.endpoint} serves other content at serial {fatal.serial} "
+                   f"({fatal.reason.name}), giving up after {elapsed:.1f}s")
+        elif fatal is not None:
+            why = (f"TSIG rejected by {fatal.endpoint} ({fatal.reason.name}), giving up after "
+                   f"{elapsed:.1f}s")
+        else:
+            why = f"not ready after {deadline_s:g}s"
         parts = [
             f"  - {s.role} {s.endpoint}: serves serial "
             f"{s.serial if s.serial is not None else 'none'}, last error {s.reason.name} "

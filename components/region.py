@@ -38,7 +38,7 @@ class Bind9Region(pulumi.ComponentResource):
             self.zones[zone.resource_name] = DNSZone(
                 zone.resource_name,
                 DNSZoneArgs(spec=spec, zone=zone, content=topo.contents.get(zone.zoneName)
-                            if zone.type == "primary" else None),
+                            if zone.type == "primary" else None, tsig_secret=args.tsig_secret),
                 opts=child,
             )
         serial_of = {

@@ -5,11 +5,13 @@ The serial moves only when the content hash moves, and only forwards
 diff. When it moves (or is first created, e.g. after the state was lost or the
 stack recreated), it also moves past the highest serial the zone's servers
 answer with right now (`probe`: primaries, secondaries, NOTIFY targets), so a
-secondary holding older data at a higher serial is never left behind. (Left
-open: state lost on a day when the lost serial was exactly today's first,
-YYYYMMDD00, with other content; the gate's check that no secondary is ahead
-of the primaries does not see that case either.) The
-provider runs in the engine's provider host, so it imports little.
+secondary holding older data at a higher serial is never left behind. A
+serial equal to the highest one served is kept only when every server serving
+it proves, by a TSIG AXFR digest, that it serves this very content (e.g. the
+local runner's servers for the local stack); otherwise (state lost on a day
+whose first serial, YYYYMMDD00, was already served with other content) it
+moves past it too. The provider runs in the engine's provider host, so it
+imports little.
 """
 
 from __future__ import annotations
@@ -30,23 +32,24 @@ from pulumi.dynamic import (
 
 class ZoneSerialProvider(ResourceProvider):
     def _advance(self, olds: dict[str, Any] | None, news: dict[str, Any]) -> dict[str, Any]:
-        from components.serials import (
-            SERIAL_MODULUS,
-            SerialState,
-            next_serial,
-            serial_is_newer,
-        )
+        from components.serials import SERIAL_MODULUS, SerialState, next_serial, serial_is_newer
 
         previous = None
         if olds and olds.get("serial") is not None:
             previous = SerialState(int(olds["serial"]), str(olds.get("contentHash", "")))
         today = datetime.datetime.now(datetime.UTC).date()
         serial = next_serial(previous, news["contentHash"], today).serial
-        served = _highest_served(str(news["zoneName"]), news.get("probe") or [])
-        if served is not None and serial_is_newer(served, serial):
-            # Equal is kept: the servers already serve this serial (e.g. the same content
-            # rendered by the local runner); only a serial behind them is moved past them.
-            serial = (served + 1) % SERIAL_MODULUS or 1
+        zone = str(news["zoneName"])
+        answers = _served(zone, news.get("probe") or [])
+        served = _highest(list(answers.values()))
+        if served is not None and not serial_is_newer(serial, served):
+            # Equal is kept only when every server at that serial proves this content
+            # (TSIG AXFR digest); a reused serial would leave other content on secondaries.
+            same = served == serial and _serve_this_content(
+                zone, [ep for ep, s in answers.items() if s == served],
+                news.get("digest"), _key(news))
+            if not same:
+                serial = (served + 1) % SERIAL_MODULUS or 1
         return {**news, "serial": serial}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -69,24 +72,64 @@ class ZoneSerialProvider(ResourceProvider):
         return ReadResult(id_=id_, outs=props)
 
 
-def _highest_served(zone: str, probe: list[dict[str, Any]]) -> int | None:
-    """The newest serial (RFC 1982) any reachable server answers authoritatively with."""
+def _served(zone: str, probe: list[dict[str, Any]]) -> dict[Any, int]:
+    """Endpoint -> the serial it answers authoritatively with (servers that answer only)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from components.dnscheck import Endpoint, query_soa, serial_compare_safe
+    from components.dnscheck import Endpoint, query_soa
 
-    endpoints = [Endpoint(str(p["host"]), int(p.get("port") or 53)) for p in probe]
+    endpoints = list(dict.fromkeys(
+        Endpoint(str(p["host"]), int(p.get("port") or 53)) for p in probe))
     if not endpoints:
-        return None
+        return {}
     with ThreadPoolExecutor(max_workers=min(16, len(endpoints))) as pool:
         answers = list(pool.map(lambda ep: query_soa(ep, zone, timeout=1.0), endpoints))
+    return {a.endpoint: a.serial for a in answers if a.ok and a.serial is not None}
+
+
+def _highest(serials: list[int]) -> int | None:
+    """The newest of *serials* in RFC 1982 arithmetic."""
+    from components.dnscheck import serial_compare_safe
+
     highest: int | None = None
-    for soa in answers:
-        if soa.ok and soa.serial is not None and (
-            highest is None or serial_compare_safe(soa.serial, highest) > 0
-        ):
-            highest = soa.serial
+    for serial in serials:
+        if highest is None or serial_compare_safe(serial, highest) > 0:
+            highest = serial
     return highest
+
+
+def _highest_served(zone: str, probe: list[dict[str, Any]]) -> int | None:
+    """The newest serial (RFC 1982) any reachable server answers authoritatively with."""
+    return _highest(list(_served(zone, probe).values()))
+
+
+def _key(props: dict[str, Any]) -> Any:
+    from components.dnscheck import make_tsig_key
+
+    secret = props.get("tsigSecret")
+    if isinstance(secret, dict):  # Pulumi's secret wrapper, when it travels as one
+        secret = secret.get("value")
+    if not secret:
+        return None
+    try:
+        return make_tsig_key(str(props.get("tsigKeyName") or "transfer-key"),
+                             str(props.get("tsigAlgorithm") or "hmac-sha256"), str(secret))
+    except ValueError:
+        return None
+
+
+def _serve_this_content(zone: str, endpoints: list[Any], digest: str | None, key: Any) -> bool:
+    """True when every endpoint transfers (TSIG AXFR) content whose digest is *digest*."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from components.dnscheck import axfr
+
+    if not digest or key is None or not endpoints:
+        return False
+    with ThreadPoolExecutor(max_workers=min(16, len(endpoints))) as pool:
+        probes = list(pool.map(lambda ep: axfr(ep, zone, key=key, timeout=2.0,
+                                               lifetime=120.0)[0], endpoints))
+    return all(p.ok and p.digest == digest.lower() for p in probes)
 
 
 class ZoneSerial(Resource, module="bind9", name="ZoneSerial"):
@@ -102,15 +145,25 @@ class ZoneSerial(Resource, module="bind9", name="ZoneSerial"):
         content_hash: str,
         probe: list[dict[str, Any]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
+        *,
+        digest: str | None = None,
+        tsig_key_name: str | None = None,
+        tsig_algorithm: str | None = None,
+        tsig_secret: pulumi.Input[str] | None = None,
     ) -> None:
-        super().__init__(
-            ZoneSerialProvider(),
-            name,
-            {
-                "zoneName": zone_name,
-                "contentHash": content_hash,
-                "probe": probe or [],
-                "serial": None,
-            },
-            opts,
-        )
+        props: dict[str, Any] = {
+            "zoneName": zone_name,
+            "contentHash": content_hash,
+            "probe": probe or [],
+            "serial": None,
+        }
+        if digest is not None:  # the content proof for a serial the servers already serve
+            props.update({
+                "digest": digest,
+                "tsigKeyName": tsig_key_name,
+                "tsigAlgorithm": tsig_algorithm,
+                "tsigSecret": pulumi.Output.secret(tsig_secret or ""),
+            })
+            opts = pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(additional_secret_outputs=["tsigSecret"]))
+        super().__init__(ZoneSerialProvider(), name, props, opts)
