@@ -148,7 +148,7 @@ subjectAltName=IP:$NODE_IP,DNS:$NODE_NAME"
 render_config() { # template -> file
   sed -e "s|@RUN@|$RUN|g" -e "s|@SOCKDIR@|$SOCKDIR|g" -e "s|@PKI@|$PKI|g" \
     -e "s|@NODE_IP@|$NODE_IP|g" -e "s|@POD_CIDR@|$POD_CIDR|g" -e "s|@BRIDGE@|$BRIDGE|g" \
-    -e "s|@NODE_NAME@|$NODE_NAME|g" -e "s|@PAUSE_REF@|$PAUSE_REF|g" "$1" >"$2"
+    -e "s|@NODE_NAME@|$NODE_NAME|g" -e "s|@SVC_CIDR@|$SVC_CIDR|g" -e "s|@PAUSE_REF@|$PAUSE_REF|g" "$1" >"$2"
 }
 
 # ------------------------------------------------------------------ network
@@ -181,10 +181,25 @@ network_down() {
   for chain in $(iptables -t nat -S 2>/dev/null | sed -n 's/^-N \(CNI-[^ ]*\)/\1/p'); do
     iptables -t nat -F "$chain" 2>/dev/null || true
   done
-  iptables -t nat -S POSTROUTING 2>/dev/null | grep -- '-j CNI-' | sed 's/^-A/-D/' |
-    while read -r rule; do eval "iptables -t nat $rule" 2>/dev/null || true; done
+  local rule
+  while read -r rule; do
+    [[ "$rule" == "-A POSTROUTING "*"-j CNI-"* ]] || continue
+    eval "iptables -t nat ${rule/#-A/-D}" 2>/dev/null || true
+  done < <(iptables -t nat -S POSTROUTING 2>/dev/null)
   for chain in $(iptables -t nat -S 2>/dev/null | sed -n 's/^-N \(CNI-[^ ]*\)/\1/p'); do
     iptables -t nat -X "$chain" 2>/dev/null || true
+  done
+  # kubelet's own chains (kube-proxy --cleanup leaves them).
+  local table
+  for table in filter nat mangle; do
+    while read -r rule; do
+      [[ "$rule" == "-A "*"-j KUBE-"* ]] || continue
+      eval "iptables -t $table ${rule/#-A/-D}" 2>/dev/null || true
+    done < <(iptables -t "$table" -S 2>/dev/null)
+    for chain in $(iptables -t "$table" -S 2>/dev/null | sed -n 's/^-N \(KUBE-[^ ]*\)/\1/p'); do
+      iptables -t "$table" -F "$chain" 2>/dev/null || true
+      iptables -t "$table" -X "$chain" 2>/dev/null || true
+    done
   done
   for chain in CNI-FORWARD CNI-ADMIN; do
     iptables -D FORWARD -m comment --comment "CNI firewall plugin rules" -j "$chain" 2>/dev/null || true
@@ -195,12 +210,20 @@ network_down() {
 # ------------------------------------------------------------------ up / down
 up() {
   [[ "$(id -u)" == 0 ]] || die "run as root (it starts containerd, kubelet and sets up a bridge)"
+  # Kubelet, runc and the CNI plugins write machine-wide paths: one cluster per machine.
+  if [[ -f "$SOCKDIR/owner" && "$(cat "$SOCKDIR/owner")" != "$RUN" ]]; then
+    local other; other="$(cat "$SOCKDIR/owner")"
+    if [[ -f "$other/pids/containerd" ]] && kill -0 "$(cat "$other/pids/containerd")" 2>/dev/null; then
+      die "the cluster of another checkout runs on this machine ($other); stop it with its scripts/cluster.sh down"
+    fi
+  fi
   install_packages
   local bin images
   bin="$(bin_dir)"
   images="$(bash "$ROOT/cluster/image/build.sh" "$bin/pause" | tail -n1)"
   BIND_REF="$(sed -n 1p "$images/refs")"; PAUSE_REF="$(sed -n 2p "$images/refs")"
   mkdir -p "$RUN" "$LOGS" "$PIDS" "$SOCKDIR" "$RUN/cni"
+  echo "$RUN" >"$SOCKDIR/owner"
   echo "$bin" >"$RUN/bin"
   make_pki
   network_up
@@ -236,7 +259,7 @@ up() {
     --service-cluster-ip-range="$SVC_CIDR" \
     --client-ca-file="$PKI/ca.crt" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
-    --kubelet-certificate-authority="$PKI/ca.crt" \
+    --kubelet-certificate-authority="$PKI/ca.crt" --kubelet-preferred-address-types=InternalIP \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
@@ -279,6 +302,9 @@ up() {
 
 down() {
   [[ "$(id -u)" == 0 ]] || die "run as root"
+  if [[ -f "$SOCKDIR/owner" && "$(cat "$SOCKDIR/owner")" != "$RUN" ]]; then
+    die "the cluster on this machine belongs to another checkout ($(cat "$SOCKDIR/owner")); run its scripts/cluster.sh down"
+  fi
   mkdir -p "$PIDS"
   local bin=""; [[ -f "$RUN/bin" ]] && bin="$(cat "$RUN/bin")"
   # kubelet first, so it restarts nothing; then every pod container and sandbox.
