@@ -81,7 +81,8 @@ class Deployment:
     namespaces: dict[str, str] = field(default_factory=dict)
     destroyed: bool = False
 
-    def pulumi(self, *args: str, stack: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def pulumi(self, *args: str, stack: str,
+               check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.engine.run(*args, stack=stack, check=check, env=self.cluster.env)
 
     def outputs(self, stack: str) -> dict[str, Any]:
@@ -317,7 +318,8 @@ def test_destroy_leaves_no_object_in_the_namespaces(deployed: Deployment) -> Non
     for stack in reversed(STACKS):
         deployed.pulumi("destroy", "--yes", "--skip-preview", stack=stack)
     deployed.destroyed = True
-    kinds = "deployments,replicasets,pods,services,configmaps,secrets,networkpolicies,poddisruptionbudgets"
+    kinds = ("deployments,replicasets,pods,services,configmaps,secrets,networkpolicies,"
+             "poddisruptionbudgets")
     deadline = time.monotonic() + 120
     left: list[str] = []
     while time.monotonic() < deadline:

@@ -269,7 +269,8 @@ def test_pod_template(runs, stack: str) -> None:
         assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
         c = container_of(mocks, name)
-        assert c["image"] == f"internetsystemsconsortium/bind9:{version}"
+        inst = next(i for i in topo.spec.instances if i.name == name)
+        assert c["image"] == (inst.image or f"internetsystemsconsortium/bind9:{version}")
         ports = {(int(p["containerPort"]), p["protocol"]) for p in c["ports"]}
         assert ports == {(53, "UDP"), (53, "TCP")}
         assert c["readinessProbe"] and c["livenessProbe"]
@@ -280,8 +281,10 @@ def test_pod_template(runs, stack: str) -> None:
         assert sc["readOnlyRootFilesystem"] is True
         assert sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"]["drop"] == ["ALL"]
-        assert sc["capabilities"]["add"] == ["NET_BIND_SERVICE"]
-        assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert "add" not in sc["capabilities"]  # no capability: port 53 through the sysctl
+        pod_sc = spec["template"]["spec"]["securityContext"]
+        assert pod_sc["runAsNonRoot"] is True
+        assert {"name": "net.ipv4.ip_unprivileged_port_start", "value": "53"} in pod_sc["sysctls"]
 
         annotations = spec["template"]["metadata"]["annotations"]
         assert len(annotations[ANNOTATION_CHECKSUM]) == 64
