@@ -35,12 +35,15 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.node
+import dns.opcode
 import dns.query
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
+import dns.rrset
 import dns.serial
 import dns.tsig
 import dns.xfr
@@ -57,6 +60,7 @@ __all__ = [
     "ixfr",
     "make_tsig_key",
     "query_soa",
+    "send_notify",
     "serial_at_least",
     "serial_compare",
     "serial_compare_safe",
@@ -323,6 +327,46 @@ def query_soa(
     if serial is None:
         return result(Reason.ERROR, "authoritative answer without the zone's SOA")
     return result(Reason.OK, f"serial {serial}", serial)
+
+
+def send_notify(
+    endpoint: Endpoint,
+    zone: str | dns.name.Name,
+    *,
+    key: dns.tsig.Key | None = None,
+    serial: int | None = None,
+    timeout: float = 1.0,
+) -> SoaProbe:
+    """Send a NOTIFY for *zone* to *endpoint* (a secondary), signed with *key* if given.
+
+    What a primary sends when a zone changes (RFC 1996); a secondary that accepts it
+    (``allow-notify { key ...; }``) checks the primary's SOA and transfers when it is
+    newer. OK when the secondary acknowledges with NOERROR.
+    """
+    clock = _Clock()
+    name = _zone_name(zone)
+    try:
+        q = dns.message.make_query(name, dns.rdatatype.SOA)
+        q.flags = dns.flags.AA  # (the opcode lives in the flags word: set it after)
+        q.set_opcode(dns.opcode.NOTIFY)
+        if serial is not None:
+            soa = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SOA,
+                                      f". . {serial} 0 0 0 0")
+            q.answer.append(dns.rrset.from_rdata(name, 0, soa))
+        if key is not None:
+            q.use_tsig(_keyring(key), key.name, algorithm=key.algorithm)
+        r = dns.query.udp(q, endpoint.host, timeout=timeout, port=endpoint.port)
+    except Exception as exc:
+        reason, detail = _exception_reason(exc)
+        return SoaProbe(endpoint, name.to_text(), reason, None, f"NOTIFY: {detail}", clock())
+    rcode = r.rcode()
+    if rcode != dns.rcode.NOERROR:
+        return SoaProbe(endpoint, name.to_text(), _rcode_reason(rcode), None,
+                        f"NOTIFY answered {dns.rcode.to_text(rcode)}", clock())
+    if r.opcode() != dns.opcode.NOTIFY:
+        return SoaProbe(endpoint, name.to_text(), Reason.ERROR, None,
+                        "NOTIFY answered with another opcode", clock())
+    return SoaProbe(endpoint, name.to_text(), Reason.OK, serial, "NOTIFY acknowledged", clock())
 
 
 # --------------------------------------------------------------------------

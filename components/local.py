@@ -28,9 +28,11 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import secrets
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -187,6 +189,142 @@ def stacks_needed(requested: list[str], topos: dict[str, Topology],
     return needed
 
 
+# --------------------------------------------------------------------------- the time bound
+
+
+class RunTimeout(Exception):
+    """`local up --timeout N` ran out; the message says during which step."""
+
+
+class Budget:
+    """`--timeout N` as a bound on the whole run, not only on the gate.
+
+    Every wait takes at most what is left (:meth:`left`), steps check it between
+    themselves (:meth:`check`), and a SIGALRM at the end (:meth:`hard_limit`, main
+    thread only) interrupts work that does not wait, such as building or digesting a
+    large zone. Starting a server and recording its pid is :meth:`critical`: the alarm
+    is held until the pid is in the state file, so no named is left unrecorded.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.start = time.monotonic()
+        self.end = None if seconds is None else self.start + seconds
+        self.step = "starting"
+        self._critical = 0
+        self._pending = False
+
+    def left(self, cap: float) -> float:
+        if self.end is None:
+            return cap
+        return max(0.0, min(cap, self.end - time.monotonic()))
+
+    def expired(self) -> bool:
+        return self.end is not None and time.monotonic() >= self.end
+
+    def message(self) -> str:
+        return (f"local up: --timeout {self.seconds:g}s reached after "
+                f"{time.monotonic() - self.start:.1f}s while {self.step}")
+
+    def check(self, step: str | None = None) -> None:
+        if step is not None:
+            self.step = step
+        if self.expired():
+            raise RunTimeout(self.message())
+
+    @contextlib.contextmanager
+    def critical(self) -> Any:
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+        if not self._critical and self._pending:
+            self._pending = False
+            raise RunTimeout(self.message())
+
+    @contextlib.contextmanager
+    def hard_limit(self) -> Any:
+        if self.end is None or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_alarm(_signum: int, _frame: Any) -> None:
+            if self._critical:
+                self._pending = True
+                return
+            raise RunTimeout(self.message())
+
+        old = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, max(0.001, self.end - time.monotonic()))
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+
+
+# --------------------------------------------------------------------------- served serials
+
+_SOA_SERIAL = re.compile(r"\sSOA\s+\S+\s+\S+\s*\(?\s*(\d+)", re.IGNORECASE)
+
+
+def serial_on_disk(path: Path) -> int | None:
+    """The SOA serial of a zone file as named wrote or will load it (text format), if any."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(16384)
+    except OSError:
+        return None
+    text = re.sub(r";[^\n]*", "", head)
+    m = _SOA_SERIAL.search(text)
+    return int(m.group(1)) if m and int(m.group(1)) < 2**32 else None
+
+
+def served_serials(topos: dict[str, Topology], servers: dict[str, Server],
+                   state: dict[str, Any], budget: Budget) -> dict[str, int]:
+    """Zone name -> the highest serial any local server of it serves or will load.
+
+    Every server of every stack that lists the zone (primaries and secondaries) is
+    asked: a running one by a SOA query, a stopped one by the zone file it loads on its
+    next start (a secondary keeps what it transferred). This is how `local up` starts
+    past the highest served serial, the way `pulumi up` does, even when the serial store
+    fell behind its servers.
+    """
+    from .dnscheck import Endpoint, query_soa, serial_compare_safe
+    from .render import ZONE_DIR, zone_file_name
+
+    asks: list[tuple[str, Server, bool]] = []
+    for server in servers.values():
+        topo = topos.get(server.stack)
+        if topo is None:
+            continue
+        info = state["servers"].get(server.key) or {}
+        running = (info.get("port") == server.port
+                   and pid_alive(info.get("pid"), str(server.conf.resolve())))
+        for zone in {z.zoneName for z in topo.spec.zones_for(server.inst)}:
+            asks.append((zone, server, running))
+
+    def ask(item: tuple[str, Server, bool]) -> tuple[str, int | None]:
+        zone, server, running = item
+        if running:
+            soa = query_soa(Endpoint(HOST, server.port), zone,
+                            timeout=max(0.05, budget.left(0.5)))
+            if soa.ok and soa.serial is not None:
+                return zone, soa.serial
+        return zone, serial_on_disk(server.directory / ZONE_DIR / zone_file_name(zone))
+
+    highest: dict[str, int] = {}
+    if not asks:
+        return highest
+    with ThreadPoolExecutor(max_workers=min(16, len(asks))) as pool:
+        for zone, serial in pool.map(ask, asks):
+            if serial is not None and (zone not in highest
+                                       or serial_compare_safe(serial, highest[zone]) > 0):
+                highest[zone] = serial
+    return highest
+
+
 # --------------------------------------------------------------------------- up
 
 
@@ -249,7 +387,7 @@ class ZoneJob:
 
 def _jobs(topos: dict[str, Topology], stacks: list[str], servers: dict[str, Server],
           serials: dict[tuple[str, str], int]) -> list[ZoneJob]:
-    from .dnscheck import Endpoint, zone_digest_from_text
+    from .dnscheck import Endpoint
     from .gate import gate_plans, map_address
 
     own = owners(servers)
@@ -275,9 +413,37 @@ def _jobs(topos: dict[str, Topology], stacks: list[str], servers: dict[str, Serv
                 [ep(n, a or None) for n, a in plan.primaries],
                 [ep(n, a) for n, a in plan.secondaries],
                 serials.get((stack, plan.zone)) if plan.primary_zone else None,
-                zone_digest_from_text(content.text(0), plan.zone) if content else None,
+                content.digest if content else None,
             ))
     return jobs
+
+
+def _notify(jobs: list[ZoneJob], key: Any, budget: Budget) -> None:
+    """NOTIFY every local secondary of every primary zone, signed with the key.
+
+    The primaries notify on load too, but a secondary started after them (or
+    restarted with an older copy on disk) may miss that and would wait for its SOA
+    refresh; this NOTIFY makes it check the primary now.
+    """
+    from .dnscheck import send_notify
+
+    targets = [(ep, job.plan.zone, job.expected_serial) for job in jobs
+               if job.expected_serial is not None for ep in job.secondaries
+               if ep.host == HOST]
+    if not targets:
+        return
+    def one(target: tuple[Any, str, int | None]) -> None:
+        ep, zone, serial = target
+        end = time.monotonic() + budget.left(5.0)  # a secondary still starting: retry
+        for _ in range(50):
+            probe = send_notify(ep, zone, key=key, serial=serial,
+                                timeout=max(0.05, min(0.5, end - time.monotonic())))
+            if probe.ok or time.monotonic() >= end:
+                return
+            time.sleep(0.1)
+
+    with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
+        list(pool.map(one, targets))
 
 
 class Progress:
@@ -328,10 +494,29 @@ def run_gates(jobs: list[ZoneJob], key: Any, deadline: float, poll: float,
 
 def up(project: Path, requested: list[str], *, as_json: bool, timeout: float | None,
        once: bool) -> int:
+    """Start, gate, report. With *timeout* the whole run is bounded (:class:`Budget`)."""
+    budget = Budget(timeout)
+    ours: list[str] = []  # keys of the servers this run starts or updates (for --once)
+    try:
+        with budget.hard_limit():
+            return _up(project, requested, as_json=as_json, once=once, budget=budget,
+                       ours=ours)
+    except RunTimeout as exc:
+        note = ("stopped the servers it started (--once)" if once else
+                "servers started so far keep running (python -m components local status | down)")
+        print(f"{exc}; {note}", file=sys.stderr)
+        if once:
+            down(project, quiet=True, only=ours)
+        return 1
+
+
+def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budget: Budget,
+        ours: list[str]) -> int:
     from .dnscheck import make_tsig_key
     from .render import Placement, render_instance
     from .serials import SerialStore
 
+    budget.check("loading the stacks")
     state = load_state(project)
     secret = tsig_secret(project)
     topos = project_topologies(project, secret)
@@ -344,19 +529,25 @@ def up(project: Path, requested: list[str], *, as_json: bool, timeout: float | N
     if extra and not as_json:
         print(f"also starting {', '.join(extra)}: it owns primaries the requested stacks "
               "transfer from", file=sys.stderr)
+    running = [s for s in servers.values() if s.stack in stacks]
+    running.sort(key=lambda s: (s.inst.role != "primary", s.key))
+    ours.extend(s.key for s in running)
 
+    budget.check("asking the servers which serials they serve")
+    served = served_serials(topos, servers, state, budget)
+    budget.check("assigning serials")
     store = SerialStore(run_dir(project) / "serials.json")
     serials: dict[tuple[str, str], int] = {}
     for stack in stacks:
         for zone, content in topos[stack].contents.items():
-            serials[(stack, zone)] = store.advance(stack, zone, content.content_hash).serial
+            serials[(stack, zone)] = store.advance(
+                stack, zone, content.content_hash, served=served.get(zone)).serial
 
     address_map = {(ip, 53): (HOST, s.port) for ip, s in owners(servers).items()}
-    running = [s for s in servers.values() if s.stack in stacks]
-    running.sort(key=lambda s: (s.inst.role != "primary", s.key))
     started: list[Server] = []
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     for server in running:
+        budget.check(f"rendering {server.key}")
         topo = topos[server.stack]
         placement = Placement(root=str(server.directory.resolve()), port=server.port,
                               listen_v4=HOST, listen_v6="none", notify_delay=0,
@@ -366,34 +557,44 @@ def up(project: Path, requested: list[str], *, as_json: bool, timeout: float | N
             {z: serials[(server.stack, z)] for z in topo.contents}, placement, secret,
         )
         changed = _write(rendered, server.directory)
-        old = state["servers"].get(server.key) or {}
-        if pid_alive(old.get("pid"), str(server.conf.resolve())) and old.get("port") == server.port:
-            if changed:
-                os.kill(int(old["pid"]), signal.SIGHUP)
-            pid = int(old["pid"])
-        else:
-            pid = _start(server)
-            started.append(server)
-        state["servers"][server.key] = {
-            "stack": server.stack, "instance": server.inst.name, "role": server.inst.role,
-            "region": server.region, "address": server.inst.service.fixed_address,
-            "host": HOST, "port": server.port, "pid": pid, "conf": str(server.conf.resolve()),
-            "dir": str(server.directory.resolve()), "startedAt": old.get("startedAt", now)
-            if server not in started else now,
-        }
-        save_state(project, state)
+        budget.check(f"starting {server.key}")
+        with budget.critical():  # the pid is recorded before a timeout may interrupt
+            old = state["servers"].get(server.key) or {}
+            if (pid_alive(old.get("pid"), str(server.conf.resolve()))
+                    and old.get("port") == server.port):
+                if changed:
+                    os.kill(int(old["pid"]), signal.SIGHUP)
+                pid = int(old["pid"])
+            else:
+                pid = _start(server)
+                started.append(server)
+            state["servers"][server.key] = {
+                "stack": server.stack, "instance": server.inst.name, "role": server.inst.role,
+                "region": server.region, "address": server.inst.service.fixed_address,
+                "host": HOST, "port": server.port, "pid": pid,
+                "conf": str(server.conf.resolve()), "dir": str(server.directory.resolve()),
+                "startedAt": old.get("startedAt", now) if server not in started else now,
+            }
+            save_state(project, state)
         if server.inst.role == "primary":
             zones = [z.zoneName for z in topo.spec.zones_for(server.inst)]
-            if not _wait_authoritative(server.port, zones, 15):
+            budget.step = f"waiting for {server.key} to load {', '.join(zones)}"
+            if not _wait_authoritative(server.port, zones, budget.left(15)):
+                budget.check()
                 print(f"warning: {server.key} is not answering for {', '.join(zones)} "
                       f"(see {server.log})", file=sys.stderr)
 
+    budget.check("computing the zones' content digests")
     key_spec = topos[stacks[0]].spec.tsigKey
     key = make_tsig_key(key_spec.name, key_spec.algorithm, secret)
     jobs = _jobs(topos, stacks, servers, serials)
-    deadline = timeout if timeout is not None else min(
-        topos[s].spec.gate.deadlineSeconds for s in stacks)
+    budget.check("notifying the secondaries")
+    _notify(jobs, key, budget)
+    deadline = float(min(topos[s].spec.gate.deadlineSeconds for s in stacks))
+    if budget.end is not None:  # what is left of --timeout, less a moment to report
+        deadline = max(0.05, budget.left(float("inf")) - 0.25)
     poll = min(topos[s].spec.gate.pollIntervalSeconds for s in stacks)
+    budget.check("waiting for the transfers (the gate)")
     progress = Progress(len(jobs), enabled=sys.stderr.isatty())
     results = run_gates(jobs, key, deadline, poll, progress)
     ok = all(r.ok for _, r in results)

@@ -85,6 +85,25 @@ def next_serial(
     return SerialState(new, content_hash)
 
 
+def past_served(
+    previous: SerialState | None, state: SerialState, served: int | None
+) -> SerialState:
+    """*state*, moved past *served* (the highest serial a server of the zone serves) when
+    it is not newer than that.
+
+    A serial equal to the served one is kept only when nothing changed (*state* is
+    *previous*: this store handed out that serial for this content); a new serial equal
+    to a served one would be the same serial with other content, which secondaries never
+    transfer (RFC 1982: not newer), so it moves past as well.
+    """
+    if served is None or serial_is_newer(state.serial, served):
+        return state
+    if state == previous and state.serial == served:
+        return state
+    new = (served + 1) % SERIAL_MODULUS or 1
+    return SerialState(new, state.content_hash)
+
+
 def _zone_key(stack: str, zone: str) -> str:
     if not stack or "/" in stack:
         raise ValueError(f"stack name {stack!r} must be non-empty and contain no '/'")
@@ -141,15 +160,22 @@ class SerialStore:
             self._write(data)
 
     def advance(
-        self, stack: str, zone: str, content_hash: str, today: datetime.date | None = None
+        self, stack: str, zone: str, content_hash: str, today: datetime.date | None = None,
+        served: int | None = None,
     ) -> SerialState:
-        """Next serial for the zone's content, stored and returned (one locked cycle)."""
+        """Next serial for the zone's content, stored and returned (one locked cycle).
+
+        *served*: the highest serial the zone's servers serve (or will load) now. The
+        result moves past it (:func:`past_served`), so a store that fell behind its
+        servers (deleted, restored, another runner) recovers instead of handing out a
+        serial the secondaries see as older.
+        """
         key = _zone_key(stack, zone)
         day = today or datetime.date.today()
         with self._locked():
             data = self.load()
             previous = data.get(key)
-            state = next_serial(previous, content_hash, day)
+            state = past_served(previous, next_serial(previous, content_hash, day), served)
             if state != previous:
                 data[key] = state
                 self._write(data)
