@@ -124,6 +124,67 @@ def tsig_secret(project: Path) -> str:
     return value
 
 
+class LocalRunnerMissing(Exception):
+    """gate.localRunner is set but the runner does not run this stack's servers."""
+
+
+def runner_address_map(project: Path, stack: str, spec: Any) -> dict[str, str]:
+    """Every address of *stack*'s config -> the loopback server `local up` runs for it.
+
+    For a stack with ``gate.localRunner`` (the local stack): `pulumi up` then probes
+    exactly the servers `python -m components local up --stack <stack>` started, read
+    from the runner's state file, and nothing else. Raises :class:`LocalRunnerMissing`
+    (a message with the command to run) when an instance of the stack is not running
+    there, or when the stack names an address no running local server stands for.
+    """
+    import ipaddress
+
+    from .gate import gate_plans, map_address
+
+    state = load_state(project)
+    running: dict[str, tuple[str, int]] = {}
+    for info in state["servers"].values():
+        if info.get("stack") != stack or not pid_alive(info.get("pid"), info.get("conf")):
+            continue
+        host, port = str(info.get("host")), int(info.get("port") or 0)
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(host).is_loopback and 0 < port < 65536:
+                running[str(info.get("instance"))] = (host, port)
+    start = f"python -m components local up --stack {stack}"
+    missing = [i.name for i in spec.instances if i.name not in running]
+    if missing:
+        raise LocalRunnerMissing(
+            f"bind9-topology:gate.localRunner: the local runner is not running "
+            f"{', '.join(missing)} of stack {stack} (state: {run_dir(project) / 'state.json'}); "
+            f"start it first: `{start}`, then run pulumi again. This stack's gate only "
+            "probes the loopback servers the runner started.")
+    unowned = [i.name for i in spec.instances if not i.service.fixed_address]
+    if unowned:
+        raise LocalRunnerMissing(
+            f"bind9-topology:gate.localRunner: instances {', '.join(unowned)} have no fixed "
+            "service address (service.loadBalancerIP or clusterIP), so the gate could not "
+            "tell which local server stands for them; give each one")
+    amap = {i.service.fixed_address: "{}:{}".format(*running[i.name]) for i in spec.instances}
+    # Everything the gate and the serial probe would reach must be one of those servers.
+    addresses = [a for plan in gate_plans(spec) for _, a in (*plan.primaries, *plan.secondaries)
+                 if a]
+    addresses += [a for z in spec.zones for a in z.alsoNotify]
+    addresses += [a for z in spec.zones
+                  for a in (z.secondaryConfig.primaryServers if z.secondaryConfig else [])]
+    outside = []
+    for address in dict.fromkeys(addresses):
+        host, _ = map_address(address, amap)
+        if not ipaddress.ip_address(host).is_loopback:
+            outside.append(address)
+    if outside:
+        raise LocalRunnerMissing(
+            f"bind9-topology:gate.localRunner: {', '.join(outside)} is not an address of an "
+            f"instance of stack {stack}, so no local server stands for it; the local stack "
+            "only sends traffic to the loopback servers the runner started (remove it, or "
+            "make it an instance's service address)")
+    return amap
+
+
 # --------------------------------------------------------------------------- planning
 
 

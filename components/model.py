@@ -570,6 +570,9 @@ class GateSpec(_Strict):
     # Where the gate reaches an address of the config ('ip' or 'ip:port' -> 'ip:port'),
     # e.g. {"10.0.1.10": "127.0.0.1:15301"} when the servers run locally.
     addressMap: dict[str, Server] = Field(default_factory=dict)
+    # The servers are those `python -m components local up --stack <stack>` runs: the
+    # program reads their loopback addresses from .local-run/state.json (the local stack).
+    localRunner: bool = False
 
 
 class StackSpec(_Strict):

@@ -120,11 +120,30 @@ def export(region: Bind9Region, topology: Topology) -> None:
     )
 
 
+def with_local_runner(topology: Topology, project_dir: Path) -> Topology:
+    """gate.localRunner: the gate and the serials probe only the running local runner's
+    loopback servers for this stack (their addresses from .local-run/state.json)."""
+    gate = topology.spec.gate
+    if not gate.localRunner:
+        return topology
+    from dataclasses import replace
+
+    from .local import LocalRunnerMissing, runner_address_map
+
+    try:
+        amap = runner_address_map(project_dir, topology.stack, topology.spec)
+    except LocalRunnerMissing as exc:
+        raise pulumi.RunError(str(exc)) from None
+    spec = topology.spec.model_copy(update={"gate": gate.model_copy(update={"addressMap": amap})})
+    return replace(topology, spec=spec)
+
+
 def main() -> None:
     stack = pulumi.get_stack()
     # Paths in config (recordsFile, bindyManifests) are relative to the project's
     # Pulumi.yaml, wherever the components package itself is installed.
     project_dir = Path(pulumi.get_root_directory())
     topology = checked_topology(stack, raw_config_from_engine(), project_dir)
+    topology = with_local_runner(topology, project_dir)
     region = build(topology)
     export(region, topology)

@@ -1,0 +1,121 @@
+"""The local stack from the README alone (issue 11, item 14): `local up --stack local`,
+then the Pulumi program, with no address map copied by hand; the program only ever
+targets the loopback servers the runner started, and refuses clearly when none runs.
+
+The program runs as under the engine (components.program.main, config from
+PULUMI_CONFIG) with recording mocks; the servers are real named started by the
+local runner in a copy of the project (tests/test_local's fixture).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+from components.local import load_state
+from components.topology import SECRET_KEY, read_stack_file
+from tests.test_local import PROJECT, run
+from tests.test_program_errors import RecordingMocks, run_program
+
+pytestmark = [pytest.mark.bind]
+
+
+class InputMocks(RecordingMocks):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: dict[str, dict[str, Any]] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        self.inputs[args.name] = dict(args.inputs)
+        return super().new_resource(args)
+
+
+@pytest.fixture
+def project(tmp_path: Path):
+    """A copy of the project with the local stack; `local down` after (pids checked)."""
+    dest = tmp_path / "project"
+    dest.mkdir()
+    for stack in [*PROJECT.glob("Pulumi.prod*.yaml"), PROJECT / "Pulumi.local.yaml"]:
+        shutil.copy(stack, dest / stack.name)
+    shutil.copy(PROJECT / "Pulumi.yaml", dest / "Pulumi.yaml")
+    shutil.copytree(PROJECT / "configs", dest / "configs")
+    try:
+        yield dest
+    finally:
+        run(dest, "local", "down", timeout=30)
+        assert not load_state(dest)["servers"]
+
+
+def local_raw(project: Path) -> dict[str, Any]:
+    raw = read_stack_file(project, "local")
+    raw[SECRET_KEY] = (project / ".local-run/tsig.secret").read_text().strip() \
+        if (project / ".local-run/tsig.secret").exists() else "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"
+    return raw
+
+
+def run_local_program(monkeypatch, project: Path, raw: dict[str, Any]) -> InputMocks:
+    monkeypatch.setattr(pulumi, "get_root_directory", lambda: str(project))
+    return run_program(monkeypatch, raw, InputMocks(), stack="local")  # type: ignore[return-value]
+
+
+def expect_refusal(monkeypatch, project: Path, raw: dict[str, Any]) -> str:
+    mocks = InputMocks()
+    monkeypatch.setattr(pulumi, "get_root_directory", lambda: str(project))
+    with pytest.raises(pulumi.RunError) as info:
+        run_program(monkeypatch, raw, mocks, stack="local")
+    assert mocks.registered == [], mocks.registered
+    message = str(info.value)
+    assert "Traceback" not in message
+    return message
+
+
+def test_pulumi_program_refuses_when_no_runner_runs(monkeypatch, project: Path) -> None:
+    message = expect_refusal(monkeypatch, project, local_raw(project))
+    assert message.startswith("bind9-topology:gate.localRunner: the local runner is not running")
+    assert "python -m components local up --stack local" in message
+    assert "local-primary" in message and "local-secondary" in message
+
+
+def test_pulumi_program_probes_only_the_runner_servers(monkeypatch, project: Path) -> None:
+    up = run(project, "local", "up", "--stack", "local", "--json", "--timeout", "60")
+    assert up.returncode == 0, up.stdout + up.stderr
+    every = json.loads(up.stdout)["addressMap"]  # every stack's owners; local's two run
+    runner = {ip: every[ip] for ip in ("10.9.0.10", "10.9.0.20")}
+    assert "addressMap" not in yaml.safe_load(
+        (project / "Pulumi.local.yaml").read_text())["config"]["bind9-topology:gate"]
+
+    mocks = run_local_program(monkeypatch, project, local_raw(project))
+    gates = {n: i for n, i in mocks.inputs.items() if n.endswith("-gate")}
+    serials = {n: i for n, i in mocks.inputs.items() if n.endswith("-serial")}
+    assert set(gates) == {"local-example-gate", "local-test-gate"}
+    assert set(serials) == {"local-example-serial", "local-test-serial"}
+    reached = set()
+    for inputs in gates.values():
+        for ep in [*inputs["primaries"], *inputs["secondaries"]]:
+            reached.add(f"{ep['host']}:{int(ep['port'])}")
+    for inputs in serials.values():
+        for ep in inputs["probe"]:
+            reached.add(f"{ep['host']}:{int(ep['port'])}")
+    assert reached == set(runner.values()), (reached, runner)
+    assert all(r.startswith("127.") for r in reached)
+
+    # The runner stops: the program refuses again instead of probing anything.
+    assert run(project, "local", "down").returncode == 0
+    assert not load_state(project)["servers"]
+    message = expect_refusal(monkeypatch, project, local_raw(project))
+    assert "local up --stack local" in message
+
+
+def test_an_address_no_local_server_stands_for_is_refused(monkeypatch, project: Path) -> None:
+    up = run(project, "local", "up", "--stack", "local", "--timeout", "60")
+    assert up.returncode == 0, up.stdout + up.stderr
+    raw = local_raw(project)
+    raw["zones"][0]["alsoNotify"] = ["10.9.0.20", "192.0.2.53"]
+    message = expect_refusal(monkeypatch, project, raw)
+    assert "192.0.2.53 is not an address of an instance of stack local" in message
