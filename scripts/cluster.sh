@@ -148,7 +148,9 @@ subjectAltName=IP:$NODE_IP,DNS:$NODE_NAME"
 render_config() { # template -> file
   sed -e "s|@RUN@|$RUN|g" -e "s|@SOCKDIR@|$SOCKDIR|g" -e "s|@PKI@|$PKI|g" \
     -e "s|@NODE_IP@|$NODE_IP|g" -e "s|@POD_CIDR@|$POD_CIDR|g" -e "s|@BRIDGE@|$BRIDGE|g" \
-    -e "s|@NODE_NAME@|$NODE_NAME|g" -e "s|@SVC_CIDR@|$SVC_CIDR|g" -e "s|@PAUSE_REF@|$PAUSE_REF|g" "$1" >"$2"
+    -e "s|@NODE_NAME@|$NODE_NAME|g" -e "s|@SVC_CIDR@|$SVC_CIDR|g" -e "s|@PAUSE_REF@|$PAUSE_REF|g" "$1" >"$2.new"
+  # Rewrite only a changed file: kube-proxy exits when its config file is touched.
+  if cmp -s "$2.new" "$2"; then rm -f "$2.new"; else mv "$2.new" "$2"; fi
 }
 
 # ------------------------------------------------------------------ network

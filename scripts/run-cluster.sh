@@ -40,17 +40,18 @@ fi
 config_file() { echo ".cache/cluster/stacks/Pulumi.$1.yaml"; }
 
 verdict() { # stack: print each gate's verdict from the stack outputs
-  pulumi stack output --json --stack "$1" --config-file "$(config_file "$1")" 2>/dev/null |
-    python3 -c '
+  local outputs
+  outputs="$(pulumi stack output --json --stack "$1" --config-file "$(config_file "$1")" 2>/dev/null || echo '{}')"
+  python3 - "$outputs" <<'PY'
 import json, sys
-out = json.load(sys.stdin)
-for name, ready in sorted((out.get("ready") or {}).items()):
-    print(f"  gate {name}: {\"ready\" if ready else \"NOT ready\"}")
+out = json.loads(sys.argv[1])
+for name, zone in sorted((out.get("zones") or {}).items()):
+    verdict = {True: "ready", False: "NOT ready", None: "no gate"}[zone.get("ready")]
+    print(f"  zone {zone['zoneName']} ({zone['type']}, {name}): gate {verdict}, "
+          f"served serial {zone.get('servedSerial')}")
 for name, inst in sorted((out.get("instances") or {}).items()):
-    if isinstance(inst, dict):
-        print(f"  instance {name}: {inst.get(\"role\")} at {inst.get(\"address\")}, "
-              f"{inst.get(\"replicas\")} replica(s)")
-'
+    print(f"  instance {name}: {inst['role']} at {inst['address']}, {inst['replicas']} replica(s)")
+PY
 }
 
 destroy_all() {

@@ -29,8 +29,13 @@ class Engine:
         cmd = ["pulumi", *args, "--non-interactive"]
         if stack:
             cmd += ["--stack", stack]
-        proc = subprocess.run(cmd, cwd=self.project, env={**self.env, **(env or {})},
-                              capture_output=True, text=True, timeout=PULUMI_TIMEOUT)
+        try:
+            proc = subprocess.run(cmd, cwd=self.project, env={**self.env, **(env or {})},
+                                  capture_output=True, text=True, timeout=PULUMI_TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            pytest.fail(f"`{' '.join(cmd)}` still running after {PULUMI_TIMEOUT}s\n"
+                        f"--- stdout\n{out[-6000:]}")
         if check and proc.returncode != 0:
             pytest.fail(f"`{' '.join(cmd)}` exited {proc.returncode}\n--- stdout\n"
                         f"{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}")

@@ -61,6 +61,19 @@ class Cluster:
             pytest.fail(f"kubectl {' '.join(args)}: {proc.stderr[-3000:]}")
         return proc
 
+    def fresh_namespace(self, name: str) -> None:
+        """Create *name*, waiting (bounded) for an earlier one of that name to go."""
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            got = self.kubectl("get", "namespace", name, "-o", "json", check=False)
+            if got.returncode != 0:
+                self.kubectl("create", "namespace", name)
+                return
+            if json.loads(got.stdout)["status"].get("phase") != "Terminating":
+                self.kubectl("delete", "namespace", name, "--wait=false")
+            time.sleep(1)
+        pytest.fail(f"namespace {name} still terminating after 180 s")
+
     def pods(self, namespace: str, selector: str = "app.kubernetes.io/name=bind9") -> list[Any]:
         out = self.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json")
         return list(json.loads(out.stdout)["items"])
@@ -83,7 +96,7 @@ class Deployment:
 
     def pulumi(self, *args: str, stack: str,
                check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.engine.run(*args, stack=stack, check=check, env=self.cluster.env)
+        return self.engine.run(*args, stack=stack, check=check)
 
     def outputs(self, stack: str) -> dict[str, Any]:
         return dict(json.loads(self.pulumi("stack", "output", "--json", stack=stack).stdout))
@@ -117,7 +130,9 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def deployed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     engine = make_engine(tmp_path_factory.mktemp("cluster"))
-    engine.env.update({"KUBECONFIG": cluster.env["KUBECONFIG"], "PATH": cluster.env["PATH"]})
+    kube_bin = cluster.env["PATH"].split(":", 1)[0]  # cluster.sh env puts its bin dir first
+    engine.env.update({"KUBECONFIG": cluster.env["KUBECONFIG"],
+                       "PATH": f"{kube_bin}:{engine.env['PATH']}"})
     cluster.env.update({k: engine.env[k] for k in ("PULUMI_BACKEND_URL", "PULUMI_HOME",
                                                      "PULUMI_CONFIG_PASSPHRASE")})
     import base64
@@ -126,7 +141,7 @@ def deployed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     for stack in STACKS:
         namespace = _stack_doc(engine.project, stack)["bind9-topology:namespace"]
         dep.namespaces[stack] = namespace
-        cluster.kubectl("create", "namespace", namespace)
+        cluster.fresh_namespace(namespace)
         engine.init(stack, secret)
     try:
         for stack in STACKS:
@@ -147,8 +162,8 @@ def deployed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 def test_every_pod_ready_and_every_gate_ready(deployed: Deployment) -> None:
     for stack in STACKS:
-        outputs = deployed.outputs(stack)
-        assert outputs["ready"] and all(outputs["ready"].values()), (stack, outputs["ready"])
+        gates = {name: z["ready"] for name, z in deployed.outputs(stack)["zones"].items()}
+        assert gates and all(ready is True for ready in gates.values()), (stack, gates)
         expected = sum(i["replicas"] for i in _stack_doc(deployed.engine.project, stack)
                        ["bind9-topology:instances"])
         pods = [p for p in deployed.cluster.pods(deployed.namespaces[stack])
@@ -267,7 +282,7 @@ def test_record_change_rolls_the_primary_with_zero_failed_queries(deployed: Depl
     assert after["example.com"] > before["example.com"]
     assert {z: s for z, s in after.items() if z != "example.com"} == {
         z: s for z, s in before.items() if z != "example.com"}
-    assert all(deployed.outputs(PRIMARY_STACK)["ready"].values())
+    assert all(z["ready"] is True for z in deployed.outputs(PRIMARY_STACK)["zones"].values())
     # Every pod of every secondary instance serves the new serial (NOTIFY reaches one
     # replica behind a Service address; the others refresh within max-refresh-time).
     deadline = time.monotonic() + 120
