@@ -9,8 +9,9 @@
 #                                        (then: eval "$(scripts/cluster.sh env)")
 #
 # Stack state lives in a file backend under .cache/; the stack files of the
-# repository are not modified: each run works on copies under
-# .cache/cluster/stacks (`pulumi ... --config-file`), which also hold the TSIG
+# repository are not modified: Pulumi runs in .cache/cluster/project, a copy of
+# the program, components and configs made afresh on each run (so what is in
+# this checkout is what is deployed), whose stack files also keep the TSIG
 # secret, encrypted, set once through stdin (never on a command line).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,19 +30,25 @@ export PATH="$PATH:/usr/sbin"
 bash scripts/cluster.sh up >/dev/null
 eval "$(bash scripts/cluster.sh env)"
 ENGINE_ENV_QUIET=1 source scripts/engine-env.sh
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
-mkdir -p .cache/cluster/stacks
+PROJECT=.cache/cluster/project
+mkdir -p "$PROJECT"
+cp Pulumi.yaml "$PROJECT/Pulumi.yaml"
+for item in __main__.py components configs requirements.txt; do
+  rm -rf "${PROJECT:?}/$item"
+  cp -r "$item" "$PROJECT/$item"
+done
 SECRET_FILE=.cache/cluster/tsig-secret
 if [[ ! -s "$SECRET_FILE" ]]; then
   (umask 077; python3 -m components keygen >"$SECRET_FILE")
 fi
 
-config_file() { echo ".cache/cluster/stacks/Pulumi.$1.yaml"; }
+config_file() { echo "$PROJECT/Pulumi.$1.yaml"; }
+p() { (cd "$PROJECT" && pulumi "$@"); }
 
 verdict() { # stack: print each gate's verdict from the stack outputs
   local outputs
-  outputs="$(pulumi stack output --json --stack "$1" --config-file "$(config_file "$1")" 2>/dev/null || echo '{}')"
+  outputs="$(p stack output --json --stack "$1" 2>/dev/null || echo '{}')"
   python3 - "$outputs" <<'PY'
 import json, sys
 out = json.loads(sys.argv[1])
@@ -59,7 +66,7 @@ destroy_all() {
   for ((i = ${#STACKS[@]} - 1; i >= 0; i--)); do
     stack="${STACKS[$i]}"
     [[ -f "$(config_file "$stack")" ]] || continue
-    pulumi destroy --yes --non-interactive --stack "$stack" --config-file "$(config_file "$stack")" \
+    p destroy --yes --non-interactive --stack "$stack" \
       >".cache/cluster/destroy-$stack.log" 2>&1 || { rc=1; echo "destroy $stack failed (.cache/cluster/destroy-$stack.log)"; }
   done
   return $rc
@@ -74,26 +81,28 @@ fi
 for stack in "${STACKS[@]}"; do
   cfg="$(config_file "$stack")"
   cp "Pulumi.$stack.yaml" "$cfg.new"
-  if [[ -f "$cfg" ]]; then # keep the encrypted secret set by an earlier run
+  if [[ -f "$cfg" ]]; then # keep the salt and the encrypted secret of an earlier run
     python3 - "$cfg" "$cfg.new" <<'PY'
 import sys, yaml
 old, new = (yaml.safe_load(open(p)) or {} for p in sys.argv[1:3])
 key = "bind9-topology:tsigSecret"
 if key in (old.get("config") or {}):
     new["config"][key] = old["config"][key]
+if "encryptionsalt" in old:
+    new["encryptionsalt"] = old["encryptionsalt"]
 yaml.safe_dump(new, open(sys.argv[2], "w"), sort_keys=False)
 PY
   fi
   mv "$cfg.new" "$cfg"
   namespace="$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["config"]["bind9-topology:namespace"])' "$cfg")"
   kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-  pulumi stack select --create --non-interactive "$stack" >/dev/null
+  p stack select --create --non-interactive "$stack" >/dev/null
   if ! grep -q 'bind9-topology:tsigSecret' "$cfg"; then
-    pulumi config set --secret --stack "$stack" --config-file "$cfg" bind9-topology:tsigSecret <"$SECRET_FILE"
+    p config set --secret --stack "$stack" bind9-topology:tsigSecret <"$SECRET_FILE"
   fi
   echo "== pulumi up --stack $stack"
   start=$SECONDS
-  if pulumi up --yes --skip-preview --non-interactive --stack "$stack" --config-file "$cfg" \
+  if p up --yes --skip-preview --non-interactive --stack "$stack" \
       >".cache/cluster/up-$stack.log" 2>&1; then
     echo "   done in $((SECONDS - start))s"
   else
