@@ -21,6 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from . import safeyaml
+from .bindy import BINDY_API, bindy_documents, load_manifests  # noqa: F401 (public here too)
 from .model import (
     PROJECT,
     ConfigIssue,
@@ -35,7 +36,6 @@ from .zonedata import ZoneContent, build_zone
 
 PREFIX = f"{PROJECT}:"
 SECRET_KEY = "tsigSecret"
-BINDY_API = "dns.firestoned.io/v1alpha1"
 #: A records file may be this many times maxZoneBytes (YAML is wordier than a zone file).
 RECORDS_FILE_FACTOR = 4
 
@@ -132,73 +132,6 @@ def namespace_typos(keys: Iterable[str], where: str = "") -> list[ConfigIssue]:
 
 def list_stacks(project_dir: Path) -> list[str]:
     return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in project_dir.glob("Pulumi.*.yaml"))
-
-
-# --------------------------------------------------------------------------- bindy
-
-
-def _mapping(value: Any, at: str, what: str, issues: list[ConfigIssue]) -> dict | None:
-    """value if it is a mapping (None counts as empty); else an issue and None."""
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return value
-    issues.append(ConfigIssue(path=at, message=(
-        f"expected {what} as a mapping (key: value lines), got {safeyaml.describe(value)}")))
-    return None
-
-
-def bindy_documents(
-    path: Path, where: str, namespace: str | None = None
-) -> tuple[list[dict], list[dict], list[ConfigIssue]]:
-    """Bind9Instance and DNSZone documents converted to our shapes (camelCase as on the page)."""
-    instances: list[dict] = []
-    zones: list[dict] = []
-    issues: list[ConfigIssue] = []
-    try:
-        docs = safeyaml.load_file(path, all_documents=True)
-    except FileNotFoundError:
-        return [], [], [ConfigIssue(path=where, message=f"file not found: {path}")]
-    except IsADirectoryError:
-        return [], [], [ConfigIssue(path=where, message=(
-            "is a directory; list each YAML file in it in bindyManifests"))]
-    except yaml.YAMLError as exc:
-        return [], [], [ConfigIssue(path=where, message=f"not valid YAML: {exc}")]
-    except (ValueError, OSError) as exc:
-        return [], [], [ConfigIssue(path=where, message=f"cannot read: {exc}")]
-    for n, doc in enumerate(d for d in docs if d):
-        at = f"{where}#{n}"
-        if not isinstance(doc, dict):
-            issues.append(ConfigIssue(path=at, message=(
-                f"expected a Kubernetes document (apiVersion, kind, metadata, spec), got "
-                f"{safeyaml.describe(doc)}")))
-            continue
-        if doc.get("apiVersion") != BINDY_API:
-            issues.append(ConfigIssue(path=f"{at}.apiVersion",
-                                      message=f"expected {BINDY_API!r}"))
-            continue
-        meta = _mapping(doc.get("metadata"), f"{at}.metadata", "metadata", issues)
-        spec_in = _mapping(doc.get("spec"), f"{at}.spec", "spec", issues)
-        if meta is None or spec_in is None:
-            continue
-        spec = dict(spec_in)
-        if namespace and meta.get("namespace") not in (None, namespace):
-            issues.append(ConfigIssue(path=f"{at}.metadata.namespace", message=(
-                f"namespace {meta.get('namespace')!r} differs from the stack's namespace "
-                f"{namespace!r}; set {PREFIX}namespace or change the document")))
-        if doc.get("kind") == "Bind9Instance":
-            labels = _mapping(meta.get("labels"), f"{at}.metadata.labels", "labels", issues)
-            if labels is None:
-                continue
-            labels = dict(labels)
-            spec.setdefault("role", labels.get("dns-role", "secondary"))
-            instances.append({"name": meta.get("name"), "labels": labels, **spec})
-        elif doc.get("kind") == "DNSZone":
-            zones.append({"name": meta.get("name"), **spec})
-        else:
-            issues.append(ConfigIssue(path=f"{at}.kind",
-                                      message="expected Bind9Instance or DNSZone"))
-    return instances, zones, issues
 
 
 # --------------------------------------------------------------------------- checks
@@ -368,24 +301,14 @@ def load_topology(
     origin_paths = [f"{PREFIX}instances[{i}]" for i in range(len(instances))]
     zone_paths = [f"{PREFIX}zones[{i}]" for i in range(len(zones))]
     namespace = raw.get("namespace", "dns-system")
-    for m, manifest in enumerate(raw.get("bindyManifests") or []):
-        if not isinstance(manifest, str):
-            issues.append(ConfigIssue(path=f"{PREFIX}bindyManifests[{m}]", message=(
-                f"expected a path (a string), got {safeyaml.describe(manifest)}")))
-            continue
-        where = f"{PREFIX}bindyManifests[{m}]({manifest})"
-        manifest_path, refused = safeyaml.path_inside(project_dir, manifest)
-        if manifest_path is None:
-            issues.append(ConfigIssue(path=where, message=str(refused)))
-            continue
-        b_instances, b_zones, b_issues = bindy_documents(
-            manifest_path, where, namespace if isinstance(namespace, str) else None
-        )
-        issues += b_issues
-        origin_paths += [f"{manifest}#Bind9Instance/{d.get('name')}.spec" for d in b_instances]
-        zone_paths += [f"{manifest}#DNSZone/{d.get('name')}.spec" for d in b_zones]
-        instances += b_instances
-        zones += b_zones
+    bindy = load_manifests(project_dir, raw.get("bindyManifests") or [],
+                           namespace if isinstance(namespace, str) else None)
+    issues += bindy.issues
+    warnings += bindy.warnings
+    origin_paths += bindy.instance_paths
+    zone_paths += bindy.zone_paths
+    instances += bindy.instances
+    zones += bindy.zones
     raw["instances"] = [
         _with_default_labels(i, raw.get("region"), raw.get("environment", "production"))
         if isinstance(i, dict) else i
