@@ -75,11 +75,16 @@ _SERIAL_BITS = 32
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A DNS server address: an IP ``host``, a ``port`` and an optional label."""
+    """A DNS server address: an IP ``host``, a ``port`` and an optional label.
+
+    ``tcp_only``: the path carries TCP alone (a port-forward through the Kubernetes
+    API), so queries that would go over UDP go over TCP.
+    """
 
     host: str
     port: int = 53
     label: str = ""
+    tcp_only: bool = False
 
     def __str__(self) -> str:
         where = f"{self.host}#{self.port}"
@@ -306,9 +311,12 @@ def query_soa(
         q.flags &= ~dns.flags.RD  # we ask the authority, not a resolver
         if key is not None:
             q.use_tsig(_keyring(key), key.name, algorithm=key.algorithm)
-        r = dns.query.udp(q, endpoint.host, timeout=timeout, port=endpoint.port)
-        if r.flags & dns.flags.TC:
+        if endpoint.tcp_only:
             r = dns.query.tcp(q, endpoint.host, timeout=timeout, port=endpoint.port)
+        else:
+            r = dns.query.udp(q, endpoint.host, timeout=timeout, port=endpoint.port)
+            if r.flags & dns.flags.TC:
+                r = dns.query.tcp(q, endpoint.host, timeout=timeout, port=endpoint.port)
     except Exception as exc:  # every failure becomes a Reason
         reason, detail = _exception_reason(exc)
         return result(reason, detail)

@@ -573,6 +573,12 @@ class GateSpec(_Strict):
     # The servers are those `python -m components local up --stack <stack>` runs: the
     # program reads their loopback addresses from .local-run/state.json (the local stack).
     localRunner: bool = False
+    # How the gate reaches the instances this stack deploys: every pod of each one
+    # through a port-forward of the Kubernetes API (works wherever `pulumi up` reaches
+    # the API), or their fixed service addresses directly (needs a network path to
+    # them: the local runner, or a runner inside the VPC). Addresses the project does
+    # not own (external primaries) are always probed directly.
+    via: Literal["kubernetes-api", "direct"] = "kubernetes-api"
 
 
 class StackSpec(_Strict):
@@ -590,6 +596,28 @@ class StackSpec(_Strict):
     kubernetesRenderDir: str | None = None
 
     _ns = field_validator("namespace")(classmethod(lambda cls, v: dns1123_name(v)))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gate_via_default(cls, data: Any) -> Any:
+        """No cluster to ask when manifests go to a directory or the local runner serves:
+        there the gate probes directly unless gate.via says otherwise."""
+        if isinstance(data, dict):
+            gate = data.get("gate")
+            no_cluster = bool(data.get("kubernetesRenderDir")) or (
+                isinstance(gate, dict) and gate.get("localRunner") is True)
+            if no_cluster and (gate is None or (isinstance(gate, dict) and "via" not in gate)):
+                data = {**data, "gate": {**(gate or {}), "via": "direct"}}
+        return data
+
+    @model_validator(mode="after")
+    def _gate_via(self) -> StackSpec:
+        if (self.kubernetesRenderDir or self.gate.localRunner) and (
+                self.gate.via == "kubernetes-api"):
+            raise ValueError(
+                "gate.via is kubernetes-api but this stack deploys to no cluster "
+                "(kubernetesRenderDir or gate.localRunner is set); set gate.via to direct")
+        return self
 
     def instances_for(self, zone: Zone) -> list[Instance]:
         return [i for i in self.instances if zone.instanceSelector.matches(i.labels)]

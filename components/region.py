@@ -105,7 +105,15 @@ def _transfer_gates(topo, zones, instances, tsig_secret) -> dict:
     if not gate.enabled:
         return {}
 
+    kube = pulumi.Config("kubernetes")  # the same cluster as the stack's provider
+    kubeconfig = kube.get_secret("kubeconfig") if kube.get("kubeconfig") else None
+    kube_context = kube.get("context")
+
     def endpoint(name: str, address: str | None):
+        if gate.via == "kubernetes-api" and name in instances:
+            # every pod of the instance, through a port-forward of the API
+            return {"name": name, "instance": name, "namespace": spec.namespace,
+                    "via": "kubernetes-api"}
         if address:
             host, port = map_address(address, gate.addressMap)
             return {"name": name, "host": host, "port": port}
@@ -131,6 +139,8 @@ def _transfer_gates(topo, zones, instances, tsig_secret) -> dict:
             tsig_secret=tsig_secret,
             deadline_seconds=gate.deadlineSeconds,
             poll_interval_seconds=gate.pollIntervalSeconds,
+            kubeconfig=kubeconfig if gate.via == "kubernetes-api" else None,
+            kube_context=kube_context if gate.via == "kubernetes-api" else None,
             opts=pulumi.ResourceOptions(
                 parent=zone, depends_on=[i.deployment for i in involved]
             ),

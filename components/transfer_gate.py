@@ -6,7 +6,10 @@ the DNS work (dnspython, components.gate) is imported inside the methods.
 The provider object carries no state: its serialized form never changes, so
 it never shows up as a diff.
 
-Inputs: zoneName, primaries/secondaries ([{name, host, port}]), expectedSerial
+Inputs: zoneName, primaries/secondaries ([{name, host, port}] probed directly, or
+[{name, instance, namespace, via: "kubernetes-api"}]: every pod of the instance's
+current ReplicaSet through a port-forward of the API), kubeconfig (secret) and
+kubeContext (those of the stack's Kubernetes provider), expectedSerial
 (None: whatever the primaries serve), expectedDigest (None: no content proof),
 tsigKeyName, tsigAlgorithm, tsigSecret (secret), deadlineSeconds,
 pollIntervalSeconds, triggers (e.g. the instances' config checksums).
@@ -34,7 +37,7 @@ SECRET_SIG = "4dabf18193072939515e22adb298388d"
 INPUT_KEYS = (
     "zoneName", "primaries", "secondaries", "expectedSerial", "expectedDigest",
     "tsigKeyName", "tsigAlgorithm", "tsigSecret", "deadlineSeconds", "pollIntervalSeconds",
-    "triggers",
+    "triggers", "kubeconfig", "kubeContext",
 )
 OUTPUT_KEYS = ("ready", "servedSerial", "servers", "readyAfterSeconds", "checkedAt")
 
@@ -108,13 +111,6 @@ class TransferGateProvider(ResourceProvider):
     # -- helpers (imports are local: the provider host loads this from dill) --
 
     @staticmethod
-    def _endpoints(items: Any) -> list[Any]:
-        from components.dnscheck import Endpoint
-
-        return [Endpoint(str(i["host"]), int(i.get("port") or 53), str(i.get("name") or ""))
-                for i in (items or [])]
-
-    @staticmethod
     def _key(props: dict[str, Any]) -> Any:
         from components.dnscheck import make_tsig_key
 
@@ -127,29 +123,53 @@ class TransferGateProvider(ResourceProvider):
         except ValueError as exc:  # the message names the key, never the secret
             raise GateFailed(str(exc)) from None
 
+    @staticmethod
+    def _targets(props: dict[str, Any]) -> Any:
+        """Endpoints to probe: direct addresses as given, owned instances pod by pod
+        through the Kubernetes API (components.kube_forward)."""
+        from components.kube_forward import KubeApiError, gate_endpoints
+
+        kubeconfig = _plain(props.get("kubeconfig")) or None
+        context = props.get("kubeContext") or None
+        manager = gate_endpoints(list(props.get("primaries") or []),
+                                 list(props.get("secondaries") or []), kubeconfig, context)
+
+        class _Clean:
+            def __enter__(self) -> Any:
+                try:
+                    return manager.__enter__()
+                except KubeApiError as exc:
+                    raise GateFailed(f"zone {props.get('zoneName')}: {exc}") from None
+
+            def __exit__(self, *exc: Any) -> Any:
+                return manager.__exit__(*exc)
+
+        return _Clean()
+
     def _wait(self, props: dict[str, Any]) -> dict[str, Any]:
         from components.gate import wait_until_transferred
 
         report_cleanly()
 
         expected = props.get("expectedSerial")
-        report = wait_until_transferred(
-            str(props["zoneName"]),
-            self._endpoints(props.get("primaries")),
-            self._endpoints(props.get("secondaries")),
-            int(expected) if expected is not None else None,
-            props.get("expectedDigest") or None,
-            self._key(props),
-            float(props.get("deadlineSeconds") or 300),
-            float(props.get("pollIntervalSeconds") or 1.0),
-        )
+        with self._targets(props) as (primaries, secondaries):
+            report = wait_until_transferred(
+                str(props["zoneName"]),
+                primaries,
+                secondaries,
+                int(expected) if expected is not None else None,
+                props.get("expectedDigest") or None,
+                self._key(props),
+                float(props.get("deadlineSeconds") or 300),
+                float(props.get("pollIntervalSeconds") or 1.0),
+            )
         if not report.ok:
             raise GateFailed(report.message)
         return {
             **{k: props.get(k) for k in INPUT_KEYS},
             "ready": True,
             "servedSerial": report.target_serial,
-            "servers": {s.endpoint.label or str(s.endpoint): _server_out(s.as_dict())
+            "servers": {s.endpoint.label or str(s.endpoint): _server_out(s.as_dict(), s.endpoint)
                         for s in report.servers},
             "readyAfterSeconds": report.elapsed_s,
             "checkedAt": max((s.verified_at or "" for s in report.servers), default=None),
@@ -190,19 +210,26 @@ class TransferGateProvider(ResourceProvider):
         served = props.get("servedSerial")
         servers: dict[str, Any] = {}
         ready = True
-        for role, items in (("primary", props.get("primaries")),
-                            ("secondary", props.get("secondaries"))):
-            for ep in self._endpoints(items):
-                soa = query_soa(ep, zone, timeout=2.0)
-                old = (props.get("servers") or {}).get(ep.label or str(ep)) or {}
-                ok = soa.ok and (served is None or (soa.serial is not None
-                                                    and serial_at_least(soa.serial, int(served))))
-                ready = ready and ok
-                servers[ep.label or str(ep)] = {
-                    "host": ep.host, "port": ep.port, "role": role, "serial": soa.serial,
-                    "reason": soa.reason.name, "verifiedAt": old.get("verifiedAt"),
-                    "attempts": old.get("attempts"),
-                }
+        try:
+            targets = self._targets(props)
+            endpoints = targets.__enter__()
+        except GateFailed:  # the API cannot be asked: nothing is known to be ready
+            return ReadResult(id_=id_, outs={**props, "ready": False})
+        try:
+            for role, eps in (("primary", endpoints[0]), ("secondary", endpoints[1])):
+                for ep in eps:
+                    soa = query_soa(ep, zone, timeout=2.0)
+                    old = (props.get("servers") or {}).get(ep.label or str(ep)) or {}
+                    ok = soa.ok and (served is None or (
+                        soa.serial is not None and serial_at_least(soa.serial, int(served))))
+                    ready = ready and ok
+                    servers[ep.label or str(ep)] = {
+                        **_where(ep), "role": role, "serial": soa.serial,
+                        "reason": soa.reason.name, "verifiedAt": old.get("verifiedAt"),
+                        "attempts": old.get("attempts"),
+                    }
+        finally:
+            targets.__exit__(None, None, None)
         outs = {**props, "servers": servers, "ready": ready}
         return ReadResult(id_=id_, outs=outs)
 
@@ -210,9 +237,20 @@ class TransferGateProvider(ResourceProvider):
         return None
 
 
-def _server_out(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: d[k] for k in ("host", "port", "role", "serial", "verifiedAt", "attempts",
-                              "reason")}
+def _where(ep: Any) -> dict[str, Any]:
+    """host and port of a server for the outputs; a pod reached through the API has no
+    address of its own here (its local forward port changes on every run)."""
+    if getattr(ep, "tcp_only", False):
+        return {"host": "kubernetes-api", "port": 53}
+    return {"host": ep.host, "port": ep.port}
+
+
+def _server_out(d: dict[str, Any], ep: Any = None) -> dict[str, Any]:
+    out = {k: d[k] for k in ("host", "port", "role", "serial", "verifiedAt", "attempts",
+                             "reason")}
+    if ep is not None:
+        out.update(_where(ep))
+    return out
 
 
 class TransferGate(Resource, module="bind9", name="TransferGate"):
@@ -238,6 +276,8 @@ class TransferGate(Resource, module="bind9", name="TransferGate"):
         deadline_seconds: float,
         poll_interval_seconds: float,
         triggers: pulumi.Input[dict[str, Any]] | None = None,
+        kubeconfig: pulumi.Input[str] | None = None,
+        kube_context: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props: dict[str, Any] = {
@@ -252,9 +292,12 @@ class TransferGate(Resource, module="bind9", name="TransferGate"):
             "deadlineSeconds": deadline_seconds,
             "pollIntervalSeconds": poll_interval_seconds,
             "triggers": triggers or {},
+            "kubeconfig": pulumi.Output.secret(kubeconfig) if kubeconfig else None,
+            "kubeContext": kube_context,
             **dict.fromkeys(OUTPUT_KEYS),
         }
-        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["tsigSecret"])
+        secret_opts = pulumi.ResourceOptions(
+            additional_secret_outputs=["tsigSecret", "kubeconfig"])
         super().__init__(
             TransferGateProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret_opts)
         )

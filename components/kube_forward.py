@@ -1,0 +1,223 @@
+"""Reach each pod's port 53 through the Kubernetes API (port-forward), from anywhere.
+
+`pulumi up` usually runs where the API server is reachable but the pods' and
+Services' addresses are not. For every pod, a listener on 127.0.0.1 (an
+ephemeral port) forwards each TCP connection over a new port-forward stream of
+the API server (the official `kubernetes` client), so the gate's checks (SOA,
+TSIG AXFR/IXFR, all over TCP) run unchanged against 127.0.0.1:<port>.
+
+Port-forward carries TCP only: the gate asks over TCP in this mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .kube_pods import PodTarget, current_pods
+
+DNS_PORT = 53
+
+
+class KubeApiError(Exception):
+    """The API could not be asked (kubeconfig, context, permissions): a clear message."""
+
+
+def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """A client for the same cluster as the stack's Kubernetes provider.
+
+    *kubeconfig* is a path or the kubeconfig's content (as `kubernetes:kubeconfig`
+    takes it); None means the default (KUBECONFIG, then ~/.kube/config).
+    """
+    import yaml
+    from kubernetes import config as kconfig
+
+    try:
+        if kubeconfig and "\n" in kubeconfig:
+            return kconfig.new_client_from_config_dict(yaml.safe_load(kubeconfig),
+                                                       context=context)
+        return kconfig.new_client_from_config(config_file=kubeconfig or None, context=context)
+    except Exception as exc:  # the client raises ConfigException, TypeError, OSError, ...
+        raise KubeApiError(
+            f"cannot load the kubeconfig ({exc}); the gate reaches pods through the same "
+            "kubeconfig and context as the stack's Kubernetes provider (KUBECONFIG, "
+            "kubernetes:kubeconfig, kubernetes:context), or set bind9-topology:gate.via "
+            "to direct") from None
+
+
+def find_pods(client: Any, namespace: str, instance: str) -> list[PodTarget]:
+    """The pods of the instance's Deployment's current ReplicaSet (see kube_pods)."""
+    from kubernetes.client import AppsV1Api, CoreV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    apps, core = AppsV1Api(client), CoreV1Api(client)
+    selector = f"instance={instance}"
+    try:
+        deployment = apps.read_namespaced_deployment(instance, namespace)
+        replicasets = apps.list_namespaced_replica_set(namespace, label_selector=selector)
+        pods = core.list_namespaced_pod(namespace, label_selector=selector)
+    except ApiException as exc:
+        raise KubeApiError(
+            f"cannot list the pods of {namespace}/{instance} through the API "
+            f"({exc.status} {exc.reason}); the gate needs get on deployments and list on "
+            "replicasets and pods in that namespace, and create on pods/portforward"
+        ) from None
+    except Exception as exc:  # connection refused, TLS, timeouts
+        raise KubeApiError(f"cannot reach the Kubernetes API: {exc}") from None
+    plain = client.sanitize_for_serialization
+    return current_pods(instance, plain(deployment), [plain(r) for r in replicasets.items],
+                        [plain(p) for p in pods.items])
+
+
+@dataclass
+class _Listener:
+    pod: PodTarget
+    sock: socket.socket
+    port: int
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
+class PodForwarder:
+    """Local TCP listeners, one per pod, each connection a port-forward to the pod's :53.
+
+    Use as a context manager; every socket and thread ends on exit.
+    """
+
+    def __init__(self, client: Any, pods: Sequence[PodTarget], remote_port: int = DNS_PORT):
+        self._client = client
+        self._remote = remote_port
+        self._stop = threading.Event()
+        self.listeners: dict[str, _Listener] = {}
+        for pod in pods:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(16)
+            sock.settimeout(0.2)
+            listener = _Listener(pod, sock, sock.getsockname()[1])
+            self.listeners[pod.name] = listener
+            thread = threading.Thread(target=self._accept, args=(listener,), daemon=True,
+                                      name=f"forward-{pod.name}")
+            listener.threads.append(thread)
+            thread.start()
+
+    def port_of(self, pod: PodTarget) -> int:
+        return self.listeners[pod.name].port
+
+    def _accept(self, listener: _Listener) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = listener.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            thread = threading.Thread(target=self._pipe, args=(listener.pod, conn), daemon=True)
+            thread.start()
+
+    def _pipe(self, pod: PodTarget, conn: socket.socket) -> None:
+        from kubernetes.client import CoreV1Api
+        from kubernetes.stream import portforward
+
+        try:
+            forward = portforward(CoreV1Api(self._client).connect_get_namespaced_pod_portforward,
+                                  pod.name, pod.namespace, ports=str(self._remote))
+            remote = forward.socket(self._remote)
+        except Exception:  # the probe on `conn` sees a closed connection: a clear reason
+            conn.close()
+            return
+        try:
+            remote.setblocking(True)
+            conn.setblocking(True)
+            pair = (conn, remote)
+            while not self._stop.is_set():
+                readable, _, _ = select.select(pair, [], [], 0.2)
+                for src in readable:
+                    data = src.recv(65536)
+                    if not data:
+                        return
+                    (remote if src is conn else conn).sendall(data)
+        except OSError:
+            return
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+            with contextlib.suppress(Exception):
+                remote.close()
+            with contextlib.suppress(Exception):
+                forward.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        for listener in self.listeners.values():
+            with contextlib.suppress(OSError):
+                listener.sock.close()
+        for listener in self.listeners.values():
+            for thread in listener.threads:
+                thread.join(timeout=2)
+
+    def __enter__(self) -> PodForwarder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def forwarded_pods(client: Any, namespace: str, instances: Sequence[str]) -> Iterator[
+        tuple[list[tuple[PodTarget, int]], PodForwarder]]:
+    """Every current pod of *instances*, each with its local forwarded port."""
+    pods = [p for inst in instances for p in find_pods(client, namespace, inst)]
+    with PodForwarder(client, pods) as forwarder:
+        yield [(p, forwarder.port_of(p)) for p in pods], forwarder
+
+
+@contextlib.contextmanager
+def gate_endpoints(
+    primaries: Sequence[dict[str, Any]], secondaries: Sequence[dict[str, Any]],
+    kubeconfig: str | None = None, context: str | None = None,
+) -> Iterator[tuple[list[Any], list[Any]]]:
+    """The gate's endpoints: direct ones as given, instances through the API, one per pod.
+
+    An item is {name, host, port} (direct) or {name, instance, namespace, via:
+    "kubernetes-api"}; each of the latter becomes every current pod of the instance,
+    reached over a port-forward and labelled with the pod, its node and the instance.
+    """
+    from .dnscheck import Endpoint
+
+    def direct(items: Sequence[dict[str, Any]]) -> list[Any]:
+        return [Endpoint(str(i["host"]), int(i.get("port") or DNS_PORT), str(i.get("name") or ""))
+                for i in items if i.get("via") != "kubernetes-api"]
+
+    through_api = [i for i in (*primaries, *secondaries) if i.get("via") == "kubernetes-api"]
+    if not through_api:
+        yield direct(primaries), direct(secondaries)
+        return
+    client = api_client(kubeconfig, context)
+    pods_of: dict[tuple[str, str], list[PodTarget]] = {}
+    for item in through_api:
+        key = (str(item["namespace"]), str(item["instance"]))
+        if key not in pods_of:
+            pods_of[key] = find_pods(client, *key)
+            if not pods_of[key]:
+                raise KubeApiError(
+                    f"instance {key[0]}/{key[1]} has no pods of its Deployment's current "
+                    f"ReplicaSet: check `kubectl -n {key[0]} get deploy,rs,pods -l "
+                    f"instance={key[1]}`")
+    every = [p for pods in pods_of.values() for p in pods]
+    with PodForwarder(client, every) as forwarder:
+
+        def expand(items: Sequence[dict[str, Any]]) -> list[Any]:
+            out = direct(items)
+            for item in items:
+                if item.get("via") == "kubernetes-api":
+                    out += [Endpoint("127.0.0.1", forwarder.port_of(p), p.label, tcp_only=True)
+                            for p in pods_of[(str(item["namespace"]), str(item["instance"]))]]
+            return out
+
+        yield expand(primaries), expand(secondaries)

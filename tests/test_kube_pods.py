@@ -1,0 +1,77 @@
+"""Which pods the gate verifies: the current ReplicaSet's, during and after a roll."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.kube_pods import REVISION, TEMPLATE_HASH, current_pods, current_replicaset
+
+pytestmark = pytest.mark.unit
+
+DEPLOY_UID = "d-1"
+
+
+def deployment(revision: str) -> dict[str, Any]:
+    return {"metadata": {"name": "primary-dns", "uid": DEPLOY_UID,
+                         "annotations": {REVISION: revision}}}
+
+
+def replicaset(uid: str, revision: str, template_hash: str,
+               owner: str = DEPLOY_UID) -> dict[str, Any]:
+    return {"metadata": {"name": f"primary-dns-{template_hash}", "uid": uid,
+                         "labels": {"instance": "primary-dns", TEMPLATE_HASH: template_hash},
+                         "annotations": {REVISION: revision},
+                         "ownerReferences": [{"kind": "Deployment", "uid": owner}]}}
+
+
+def pod(name: str, rs_uid: str, template_hash: str, *, ready: bool = True,
+        deleting: bool = False, node: str = "node-a") -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name, "namespace": "dns", "labels": {"instance": "primary-dns",
+                                                      TEMPLATE_HASH: template_hash},
+        "ownerReferences": [{"kind": "ReplicaSet", "uid": rs_uid}]}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-28T00:00:00Z"
+    return {"metadata": meta, "spec": {"nodeName": node},
+            "status": {"conditions": [{"type": "Ready", "status": str(ready)}]}}
+
+
+OLD = replicaset("rs-old", "1", "aaa")
+NEW = replicaset("rs-new", "2", "bbb")
+
+
+def test_mid_roll_only_the_new_replicaset_counts() -> None:
+    pods = [pod("p-old-1", "rs-old", "aaa"), pod("p-old-2", "rs-old", "aaa"),
+            pod("p-new-1", "rs-new", "bbb", ready=False)]
+    chosen = current_pods("primary-dns", deployment("2"), [OLD, NEW], pods)
+    assert [p.name for p in chosen] == ["p-new-1"]
+    assert chosen[0].ready is False  # not Ready yet: the gate still verifies it
+
+
+def test_after_the_roll_every_new_pod_and_no_terminating_one() -> None:
+    pods = [pod("p-new-2", "rs-new", "bbb", node="node-b"), pod("p-new-1", "rs-new", "bbb"),
+            pod("p-old-1", "rs-old", "aaa", deleting=True),
+            pod("p-new-0", "rs-new", "bbb", deleting=True)]
+    chosen = current_pods("primary-dns", deployment("2"), [OLD, NEW], pods)
+    assert [p.name for p in chosen] == ["p-new-1", "p-new-2"]
+    assert chosen[1].label == "pod dns/p-new-2 on node-b (primary-dns)"
+
+
+def test_rollback_makes_the_old_replicaset_current_again() -> None:
+    rolled_back = replicaset("rs-old", "3", "aaa")
+    pods = [pod("p-old-1", "rs-old", "aaa"), pod("p-new-1", "rs-new", "bbb")]
+    chosen = current_pods("primary-dns", deployment("3"), [rolled_back, NEW], pods)
+    assert [p.name for p in chosen] == ["p-old-1"]
+
+
+def test_a_replicaset_of_another_owner_is_never_current() -> None:
+    foreign = replicaset("rs-x", "2", "ccc", owner="someone-else")
+    assert current_replicaset(deployment("2"), [foreign]) is None
+    assert current_pods("primary-dns", deployment("2"), [foreign],
+                        [pod("p-x", "rs-x", "ccc")]) == []
+
+
+def test_no_replicaset_yet_means_no_pod() -> None:
+    assert current_pods("primary-dns", deployment("1"), [], []) == []
