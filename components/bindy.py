@@ -787,7 +787,8 @@ def _selector_for(members: list[_Inst], everyone: list[_Inst], clusters: Iterabl
     want = {m.name for m in members}
     role = members[0].role
     candidates = [{CLUSTER_LABEL: c, "dns-role": role} for c in sorted(set(clusters))]
-    common = dict(members[0].labels)
+    # Not region/environment: the stack fills them in on instances without them.
+    common = {k: v for k, v in members[0].labels.items() if k not in ("region", "environment")}
     for m in members[1:]:
         common = {k: v for k, v in common.items() if m.labels.get(k) == v}
     candidates.append(common)
@@ -958,6 +959,8 @@ def _zone(p: Parsed, records: list[dict[str, Any]], instances: list[_Inst],
         by_servers.setdefault(tuple(chosen), []).append(inst)
     for chosen_servers, group in by_servers.items():
         for selector, suffix in _groups(group, everyone, cluster_names, out):
+            if len(by_servers) > 1 and not suffix:  # another group has other primaries
+                suffix = f"-{group[0].name}"
             out.zones.append({
                 "name": f"{p.meta.name}-secondary{suffix}", "zoneName": spec.zoneName,
                 "type": "secondary", "instanceSelector": {"matchLabels": selector},
@@ -1065,3 +1068,114 @@ def load_manifests(
     converted = convert(files, namespace)
     converted.issues = out.issues + converted.issues
     return converted
+
+
+# --------------------------------------------------------------------------- import
+
+
+@dataclass
+class ImportResult:
+    written: list[Path]
+    warnings: list[ConfigIssue]
+    dialects: set[str]
+    instances: int
+    zones: int
+
+
+def _region_of(instances: list[dict[str, Any]]) -> str | None:
+    regions = {(i.get("labels") or {}).get("region") for i in instances}
+    regions.discard(None)
+    return regions.pop() if len(regions) == 1 else None
+
+
+def records_file_for(zone_name: str) -> str:
+    return f"configs/zones/{zone_name}.yaml"
+
+
+def import_stack(
+    files: Sequence[Path], *, stack: str, project_dir: Path, region: str | None = None,
+    environment: str | None = None, namespace: str | None = None, force: bool = False,
+) -> ImportResult:
+    """Write Pulumi.<stack>.yaml and configs/zones/<zone>.yaml equivalent to bindy `files`.
+
+    Everything is checked (the documents, then the stack they make, as `validate` would)
+    before anything is written; existing files are kept unless `force`.
+    """
+    from .model import TopologyError
+    from .topology import load_topology
+
+    converted = convert([(p, str(p), str(p)) for p in files], namespace)
+    issues = list(converted.issues)
+    if namespace is None:
+        if len(converted.namespaces) > 1:
+            issues.append(ConfigIssue(path="--namespace", message=(
+                f"the documents use several namespaces ({', '.join(sorted(converted.namespaces))})"
+                "; a stack deploys to one: import each namespace as its own stack with "
+                "--namespace")))
+        namespace = next(iter(converted.namespaces), "dns-system")
+    region = region or _region_of(converted.instances)
+    if region is None:
+        issues.append(ConfigIssue(path="--region", message=(
+            "bindy documents name no region (no single 'region' label on the instances); "
+            "pass --region, e.g. --region us-east-1")))
+    if issues:
+        raise TopologyError(issues, converted.warnings)
+    assert region is not None
+
+    config: dict[str, Any] = {"region": region}
+    if environment is not None:
+        config["environment"] = environment
+    config["namespace"] = namespace
+    config["instances"] = converted.instances
+    inline = dict(config, zones=converted.zones)
+    try:
+        topology = load_topology(inline, stack=stack, project_dir=project_dir,
+                                 tsig_secret=None, secret_required=False)
+    except TopologyError as exc:
+        raise TopologyError(exc.issues, [*converted.warnings, *exc.warnings]) from None
+
+    zone_files: dict[str, list[dict[str, Any]]] = {}
+    zones_out: list[dict[str, Any]] = []
+    for zone in converted.zones:
+        zone = dict(zone)
+        if zone.get("type") == "primary" and zone.get("records") and not zone.get("recordsFile"):
+            rel = records_file_for(str(zone["zoneName"]).strip().rstrip(".").lower())
+            zone_files.setdefault(rel, zone.pop("records"))
+            zone.pop("records", None)
+            zone["recordsFile"] = rel
+        zones_out.append(zone)
+    config["zones"] = zones_out
+
+    stack_path = project_dir / f"Pulumi.{stack}.yaml"
+    targets = [stack_path, *(project_dir / rel for rel in zone_files)]
+    existing = [t for t in targets if t.exists()]
+    if existing and not force:
+        raise TopologyError([ConfigIssue(path=str(t.relative_to(project_dir)), message=(
+            "exists; nothing was written: remove it, pick another --stack, or pass --force "
+            "to overwrite")) for t in existing], converted.warnings)
+
+    sources = ", ".join(str(p) for p in files)
+    written: list[Path] = []
+    for rel, records in zone_files.items():
+        path = project_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f"# Records of {Path(rel).stem}, imported from bindy documents ({sources}).\n"
+            "# Names are relative to the zone unless they end in a dot; data is RDATA as in "
+            "a master file.\n"
+            + yaml.safe_dump({"records": records}, sort_keys=False, allow_unicode=True))
+        written.append(path)
+    dialects = ", ".join(sorted(converted.dialects))
+    header = (
+        f"# Imported from bindy documents ({dialects}): {sources}\n"
+        "# by `python -m components import-bindy`. Set the TSIG secret once (never in clear "
+        "here):\n"
+        f"#   pulumi config set --secret --stack {stack} {PREFIX}tsigSecret "
+        '"$(python -m components keygen)"\n')
+    stack_path.write_text(header + yaml.safe_dump(
+        {"config": {f"{PREFIX}{k}": v for k, v in config.items()}},
+        sort_keys=False, allow_unicode=True))
+    written.insert(0, stack_path)
+    return ImportResult(written=written, warnings=[*converted.warnings, *topology.warnings],
+                        dialects=converted.dialects, instances=len(converted.instances),
+                        zones=len(converted.zones))

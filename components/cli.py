@@ -3,6 +3,7 @@
     python -m components validate --stack prod
     python -m components render --stack prod --out out/
     python -m components keygen
+    python -m components import-bindy bindy/*.yaml --stack prod   (see components.bindy)
     python -m components local up --stack prod      (see components.local)
 """
 
@@ -113,6 +114,24 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_bindy(args: argparse.Namespace) -> int:
+    from .bindy import import_stack
+
+    result = import_stack(
+        [Path(f) for f in args.files], stack=args.stack, project_dir=args.project,
+        region=args.region, environment=args.environment, namespace=args.namespace,
+        force=args.force,
+    )
+    print(f"{args.stack}: imported {result.instances} instance(s) and {result.zones} zone(s) "
+          f"from {', '.join(sorted(result.dialects))}")
+    for path in result.written:
+        print(f"  wrote {path}")
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
+    print(f"  next: python -m components validate --stack {args.stack}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m components", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -135,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", default=str(project_dir_default() / ".cache" / "serials.json"),
                    help="serial store used in place of Pulumi state")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser(
+        "import-bindy",
+        help="write a stack (Pulumi.<stack>.yaml, configs/zones/*.yaml) from bindy YAML",
+        description="Convert bindy documents (dns.firestoned.io/v1alpha1, "
+                    "bindy.firestoned.io/v1alpha1 or v1beta1) into this project's stack config "
+                    "and zone records files. Nothing is written when a document has a problem "
+                    "or a target file exists (unless --force).")
+    p.add_argument("files", nargs="+", help="bindy YAML files (several documents each)")
+    p.add_argument("--stack", required=True, help="name of the stack to write")
+    p.add_argument("--region", help="the stack's region (default: the instances' region label)")
+    p.add_argument("--environment", help="the stack's environment label")
+    p.add_argument("--namespace", help="the stack's namespace (default: the documents')")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=cmd_import_bindy)
 
     p = sub.add_parser("keygen", help="print a new random TSIG secret (base64)")
     p.set_defaults(func=cmd_keygen)
