@@ -516,6 +516,10 @@ def read_documents(path: Path, where: str) -> tuple[list[tuple[str, Any]], list[
 
 # --------------------------------------------------------------------------- legacy
 
+#: What `kubectl get -o yaml` adds to metadata: the API server's bookkeeping.
+_SERVER_METADATA = frozenset({"uid", "resourceVersion", "generation", "creationTimestamp",
+                              "managedFields", "finalizers", "ownerReferences", "selfLink"})
+
 
 def _legacy(doc: dict, at: str, label: str, namespace: str | None, out: Converted) -> None:
     """dns.firestoned.io/v1alpha1: the spec is this project's shape already."""
@@ -525,6 +529,14 @@ def _legacy(doc: dict, at: str, label: str, namespace: str | None, out: Converte
     if meta is None or spec_in is None:
         return
     spec = dict(spec_in)
+    for key in sorted(set(doc) - {"apiVersion", "kind", "metadata", "spec", "status"}):
+        issues.append(ConfigIssue(path=f"{at}.{key}", message=(
+            f"unknown key {key!r} in a Kubernetes document; valid keys: apiVersion, kind, "
+            "metadata, spec (status is read and not used)")))
+    for key in sorted(set(meta) - {"name", "namespace", "labels"} - _SERVER_METADATA):
+        issues.append(ConfigIssue(path=f"{at}.metadata.{key}", message=(
+            f"{key!r} is not mapped: bind9-topology takes name, namespace and labels from "
+            "metadata; remove it")))
     if namespace and meta.get("namespace") not in (None, namespace):
         issues.append(ConfigIssue(path=f"{at}.metadata.namespace", message=(
             f"namespace {meta.get('namespace')!r} differs from the stack's namespace "

@@ -155,6 +155,18 @@ def test_legacy_dialect_keeps_its_public_loader():
         ("example-com", "primary"), ("example-com-secondary", "secondary")]
 
 
+def test_legacy_dialect_names_what_it_does_not_map(tmp_path):
+    text = (FIXTURES / "legacy" / "dns.yaml").read_text().replace(
+        "  name: secondary-dns\n", "  name: secondary-dns\n  annotations: {team: dns}\n", 1)
+    text += "extra: true\n"
+    out = convert_files([write(tmp_path / "x.yaml", text)])
+    assert [(i.path, i.message.split(";")[0]) for i in out.issues] == [
+        ("x.yaml#1.metadata.annotations", "'annotations' is not mapped: bind9-topology takes "
+         "name, namespace and labels from metadata"),
+        ("x.yaml#3.extra", "unknown key 'extra' in a Kubernetes document"),
+    ]
+
+
 def test_v1alpha1_cluster_model(tmp_path):
     out = convert_files(fixture_files("v1alpha1"))
     assert out.issues == []
