@@ -85,12 +85,13 @@ class Name:
         return b"".join(bytes((len(lbl),)) + lbl.lower() for lbl in self.labels) + _ROOT
 
 
-_NAME_SAFE = frozenset(range(0x21, 0x7F)) - frozenset(b'"().;\\@$')
+_LABEL_PLAIN = re.compile(rb"[!#%&'*+,/0-9:<=>?A-Z\[\]^_`a-z{|}~-]*")
+_STRING_PLAIN = re.compile(rb"[ !#-\[\]-~]*")
 
 
 def label_text(label: bytes) -> str:
     """dnspython's escaping of a label (dns.name._escapify)."""
-    if all(c in _NAME_SAFE for c in label):
+    if _LABEL_PLAIN.fullmatch(label):
         return label.decode("ascii")
     out = []
     for c in label:
@@ -140,6 +141,8 @@ def parse_name(text: str, origin: Origin) -> Name | None:
 
 def escapify(data: bytes) -> str:
     """dnspython's escaping of a character string (dns.rdata._escapify)."""
+    if _STRING_PLAIN.fullmatch(data):
+        return data.decode("ascii")
     out = []
     for c in data:
         if c == 0x22 or c == 0x5C:

@@ -275,3 +275,61 @@ def test_invalid_records_are_refused_exactly_where_dnspython_refuses() -> None:
                    and any(m in i.message for m in ("not valid", "not a valid record name",
                                                     "outside the zone"))}
         assert refused == expected
+
+
+# --------------------------------------------------------------------------- YAML in one pass
+
+YAML_CASES = [
+    "records:\n  - {name: www, type: A, data: 192.0.2.1, ttl: 300}\n",
+    "a: 0x1F\nb: 0o17\nc: 1_000\nd: 1:30\ne: .inf\nf: -.Inf\ng: 1e3\nh: 3.25\n",
+    "a: yes\nb: No\nc: on\nd: OFF\ne: ~\nf: null\ng: ''\nh: \"\"\ni:\n",
+    "t: 2024-01-02\nu: 2024-01-02T03:04:05Z\nv: '2024-01-02'\n",
+    "s: |\n  line one\n  line two\nf: >\n  folded\n  text\n",
+    "- 1\n- [2, 3]\n- {a: {b: [c, {d: e}]}}\n- - nested\n  - list\n",
+    "k: v\nk: w\n",
+    "---\na: 1\n---\nb: 2\n",
+    "",
+    "--- \n...\n",
+    "just a scalar\n",
+    "'quoted key': 1\n\"x\\ty\": 2\n? complex\n: value\n",
+    "base: &b {x: 1}\nother: *b\n",
+    "base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\n",
+    "tagged: !!str 123\nbin: !!binary aGVsbG8=\n",
+    "? [a, b]\n: c\n",
+    "=: x\n",
+    "a: 1\n---\n",
+]
+
+
+@pytest.mark.parametrize("text", YAML_CASES)
+def test_one_pass_yaml_equals_the_safe_loader(text: str) -> None:
+    import yaml
+
+    from components import safeyaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        expected_all: object = list(yaml.load_all(text, Loader=loader))
+    except yaml.YAMLError as exc:
+        expected_all = type(exc)
+    try:
+        got_all: object = safeyaml.load_all(text)
+    except yaml.YAMLError as exc:
+        got_all = type(exc)
+    assert repr(got_all) == repr(expected_all)
+    try:
+        expected: object = yaml.load(text, Loader=loader)
+    except yaml.YAMLError as exc:
+        expected = type(exc)
+    try:
+        got: object = safeyaml.load(text)
+    except yaml.YAMLError as exc:
+        got = type(exc)
+    assert repr(got) == repr(expected)
+
+
+def test_escaping_equals_dnspython_for_every_byte() -> None:
+    for c in range(256):
+        for data in (bytes([c]), bytes([0x61, c, 0x62])):
+            assert fastrecords.label_text(data) == dns.name._escapify(data)
+            assert fastrecords.escapify(data) == dns.rdata._escapify(data)
