@@ -5,7 +5,8 @@
 
 Keys of latest.json (see bench/README.md for what each measures):
   eval_s, eval_peak_rss_mb, eval_cold_s, eval_stages, render_ratio_vs_octodns,
-  gate_overhead_p50_ms, gate_overhead_p95_ms, verify_1000x3_s, max_zone_records,
+  gate_overhead_p50_ms, gate_overhead_p95_ms, change_to_secondaries_p50_ms,
+  change_to_secondaries_p95_ms, verify_1000x3_s, max_zone_records, validate_200k_s,
   machine, notes.
 """
 
@@ -35,6 +36,8 @@ TARGETS = {
     "eval_peak_rss_mb": ("<", 400.0),
     "render_ratio_vs_octodns": (">=", 5.0),
     "gate_overhead_p50_ms": ("<", 100.0),
+    "change_to_secondaries_p50_ms": ("<", 100.0),
+    "validate_200k_s": ("<", 10.0),
     "verify_1000x3_s": ("<", 5.0),
     "max_zone_records": (">=", 100_000),
 }
@@ -147,7 +150,7 @@ def main() -> int:
     ap.add_argument("--no-install", action="store_true",
                     help="do not create the octoDNS virtualenv when it is missing")
     ap.add_argument("--skip", default="",
-                    help="comma list: eval,engine,octodns,gate,verify,maxzone,plot")
+                    help="comma list: eval,engine,octodns,gate,verify,maxzone,validate,plot")
     args = ap.parse_args()
     mode = "quick" if args.quick else "full"
     size = SIZES[mode]
@@ -214,6 +217,12 @@ def main() -> int:
         result["gate_latency"] = gl
         result["gate_overhead_p50_ms"] = gl and gl.get("gate_overhead_p50_ms")
         result["gate_overhead_p95_ms"] = gl and gl.get("gate_overhead_p95_ms")
+        result["change_to_secondaries_p50_ms"] = gl and gl.get("transfer_p50_ms")
+        result["change_to_secondaries_p95_ms"] = gl and gl.get("transfer_p95_ms")
+        if gl:
+            notes.append(f"change_to_secondaries: {gl['zones']} zones changed at once "
+                         "(SIGHUP of the primary) -> the secondary logs the completed "
+                         "transfer, per zone, real named on loopback (gate_latency.py)")
         if why:
             notes.append(why)
 
@@ -244,7 +253,21 @@ def main() -> int:
         notes.append(f"max_zone: bounded by {mz['bounded_by']}"
                      + (f"; {mz['note']}" if mz.get("note") else ""))
 
-    # 6. the timeline picture
+    # 6. validate of one very large zone
+    if "validate" not in skip:
+        log("validate of one 200,000-record zone ...")
+        try:
+            vb = child_json([str(HERE / "validate_big.py"), "--records", "200000", "--json"],
+                            timeout=1800)
+            result["validate_big"] = vb
+            result["validate_200k_s"] = vb["validate_s"]
+            notes.append("validate_200k_s: `python -m components validate` of one "
+                         "200,000-record zone (records file, content cache off), end to end")
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+            result["validate_200k_s"] = None
+            notes.append(f"validate_big failed: {str(exc)[-600:]}")
+
+    # 7. the timeline picture
     if "plot" not in skip:
         log("gate timeline plot ...")
         r = subprocess.run([sys.executable, str(HERE / "plot_timeline.py"), "--zones", "20"],
@@ -265,7 +288,10 @@ def main() -> int:
             ("render ratio (warm)", "render_ratio_vs_octodns_warm"),
             ("gate_overhead_p50_ms", "gate_overhead_p50_ms"),
             ("gate_overhead_p95_ms", "gate_overhead_p95_ms"),
-            ("verify_1000x3_s", "verify_1000x3_s"), ("max_zone_records", "max_zone_records")]
+            ("change -> secondaries p50 ms", "change_to_secondaries_p50_ms"),
+            ("change -> secondaries p95 ms", "change_to_secondaries_p95_ms"),
+            ("verify_1000x3_s", "verify_1000x3_s"), ("max_zone_records", "max_zone_records"),
+            ("validate_200k_s", "validate_200k_s")]
     m = result["machine"]
     print(f"bench ({mode}) on {m['nproc']} x {m['cpu']}, {m['mem_gib']} GiB, "
           f"Python {m['python']}; {result['wall_s']} s")
