@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -199,6 +201,157 @@ def test_no_changes_and_no_drift_after_up(deployed: Deployment) -> None:
     for stack in STACKS:
         deployed.pulumi("preview", "--expect-no-changes", stack=stack)
         deployed.pulumi("refresh", "--yes", "--skip-preview", "--expect-no-changes", stack=stack)
+
+
+# --------------------------------------------------------------------------- the gate, pod by pod
+
+
+def _gate_outputs(deployed: Deployment, stack: str) -> dict[str, dict[str, Any]]:
+    """TransferGate outputs by resource name, from the stack's state."""
+    state = json.loads(deployed.pulumi("stack", "export", stack=stack).stdout)
+    return {r["urn"].split("::")[-1]: r.get("outputs") or {}
+            for r in state["deployment"].get("resources") or []
+            if r["type"].endswith(":TransferGate")}
+
+
+def test_the_gate_verified_every_pod_through_the_api(deployed: Deployment) -> None:
+    for stack in STACKS:
+        instances = _stack_doc(deployed.engine.project, stack)["bind9-topology:instances"]
+        pods = {p["metadata"]["name"] for p in deployed.cluster.pods(deployed.namespaces[stack])}
+        for name, outputs in _gate_outputs(deployed, stack).items():
+            servers = outputs["servers"]
+            verified = {key.split("/", 1)[1].split(" ", 1)[0] for key in servers
+                        if key.startswith("pod ")}
+            assert verified == pods, (stack, name, sorted(servers))
+            assert len(verified) == sum(i["replicas"] for i in instances) >= 2
+            assert all(s["reason"] == "OK" for s in servers.values()), servers
+            assert all(s["host"] == "kubernetes-api" for k, s in servers.items()
+                       if k.startswith("pod ")), servers
+            if stack != PRIMARY_STACK:  # the primaries are another stack's: probed directly
+                assert {s["host"] for k, s in servers.items() if not k.startswith("pod ")} == {
+                    _services(deployed.engine.project, PRIMARY_STACK)["primary-dns"]}, servers
+
+
+def _gate_props(deployed: Deployment, zone: str, serial: int, **endpoints: Any) -> dict[str, Any]:
+    return {"zoneName": zone, "expectedSerial": serial, "expectedDigest": None,
+            "tsigKeyName": KEY_NAME, "tsigAlgorithm": "hmac-sha256",
+            "tsigSecret": deployed.secret, "deadlineSeconds": 15, "pollIntervalSeconds": 0.5,
+            "kubeconfig": deployed.cluster.env["KUBECONFIG"], "kubeContext": None,
+            "primaries": [], "secondaries": [], **endpoints}
+
+
+def _api(instance: str, namespace: str) -> dict[str, str]:
+    return {"name": instance, "instance": instance, "namespace": namespace,
+            "via": "kubernetes-api"}
+
+
+def _host_pid(deployed: Deployment, pod: dict[str, Any]) -> int:
+    container = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    tasks = subprocess.run(
+        ["ctr", "--address", "/run/bind9-topology/containerd.sock", "-n", "k8s.io",
+         "tasks", "ls"], capture_output=True, text=True, timeout=30, check=True).stdout
+    for line in tasks.splitlines():
+        parts = line.split()
+        if parts and parts[0] == container:
+            return int(parts[1])
+    pytest.fail(f"no task for container {container}")
+
+
+def test_a_held_back_replica_keeps_the_gate_waiting_and_is_named(
+    deployed: Deployment,
+) -> None:
+    from components.transfer_gate import GateFailed, TransferGateProvider
+
+    namespace = deployed.namespaces["cluster-us-west-2"]
+    instance = "secondary-dns-usw2-a"
+    held, other = deployed.cluster.pods(namespace, f"instance={instance}")[:2]
+    serial = deployed.serials()["example.org"]
+    props = _gate_props(deployed, "example.org", serial,
+                        secondaries=[_api(instance, namespace)])
+    ready = TransferGateProvider()._wait(props)
+    assert ready["ready"] is True and len(ready["servers"]) == 2, ready["servers"]
+
+    pid = _host_pid(deployed, held)
+    os.kill(pid, signal.SIGSTOP)  # named stops answering: the replica is held back
+    try:
+        with pytest.raises(GateFailed) as failed:
+            TransferGateProvider()._wait(props)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    message = str(failed.value)
+    lagging = message.split("lagging:", 1)[1]
+    assert held["metadata"]["name"] in lagging, message
+    assert other["metadata"]["name"] not in lagging, message
+    assert f"on {held['spec']['nodeName']}" in lagging and "fix:" in lagging, message
+
+
+def test_the_gate_works_from_a_network_that_reaches_only_the_api(
+    deployed: Deployment, tmp_path: Path,
+) -> None:
+    """A network namespace with one route, to the API server's address: no pod, no Service.
+
+    Made with `unshare --net` and entered by pid, not `ip netns add`: that one
+    bind-mounts /run/netns over itself, which doubles the CNI plugins' netns mounts
+    and leaves every later pod stuck Terminating ("remove netns: device busy").
+    """
+    host_if, ns_if = "b9tg0", "b9tg1"
+    api_ip = "10.244.0.1"
+
+    def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=check)
+
+    sh("ip", "link", "del", host_if, check=False)
+    holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "600"])
+    pid = str(holder.pid)
+    inside = ("nsenter", "-t", pid, "-n")
+    try:
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+            assert time.monotonic() < deadline, "unshare did not enter a new namespace"
+            time.sleep(0.05)
+        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        sh("ip", "link", "set", ns_if, "netns", pid)
+        sh("ip", "addr", "add", "10.245.0.1/30", "dev", host_if)
+        sh("ip", "link", "set", host_if, "up")
+        sh(*inside, "ip", "addr", "add", "10.245.0.2/30", "dev", ns_if)
+        sh(*inside, "ip", "link", "set", ns_if, "up")
+        sh(*inside, "ip", "link", "set", "lo", "up")
+        sh(*inside, "ip", "route", "add", f"{api_ip}/32", "via", "10.245.0.1")
+        serial = deployed.serials()["example.com"]
+        namespace = deployed.namespaces[PRIMARY_STACK]
+        props = _gate_props(deployed, "example.com", serial,
+                            primaries=[_api("primary-dns", namespace)],
+                            secondaries=[_api("secondary-dns", namespace)])
+        props_file = tmp_path / "props.json"
+        props_file.write_text(json.dumps(props))
+        props_file.chmod(0o600)
+        pod_ip = deployed.cluster.pods(namespace, "instance=primary-dns")[0]["status"]["podIP"]
+        service_ip = _services(deployed.engine.project, PRIMARY_STACK)["primary-dns"]
+        script = (
+            "import json, sys\n"
+            "from components.dnscheck import Endpoint, query_soa\n"
+            "from components.transfer_gate import TransferGateProvider\n"
+            "props = json.load(open(sys.argv[1]))\n"
+            "blocked = {ip: query_soa(Endpoint(ip, 53), 'example.com', timeout=1).reason.name\n"
+            "           for ip in sys.argv[2:]}\n"
+            "out = TransferGateProvider()._wait(props)\n"
+            "print(json.dumps({'blocked': blocked, 'ready': out['ready'],\n"
+            "                  'servers': sorted(out['servers'])}))\n"
+        )
+        run = subprocess.run(
+            [*inside, sys.executable, "-c", script, str(props_file), pod_ip, service_ip],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert run.returncode == 0, run.stderr[-3000:]
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        assert result["blocked"] and all(r != "OK" for r in result["blocked"].values()), result
+        assert result["ready"] is True, result
+        assert len(result["servers"]) == 4 and all(k.startswith("pod ")
+                                                   for k in result["servers"]), result
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        sh("ip", "link", "del", host_if, check=False)
 
 
 # --------------------------------------------------------------------------- a change
