@@ -75,3 +75,28 @@ def test_a_replicaset_of_another_owner_is_never_current() -> None:
 
 def test_no_replicaset_yet_means_no_pod() -> None:
     assert current_pods("primary-dns", deployment("1"), [], []) == []
+
+
+def test_direct_endpoints_never_ask_the_api() -> None:
+    from components.kube_forward import gate_endpoints
+
+    items = [{"name": "knot", "host": "127.0.0.9", "port": 5353}]
+    with gate_endpoints(items, [], kubeconfig="/nonexistent/kubeconfig") as (prim, sec):
+        assert [(e.host, e.port, e.label, e.tcp_only) for e in prim] == [
+            ("127.0.0.9", 5353, "knot", False)]
+        assert sec == []
+
+
+def test_an_unusable_kubeconfig_fails_the_gate_with_the_fix(tmp_path: Any) -> None:
+    from components.transfer_gate import GateFailed, TransferGateProvider
+
+    bad = tmp_path / "kubeconfig"
+    bad.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    props = {"zoneName": "example.com", "primaries": [], "kubeconfig": str(bad),
+             "secondaries": [{"name": "s", "instance": "s", "namespace": "dns",
+                              "via": "kubernetes-api"}]}
+    with pytest.raises(GateFailed) as failed:
+        TransferGateProvider()._wait(props)
+    message = str(failed.value)
+    assert "zone example.com: cannot load the kubeconfig" in message
+    assert "gate.via" in message and "Traceback" not in message
