@@ -189,9 +189,29 @@ def runner_address_map(project: Path, stack: str, spec: Any) -> dict[str, str]:
 
 
 def load_stack(project: Path, stack: str, secret: str) -> Topology:
+    """The stack as `pulumi up` would check it, with the local run's own TSIG secret.
+
+    A secret set with `pulumi config set --secret` (a {secure: ...} value) is not
+    readable here and not needed; one written in clear is refused as on every path.
+    """
+    from .model import TopologyError
+    from .topology import clear_secret_issue
+
     raw = read_stack_file(project, stack)
-    raw.pop("tsigSecret", None)  # the local run uses its own secret
-    return load_topology(raw, stack=stack, project_dir=project, tsig_secret=secret)
+    written = raw.pop("tsigSecret", None)
+    topo = load_topology(raw, stack=stack, project_dir=project, tsig_secret=secret)
+    if isinstance(written, str) and written:
+        raise TopologyError([clear_secret_issue(stack)], topo.warnings)
+    return topo
+
+
+def _existing_secret(project: Path) -> str | None:
+    """The local run's secret if one exists already (nothing is written here)."""
+    env = os.environ.get(SECRET_ENV)
+    if env:
+        return env
+    path = run_dir(project) / "tsig.secret"
+    return path.read_text().strip() if path.exists() else None
 
 
 def project_topologies(project: Path, secret: str) -> dict[str, Topology]:
@@ -578,12 +598,17 @@ def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budge
     from .serials import SerialStore
 
     budget.check("loading the stacks")
+    # Check the requested stacks before anything is written (not even the secret file):
+    # a bad stack raises its TopologyError with every problem at once.
+    probe_secret = _existing_secret(project) or base64.b64encode(bytes(32)).decode()
+    for stack in requested:
+        checked = load_stack(project, stack, probe_secret)
+        if not as_json:
+            for warning in checked.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
     state = load_state(project)
     secret = tsig_secret(project)
     topos = project_topologies(project, secret)
-    for stack in requested:
-        if stack not in topos:  # raise its TopologyError (every problem at once)
-            load_stack(project, stack, secret)
     servers = assign_ports(topos, project, state)
     stacks = stacks_needed(requested, topos, servers)
     extra = [s for s in stacks if s not in requested]

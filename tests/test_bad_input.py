@@ -287,6 +287,24 @@ def test_local_up_refuses_a_bad_stack_without_starting_anything(
     line_with(err, f"{P}instances[0].labels", "expected a mapping")
     started = [f for f in files_under(project) if f.endswith("named.conf")]
     assert not started, f"local up wrote server config for a bad stack: {started}"
+    written = [f for f in files_under(project) if ".local-run" in f]
+    assert not written, f"local up wrote files for a bad stack: {written}"
+
+
+def test_local_up_refuses_a_clear_secret_as_validate_does(minimal_raw, project, capsys):
+    minimal_raw["tsigSecret"] = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"
+    write_stack(project, minimal_raw)
+    err = cli_error(project, capsys, "local", "up", "--stack", "bad", "--once")
+    line_with(err, "Pulumi.bad.yaml:bind9-topology:tsigSecret", "stored in clear")
+    assert not [f for f in files_under(project) if ".local-run" in f]
+
+
+def test_local_up_prints_the_warnings_validate_prints(minimal_raw, project, capsys):
+    minimal_raw["zones"][0]["soaRecord"].update({"refresh": 600, "retry": 3600})
+    minimal_raw["instances"][0]["labels"] = ["dns-role"]  # and stop before starting
+    write_stack(project, minimal_raw)
+    err = cli_error(project, capsys, "local", "up", "--stack", "bad", "--once")
+    assert "warning" in err and "retry" in err, err
 
 
 # --------------------------------------------------------------------------- 2. paths
