@@ -54,7 +54,9 @@ def load_for_cli(project_dir: Path, stack: str, *, need_secret: bool = False) ->
         raise TopologyError([*exc.issues, *issues], exc.warnings) from None
     if issues:
         raise TopologyError(issues, topology.warnings)
-    return topology
+    from .topology import resolve_offline  # primaryStack: read from its stack file
+
+    return resolve_offline(topology, project_dir)
 
 
 def print_warnings(topology: Topology) -> None:

@@ -202,7 +202,9 @@ def load_stack(project: Path, stack: str, secret: str) -> Topology:
     topo = load_topology(raw, stack=stack, project_dir=project, tsig_secret=secret)
     if isinstance(written, str) and written:
         raise TopologyError([clear_secret_issue(stack)], topo.warnings)
-    return topo
+    from .topology import resolve_offline  # primaryStack: read from its stack file
+
+    return resolve_offline(topo, project)
 
 
 def _existing_secret(project: Path) -> str | None:

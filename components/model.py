@@ -594,6 +594,11 @@ class StackSpec(_Strict):
     gate: GateSpec = GateSpec()
     maxZoneBytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     kubernetesRenderDir: str | None = None
+    # Region stacks: the primaries' addresses come from this stack's `instances` output
+    # (pulumi.StackReference) instead of each zone's secondaryConfig.primaryServers.
+    primaryStack: str | None = None
+    _primary_stack = field_validator("primaryStack")(
+        classmethod(lambda cls, v: stack_reference_name(v)))
 
     _ns = field_validator("namespace")(classmethod(lambda cls, v: dns1123_name(v)))
 
@@ -624,6 +629,22 @@ class StackSpec(_Strict):
 
     def zones_for(self, instance: Instance) -> list[Zone]:
         return [z for z in self.zones if z.instanceSelector.matches(instance.labels)]
+
+
+_STACK_PART = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.]*")
+
+
+def stack_reference_name(value: str | None) -> str | None:
+    """`organization/<project>/<stack>` (the self-managed backend's naming; `<org>/...` on
+    Pulumi Cloud) or a bare `<stack>` of this project."""
+    if value is None:
+        return None
+    parts = value.split("/")
+    if len(parts) not in (1, 3) or not all(_STACK_PART.fullmatch(p) for p in parts):
+        raise ValueError(
+            f"{value!r} is not a stack name; write 'organization/{PROJECT}/prod' (the "
+            "self-managed backend's naming) or the bare stack name 'prod'")
+    return value
 
 
 def format_loc(prefix: str, loc: Iterable[int | str]) -> str:

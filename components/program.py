@@ -85,11 +85,18 @@ def build(topology: Topology) -> Bind9Region:
 
 
 def export(region: Bind9Region, topology: Topology) -> None:
+    pulumi.export("region", topology.spec.region)
+    pulumi.export("namespace", topology.spec.namespace)
+    for key, value in outputs(region, topology).items():
+        pulumi.export(key, value)
+
+
+def outputs(region: Bind9Region, topology: Topology) -> dict[str, Any]:
+    """The `instances` and `zones` stack outputs (`instances` is what a region stack's
+    primaryStack reads: role, address and zones of each instance)."""
     spec = topology.spec
-    pulumi.export("region", spec.region)
-    pulumi.export("namespace", spec.namespace)
-    pulumi.export(
-        "instances",
+    return {
+        "instances":
         {
             name: {
                 "role": spec_inst.role,
@@ -102,9 +109,7 @@ def export(region: Bind9Region, topology: Topology) -> None:
             for spec_inst in spec.instances
             if spec_inst.name == name
         },
-    )
-    pulumi.export(
-        "zones",
+        "zones":
         {
             name: {
                 "zoneName": z.zone.zoneName,
@@ -117,7 +122,7 @@ def export(region: Bind9Region, topology: Topology) -> None:
             }
             for name, z in region.zones.items()
         },
-    )
+    }
 
 
 def with_local_runner(topology: Topology, project_dir: Path) -> Topology:
@@ -145,5 +150,43 @@ def main() -> None:
     project_dir = Path(pulumi.get_root_directory())
     topology = checked_topology(stack, raw_config_from_engine(), project_dir)
     topology = with_local_runner(topology, project_dir)
-    region = build(topology)
-    export(region, topology)
+    deploy(topology)
+
+
+def deploy(topology: Topology) -> None:
+    """Build and export; with primaryStack, once the primary stack's outputs are read."""
+    if not topology.spec.primaryStack:
+        export(build(topology), topology)
+        return
+    from .topology import PRIMARY_STACK_OUTPUT
+
+    ref = pulumi.StackReference(f"primary-stack-{topology.spec.primaryStack.replace('/', '-')}",
+                                stack_name=topology.spec.primaryStack)
+    pulumi.export("region", topology.spec.region)
+    pulumi.export("namespace", topology.spec.namespace)
+    pulumi.export("primaryStack", topology.spec.primaryStack)
+
+    def deferred(instances: Any) -> pulumi.Output[dict[str, Any]]:
+        resolved = resolved_topology(topology, instances)
+        return pulumi.Output.from_input(outputs(build(resolved), resolved))
+
+    instances_output: pulumi.Output[Any] = ref.get_output(PRIMARY_STACK_OUTPUT)
+    values: pulumi.Output[dict[str, Any]] = instances_output.apply(deferred)
+    pulumi.export("instances", values["instances"])
+    pulumi.export("zones", values["zones"])
+
+
+def resolved_topology(topology: Topology, instances: Any) -> Topology:
+    """Zones' primaryServers from the primary stack's `instances` output, or a RunError
+    naming each zone without a primary there."""
+    from .topology import with_primary_stack
+
+    try:
+        resolved = with_primary_stack(topology, instances)
+    except TopologyError as exc:
+        raise pulumi.RunError(exc.render()) from None
+    for zone in resolved.spec.zones:
+        if zone.type == "secondary" and zone.secondaryConfig:
+            pulumi.log.info(f"{zone.zoneName}: primaries from {topology.spec.primaryStack}: "
+                            f"{', '.join(zone.secondaryConfig.primaryServers)}")
+    return resolved

@@ -138,7 +138,8 @@ def list_stacks(project_dir: Path) -> list[str]:
 
 
 def _check_cross(
-    spec: StackSpec, instance_paths: list[str], zone_paths: list[str], all_instances_valid: bool
+    spec: StackSpec, instance_paths: list[str], zone_paths: list[str], all_instances_valid: bool,
+    primary_stack_given: bool = False,
 ) -> list[ConfigIssue]:
     prefix = PREFIX
     issues: list[ConfigIssue] = []
@@ -207,14 +208,27 @@ def _check_cross(
                     f"a {zone.type} zone selects {inst.role} instance {inst.name!r}; "
                     "narrow matchLabels (e.g. dns-role)")))
         if zone.type == "secondary":
-            if zone.secondaryConfig is None or not zone.secondaryConfig.primaryServers:
+            listed = zone.secondaryConfig is not None and bool(zone.secondaryConfig.primaryServers)
+            if spec.primaryStack and listed:
+                issues.append(ConfigIssue(path=f"{at}.secondaryConfig.primaryServers", message=(
+                    f"the primaries come from {prefix}primaryStack ({spec.primaryStack}) and "
+                    "this zone lists primaryServers too; use one form: remove primaryServers "
+                    f"(the zone then transfers from the primaries of {spec.primaryStack}) or "
+                    f"remove {prefix}primaryStack and list every zone's primaries")))
+            elif not spec.primaryStack and not listed and not primary_stack_given:
                 issues.append(ConfigIssue(path=f"{at}.secondaryConfig.primaryServers", message=(
                     "a secondary zone needs the IPs of its primaries; add "
-                    "secondaryConfig.primaryServers: ['10.0.1.10']")))
+                    "secondaryConfig.primaryServers: ['10.0.1.10'], or set "
+                    f"{prefix}primaryStack (e.g. 'organization/{PROJECT}/prod') to take "
+                    "them from the primary stack's outputs")))
             if zone.records or zone.recordsFile:
                 issues.append(ConfigIssue(path=f"{at}.records", message=(
                     "a secondary zone takes its records from the primary; remove them")))
 
+    if spec.primaryStack and all_instances_valid and not any(
+            z.type == "secondary" for z in spec.zones):
+        issues.append(ConfigIssue(path=f"{prefix}primaryStack", message=(
+            "is set but the stack has no secondary zone to take primaries for; remove it")))
     per_instance: dict[tuple[str, str], str] = {}
     for zone in spec.zones:
         for inst in spec.instances_for(zone):
@@ -343,8 +357,12 @@ def load_topology(
         shape_errors & {"instances", "bindyManifests"})
     spec = spec.model_copy(update={"instances": valid_instances, "zones": valid_zones})
     zone_paths = valid_zone_paths
-
-    issues += _check_cross(spec, instance_paths, zone_paths, all_instances_valid)
+    issues += _check_cross(spec, instance_paths, zone_paths, all_instances_valid,
+                           primary_stack_given=bool(raw.get("primaryStack")))
+    if spec.primaryStack and spec.primaryStack.split("/")[-1] == stack and (
+            spec.primaryStack.count("/") == 0 or spec.primaryStack.split("/")[1] == PROJECT):
+        issues.append(ConfigIssue(path=f"{PREFIX}primaryStack", message=(
+            f"names this very stack ({stack}); name the stack that holds the primaries")))
     issues += check_secret(tsig_secret, stack=stack, required=secret_required)
     for z, zone in enumerate(spec.zones):
         if zone.soaRecord is not None:
@@ -374,3 +392,111 @@ def load_topology(
         raise TopologyError(issues, warnings)
     return Topology(stack=stack, spec=spec, contents=contents, tsig_secret=tsig_secret,
                     warnings=tuple(sorted(set(warnings), key=lambda i: (i.path, i.message))))
+
+
+# --------------------------------------------------------------------------- primaryStack
+
+#: The output of the primary stack that carries the primaries: `instances.<name>` with
+#: `role`, `address` (the Service's fixed address) and `zones` (the zone names it serves).
+PRIMARY_STACK_OUTPUT = "instances"
+
+
+def primaries_by_zone(spec: StackSpec, instances: Any) -> tuple[dict[str, list[str]],
+                                                                  list[ConfigIssue]]:
+    """zoneName -> addresses of the referenced stack's primaries that serve it.
+
+    *instances* is the value of the primary stack's `instances` output. Every secondary
+    zone of *spec* must find at least one primary with an address there.
+    """
+    at = f"{PREFIX}primaryStack"
+    ref = spec.primaryStack
+    if not isinstance(instances, Mapping) or not instances:
+        return {}, [ConfigIssue(path=at, message=(
+            f"stack {ref} has no '{PRIMARY_STACK_OUTPUT}' output (or it is empty); run "
+            f"`pulumi up --stack {str(ref).split('/')[-1]}` first, and check the name "
+            f"(organization/{PROJECT}/<stack> on a self-managed backend)"))]
+    found: dict[str, list[str]] = {}
+    for _name, info in sorted(instances.items()):
+        if not isinstance(info, Mapping) or info.get("role") != "primary":
+            continue
+        address = info.get("address")
+        if not isinstance(address, str) or not address:
+            continue
+        for zone in info.get("zones") or []:
+            if isinstance(zone, str):
+                found.setdefault(zone, []).append(address)
+    issues = []
+    out: dict[str, list[str]] = {}
+    for zone in spec.zones:
+        if zone.type != "secondary":
+            continue
+        addresses = found.get(zone.zoneName, [])
+        if not addresses:
+            issues.append(ConfigIssue(path=f"{at}", message=(
+                f"zone {zone.zoneName} ({zone.resource_name}): no instance with role primary "
+                f"and an address in stack {ref}'s '{PRIMARY_STACK_OUTPUT}' output serves it; "
+                f"add the zone to a primary of {ref} (and `pulumi up` it) or remove the zone "
+                "here")))
+            continue
+        for address in addresses:
+            try:
+                from .model import parse_server
+
+                parse_server(address)
+            except ValueError as exc:
+                issues.append(ConfigIssue(path=at, message=(
+                    f"zone {zone.zoneName}: stack {ref} gives address {address!r}: {exc}")))
+        out[zone.zoneName] = sorted(set(addresses))
+    return out, issues
+
+
+def with_primary_stack(topology: Topology, instances: Any) -> Topology:
+    """The topology with every secondary zone's primaryServers taken from the primary
+    stack's `instances` output; TopologyError when a zone finds no primary there."""
+    spec = topology.spec
+    if not spec.primaryStack:
+        return topology
+    found, issues = primaries_by_zone(spec, instances)
+    if issues:
+        raise TopologyError(issues, topology.warnings)
+    from dataclasses import replace
+
+    from .model import SecondaryConfig
+
+    zones = [
+        z.model_copy(update={"secondaryConfig": SecondaryConfig(
+            primaryServers=found[z.zoneName])}) if z.type == "secondary" else z
+        for z in spec.zones
+    ]
+    return replace(topology, spec=spec.model_copy(update={"zones": zones}))
+
+
+def offline_instances_output(project_dir: Path, reference: str) -> dict[str, Any]:
+    """What the `instances` output of *reference* will be, read from this project's stack
+    file (for validate, render and the local runner, which run without the engine)."""
+    parts = reference.split("/")
+    at = f"{PREFIX}primaryStack"
+    if len(parts) == 3 and parts[1] != PROJECT:
+        raise TopologyError([ConfigIssue(path=at, message=(
+            f"{reference} is a stack of project {parts[1]!r}; without the engine only stacks "
+            f"of this project ({PROJECT}) can be read (run pulumi preview instead)"))])
+    name = parts[-1]
+    if name not in list_stacks(project_dir):
+        raise TopologyError([ConfigIssue(path=at, message=(
+            f"no stack file Pulumi.{name}.yaml for {reference}; known stacks: "
+            f"{', '.join(list_stacks(project_dir))}"))])
+    primary = load_topology(read_stack_file(project_dir, name), stack=name,
+                            project_dir=project_dir, tsig_secret=None, secret_required=False)
+    return {
+        inst.name: {"role": inst.role, "address": inst.service.fixed_address,
+                    "zones": [z.zoneName for z in primary.spec.zones_for(inst)]}
+        for inst in primary.spec.instances
+    }
+
+
+def resolve_offline(topology: Topology, project_dir: Path) -> Topology:
+    """with_primary_stack from the referenced stack's file (no engine)."""
+    if not topology.spec.primaryStack:
+        return topology
+    return with_primary_stack(
+        topology, offline_instances_output(project_dir, topology.spec.primaryStack))
