@@ -44,6 +44,7 @@ from .topology import Topology, list_stacks, load_topology, read_stack_file
 
 RUN_DIR = ".local-run"
 BASE_PORT = 15301
+STATS_BASE_PORT = 18301
 HOST = "127.0.0.1"
 SECRET_ENV = "BIND9_TSIG_SECRET"
 STATE_VERSION = 1
@@ -56,6 +57,7 @@ class Server:
     region: str
     port: int
     directory: Path
+    stats_port: int = 0  # BIND's statistics channel (JSON) on 127.0.0.1
 
     @property
     def key(self) -> str:
@@ -245,8 +247,22 @@ def assign_ports(
             port = free_port(HOST)
         taken.add(port)
         region = inst.labels.get("region", topo.spec.region)
-        servers[f"{stack}/{name}"] = Server(stack, inst, region, port, directory)
+        servers[f"{stack}/{name}"] = Server(stack, inst, region, port, directory,
+                                            _stats_port(index, old, taken))
     return servers
+
+
+def _stats_port(index: int, old: dict[str, Any], taken: set[int]) -> int:
+    """The statistics channel's port: STATS_BASE_PORT + index, kept while ours runs."""
+    from .named_process import _port_free, free_port
+
+    port = STATS_BASE_PORT + index
+    if old.get("statsPort") and pid_alive(old.get("pid"), old.get("conf")):
+        port = int(old["statsPort"])
+    elif port in taken or not _port_free(HOST, port):
+        port = free_port(HOST)
+    taken.add(port)
+    return port
 
 
 def owners(servers: dict[str, Server]) -> dict[str, Server]:
@@ -639,7 +655,7 @@ def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budge
         topo = topos[server.stack]
         placement = Placement(root=str(server.directory.resolve()), port=server.port,
                               listen_v4=HOST, listen_v6="none", notify_delay=0,
-                              address_map=address_map)
+                              address_map=address_map, stats_port=server.stats_port)
         rendered = render_instance(
             topo.spec, server.inst, topo.contents,
             {z: serials[(server.stack, z)] for z in topo.contents}, placement, secret,
@@ -659,7 +675,7 @@ def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budge
             state["servers"][server.key] = {
                 "stack": server.stack, "instance": server.inst.name, "role": server.inst.role,
                 "region": server.region, "address": server.inst.service.fixed_address,
-                "host": HOST, "port": server.port, "pid": pid,
+                "host": HOST, "port": server.port, "pid": pid, "statsPort": server.stats_port,
                 "conf": str(server.conf.resolve()), "dir": str(server.directory.resolve()),
                 "startedAt": old.get("startedAt", now) if server not in started else now,
             }
@@ -784,7 +800,7 @@ def status(project: Path, *, as_json: bool) -> int:
     for key, info in sorted(state["servers"].items()):
         alive = pid_alive(info.get("pid"), info.get("conf"))
         rows.append({**{k: v for k, v in info.items() if k != "conf"}, "key": key,
-                     "alive": alive})
+                     "alive": alive, "stats": _stats(info) if alive else None})
     if as_json:
         print(json.dumps({"servers": rows}, indent=2, sort_keys=True))
     elif not rows:
@@ -795,7 +811,42 @@ def status(project: Path, *, as_json: bool) -> int:
             [[r["stack"], r["instance"], r["role"], r["region"], str(r.get("address") or "-"),
               f"{r['host']}:{r['port']}", str(r["pid"]), "running" if r["alive"] else "stopped"]
              for r in rows]))
+        print()
+        print(_stats_table(rows))
     return 0
+
+
+def _stats(info: dict[str, Any]) -> dict[str, Any]:
+    """Per-zone serials and transfer counters from the server's statistics channel."""
+    from .stats import read_stats
+
+    if not info.get("statsPort"):
+        return {"ok": False, "error": "no statistics channel (started before it existed: "
+                "local down, then local up)"}
+    st = read_stats(str(info.get("host")), int(info["statsPort"]))
+    if not st.ok:
+        return {"ok": False, "error": st.error}
+    return {"ok": True, "zones": st.zones, "transfersIn": st.transfers_in,
+            "transfersFailed": st.transfers_failed, "transfersOut": st.transfers_out}
+
+
+def _stats_table(rows: list[dict[str, Any]]) -> str:
+    """One line per zone and server, from BIND's statistics channel (transfer counts are
+    the server's, over all its zones: in = completed as a secondary, out = served)."""
+    lines = []
+    for r in rows:
+        st = r.get("stats")
+        if not r["alive"] or not st:
+            continue
+        if not st["ok"]:
+            lines.append([r["stack"], r["instance"], "-", "-", "-", "-", st["error"]])
+            continue
+        for zone, z in sorted(st["zones"].items()):
+            lines.append([r["stack"], r["instance"], zone, str(z["type"]), str(z["serial"]),
+                          f"{st['transfersIn']} ok, {st['transfersFailed']} failed",
+                          str(st["transfersOut"])])
+    return _format_table(["STACK", "INSTANCE", "ZONE", "TYPE", "SERIAL (named)",
+                          "XFR IN (server)", "XFR OUT (server)"], lines)
 
 
 def _stop_pid(pid: int, conf: str | None, timeout: float = 5.0) -> None:

@@ -46,6 +46,9 @@ class Placement:
     # zones change by reload only (no dynamic updates to coalesce), so send at once.
     notify_delay: int = 0
     address_map: Mapping[Address, Address] = field(default_factory=dict)
+    # BIND's statistics channel (JSON), on 127.0.0.1 only: 8053 in a pod, a port of its
+    # own for each local named.
+    stats_port: int = 8053
 
     def map(self, address: Address) -> Address:
         return self.address_map.get(address, address)
@@ -186,6 +189,7 @@ def render_instance(
         listen_v4=placement.listen_v4,
         listen_v6=placement.listen_v6,
         notify_delay=placement.notify_delay,
+        stats_port=placement.stats_port,
         key_name=key.name,
         allow_query=instance.config.allowQuery,
         allow_transfer=instance.transfer_acl(key.name),
