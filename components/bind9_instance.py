@@ -109,6 +109,16 @@ class Bind9Instance(pulumi.ComponentResource):
             if pdb
             else None
         )
+        monitor = manifests.service_monitor(spec, inst)
+        self.service_monitor = (
+            k8s.apiextensions.CustomResource(
+                f"{inst.name}-servicemonitor", api_version=monitor["apiVersion"],
+                kind=monitor["kind"], metadata=monitor["metadata"], spec=monitor["spec"],
+                opts=child,
+            )
+            if monitor
+            else None
+        )
         self.checksum = pulumi.Output.from_input(layout.checksum)
         self.address = self.service.spec.apply(
             lambda s: (s.load_balancer_ip or s.cluster_ip) if s else None

@@ -8,6 +8,7 @@ component from a pulumi.secret Output.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from typing import Any
 
@@ -17,6 +18,7 @@ from .render import CONFIG_DIR, TSIG_DIR, ZONE_DIR, RenderedInstance, shard_file
 ANNOTATION_CHECKSUM = "bind9-topology.io/config-checksum"
 BIND_UID = 101  # the bind user of the internetsystemsconsortium/bind9 image
 DNS_PORT = 53
+STATS_PORT = 8053  # named's statistics channel, on the pod's 127.0.0.1 (named.conf)
 
 Obj = dict[str, Any]
 
@@ -151,7 +153,7 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
         part: {k: v for k, v in getattr(inst.resources, part).model_dump().items() if v}
         for part in ("requests", "limits")
     }
-    container = {
+    container: Obj = {
         "name": "bind9",
         "image": inst.container_image,
         "imagePullPolicy": "IfNotPresent",
@@ -196,6 +198,8 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
         },
         "volumeMounts": mounts,
     }
+    containers = [container, *metrics_sidecars(spec, inst, container["securityContext"])]
+    annotations = {ANNOTATION_CHECKSUM: rendered.checksum, **scrape_annotations(spec, inst)}
     spread = [
         {
             "maxSkew": 1,
@@ -221,7 +225,7 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
             "template": {
                 "metadata": {
                     "labels": labels,
-                    "annotations": {ANNOTATION_CHECKSUM: rendered.checksum},
+                    "annotations": annotations,
                 },
                 "spec": {
                     "automountServiceAccountToken": False,
@@ -239,10 +243,60 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
                         ],
                     },
                     "topologySpreadConstraints": spread,
-                    "containers": [container],
+                    "containers": containers,
                     "volumes": volumes,
                 },
             },
+        },
+    }
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def metrics_sidecars(spec: StackSpec, instance: Instance, security: Obj) -> list[Obj]:
+    """The bind_exporter sidecar (metrics.enabled): it reads named's statistics channel
+    on 127.0.0.1 and serves /metrics; as locked down as the bind9 container."""
+    metrics = spec.metrics_for(instance)
+    if not metrics.enabled:
+        return []
+    return [{
+        "name": "exporter",
+        "image": metrics.exporterImage,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [
+            f"--bind.stats-url=http://127.0.0.1:{STATS_PORT}",
+            f"--web.listen-address=:{metrics.port}",
+            "--bind.stats-groups=server,view",
+        ],
+        "ports": [{"name": "metrics", "containerPort": metrics.port, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                      "limits": {"memory": "64Mi"}},
+        "securityContext": copy.deepcopy(security),
+    }]
+
+
+def scrape_annotations(spec: StackSpec, instance: Instance) -> dict[str, str]:
+    metrics = spec.metrics_for(instance)
+    if not metrics.enabled or metrics.serviceMonitor:
+        return {}
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics.port),
+            "prometheus.io/path": "/metrics"}
+
+
+def service_monitor(spec: StackSpec, instance: Instance) -> Obj | None:
+    """A Prometheus Operator ServiceMonitor for the instance's Service (metrics.serviceMonitor)."""
+    metrics = spec.metrics_for(instance)
+    if not (metrics.enabled and metrics.serviceMonitor):
+        return None
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": metadata(spec, instance, instance.name),
+        "spec": {
+            "selector": {"matchLabels": {"instance": instance.name}},
+            "namespaceSelector": {"matchNames": [spec.namespace]},
+            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "30s"}],
         },
     }
 
@@ -256,6 +310,10 @@ def service(spec: StackSpec, instance: Instance) -> Obj:
             {"name": "dns-tcp", "port": DNS_PORT, "targetPort": DNS_PORT, "protocol": "TCP"},
         ],
     }
+    metrics = spec.metrics_for(instance)
+    if metrics.enabled:
+        body["ports"].append({"name": "metrics", "port": metrics.port,
+                              "targetPort": metrics.port, "protocol": "TCP"})
     if instance.service.loadBalancerIP:
         body["loadBalancerIP"] = instance.service.loadBalancerIP
     if instance.service.clusterIP:
@@ -315,6 +373,12 @@ def network_policy(spec: StackSpec, instance: Instance) -> Obj:
                 "ports": [udp],
             },
         ]
+    metrics = spec.metrics_for(instance)
+    if metrics.enabled:  # Prometheus scrapes the exporter (allowFrom; empty: any source)
+        scrape: Obj = {"ports": [{"protocol": "TCP", "port": metrics.port}]}
+        if metrics.allowFrom:
+            scrape = {"from": _ip_blocks(metrics.allowFrom), **scrape}
+        rules.append(scrape)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -357,6 +357,36 @@ class ServiceSpec(_Strict):
         return self.loadBalancerIP or self.clusterIP
 
 
+def _pinned_image(value: str) -> str:
+    name = value.rsplit("/", 1)[-1]
+    if "@sha256:" not in value and (":" not in name or name.endswith(":latest")):
+        raise ValueError(
+            f"image {value!r} is not pinned to a version; add a tag such as "
+            "'prometheuscommunity/bind-exporter:v0.8.0' (or a digest), never ':latest'")
+    return value
+
+
+class MetricsSpec(_Strict):
+    """BIND's statistics exported for Prometheus: a bind_exporter sidecar in every pod
+    reading named's statistics channel on 127.0.0.1:8053 (off by default)."""
+
+    enabled: bool = False
+    exporterImage: Annotated[str, AfterValidator(_pinned_image)] = (
+        "prometheuscommunity/bind-exporter:v0.8.0")
+    port: int = Field(default=9119, ge=1024, le=65535)
+    # A ServiceMonitor (Prometheus Operator) instead of the prometheus.io/* annotations.
+    serviceMonitor: bool = False
+    # Who may scrape the port (NetworkPolicy); empty: any source.
+    allowFrom: list[Cidr] = Field(default_factory=list)
+
+    @field_validator("port")
+    @classmethod
+    def _not_dns_or_stats(cls, value: int) -> int:
+        if value == 8053:
+            raise ValueError("port 8053 is named's statistics channel; pick another (9119)")
+        return value
+
+
 class Instance(_Strict):
     name: str
     role: Literal["primary", "secondary"]
@@ -388,6 +418,8 @@ class Instance(_Strict):
 
     # A mirror or a derived image; it must provide named and dig (the readiness probe).
     image: str | None = None
+    # The stack's `metrics`, replaced for this instance.
+    metrics: MetricsSpec | None = None
 
     @property
     def container_image(self) -> str:
@@ -597,6 +629,8 @@ class StackSpec(_Strict):
     # Region stacks: the primaries' addresses come from this stack's `instances` output
     # (pulumi.StackReference) instead of each zone's secondaryConfig.primaryServers.
     primaryStack: str | None = None
+    # Prometheus metrics of every instance (an instance's own `metrics` replaces it).
+    metrics: MetricsSpec = MetricsSpec()
     _primary_stack = field_validator("primaryStack")(
         classmethod(lambda cls, v: stack_reference_name(v)))
 
@@ -626,6 +660,9 @@ class StackSpec(_Strict):
 
     def instances_for(self, zone: Zone) -> list[Instance]:
         return [i for i in self.instances if zone.instanceSelector.matches(i.labels)]
+
+    def metrics_for(self, instance: Instance) -> MetricsSpec:
+        return instance.metrics or self.metrics
 
     def zones_for(self, instance: Instance) -> list[Zone]:
         return [z for z in self.zones if z.instanceSelector.matches(instance.labels)]

@@ -213,10 +213,17 @@ network_down() {
 up() {
   [[ "$(id -u)" == 0 ]] || die "run as root (it starts containerd, kubelet and sets up a bridge)"
   # Kubelet, runc and the CNI plugins write machine-wide paths: one cluster per machine.
-  if [[ -f "$SOCKDIR/owner" && "$(cat "$SOCKDIR/owner")" != "$RUN" ]]; then
+  # A cluster whose processes were killed (a machine handed on, a stopped session)
+  # leaves them behind: clean them before starting.
+  if [[ -f "$SOCKDIR/owner" ]]; then
     local other; other="$(cat "$SOCKDIR/owner")"
     if [[ -f "$other/pids/containerd" ]] && kill -0 "$(cat "$other/pids/containerd")" 2>/dev/null; then
-      die "the cluster of another checkout runs on this machine ($other); stop it with its scripts/cluster.sh down"
+      [[ "$other" == "$RUN" ]] ||
+        die "the cluster of another checkout runs on this machine ($other); stop it with its scripts/cluster.sh down"
+    else
+      log "cleaning up what a stopped cluster left ($other)"
+      cleanup_leftovers "$other"
+      rm -rf "$SOCKDIR"
     fi
   fi
   install_packages
@@ -302,6 +309,29 @@ up() {
   echo "export KUBECONFIG=$KUBECONFIG_OUT PATH=$bin:\$PATH"
 }
 
+# What a cluster leaves in machine-wide places once its processes are gone: pod
+# shims, mounts, netns, the bridge and chains, kubepods cgroups, kubelet's dirs.
+cleanup_leftovers() { # state dir of that cluster (its mounts are released too)
+  local run=$1 bin="" pid m c
+  [[ -f "$run/bin" ]] && bin="$(cat "$run/bin")"
+  # Shims that containerd started for the pods (their socket paths name SOCKDIR).
+  for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $SOCKDIR/containerd.sock" || true); do
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  [[ -n "$bin" && -x "$bin/kube-proxy" ]] && "$bin/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  # Mounts under the fixed paths kubelet and containerd use, deepest first.
+  for m in $(awk '{print $2}' /proc/mounts | grep -E "^(/var/lib/kubelet|$run|$SOCKDIR|/run/containerd|/run/netns/cni-)" | sort -r); do
+    umount -l "$m" 2>/dev/null || true
+  done
+  for m in /run/netns/cni-*; do [[ -e "$m" ]] && ip netns del "$(basename "$m")" 2>/dev/null || true; done
+  network_down
+  for c in /sys/fs/cgroup/*/kubepods; do # deepest first
+    [[ -d "$c" ]] || continue
+    find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+  rm -rf /var/lib/kubelet /var/log/pods /var/log/containers /var/lib/cni
+}
+
 down() {
   [[ "$(id -u)" == 0 ]] || die "run as root"
   if [[ -f "$SOCKDIR/owner" && "$(cat "$SOCKDIR/owner")" != "$RUN" ]]; then
@@ -326,26 +356,8 @@ down() {
   stop kube-apiserver
   stop etcd
   stop containerd
-  # Shims that containerd started for our pods (their socket paths name our state dir).
-  local pid
-  for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $SOCKDIR/containerd.sock" || true); do
-    kill -9 "$pid" 2>/dev/null || true
-  done
-  [[ -n "$bin" && -x "$bin/kube-proxy" ]] && "$bin/kube-proxy" --cleanup >/dev/null 2>&1 || true
-  # Mounts under the fixed paths kubelet and containerd use, deepest first.
-  local m
-  for m in $(awk '{print $2}' /proc/mounts | grep -E "^(/var/lib/kubelet|$RUN|$SOCKDIR|/run/containerd|/run/netns)" | sort -r); do
-    umount -l "$m" 2>/dev/null || true
-  done
-  for m in /run/netns/cni-*; do [[ -e "$m" ]] && ip netns del "$(basename "$m")" 2>/dev/null || true; done
-  network_down
-  # kubepods cgroups, deepest first.
-  local c
-  for c in /sys/fs/cgroup/*/kubepods; do
-    [[ -d "$c" ]] || continue
-    find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-  done
-  rm -rf "$RUN" "$SOCKDIR" /var/lib/kubelet /var/log/pods /var/log/containers /var/lib/cni "$KUBECONFIG_OUT"
+  cleanup_leftovers "$RUN"
+  rm -rf "$RUN" "$SOCKDIR" "$KUBECONFIG_OUT"
   log "down: every process stopped, state removed"
 }
 
