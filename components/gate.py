@@ -420,6 +420,7 @@ def gate_plans(spec: Any) -> list[GatePlan]:
     """
     plans: list[GatePlan] = []
     seen: set[str] = set()
+    members = _catalog_members(spec)
     by_name: dict[str, list[Any]] = {}
     for zone in spec.zones:
         by_name.setdefault(zone.zoneName, []).append(zone)
@@ -437,6 +438,9 @@ def gate_plans(spec: Any) -> list[GatePlan]:
                         secondary_insts.append(inst)
         secs = tuple((i.name, i.service.fixed_address) for i in secondary_insts)
         if primary is not None:
+            if zone.zoneName in members:  # other stacks' secondaries, through the catalog
+                own = {a for _, a in secs if a}
+                secs += tuple((a, a) for a in primary.alsoNotify if a not in own)
             prim_insts = spec.instances_for(primary)
             prims = tuple((i.name, i.service.fixed_address or "") for i in prim_insts)
             plans.append(GatePlan(zone.zoneName, primary.resource_name, prims, secs, True,
@@ -451,6 +455,17 @@ def gate_plans(spec: Any) -> list[GatePlan]:
                                   tuple((s, s) for s in servers), secs, False,
                                   tuple(i.name for i in secondary_insts)))
     return plans
+
+
+def _catalog_members(spec: Any) -> set[str]:
+    """Zones of the stack's catalog (and the catalog) whose gate also checks every
+    alsoNotify address: secondaries of other stacks create them from the catalog."""
+    catalog = getattr(spec, "catalog", None)
+    if catalog is None or not catalog.verifySecondaries:
+        return set()
+    from .catalog import catalog_members
+
+    return catalog_members(spec)
 
 
 def map_address(address: str, address_map: Mapping[str, str]) -> tuple[str, int]:

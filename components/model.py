@@ -613,6 +613,54 @@ class GateSpec(_Strict):
     via: Literal["kubernetes-api", "direct"] = "kubernetes-api"
 
 
+# --------------------------------------------------------------------------- catalog zones
+# (RFC 9432, schema version 2; the logic is in components/catalog.py)
+
+
+def _default_selector(role: str) -> Any:
+    return lambda: InstanceSelector(matchLabels={"dns-role": role})
+
+
+class CatalogSpec(_Strict):
+    """The primary stack's catalog: a zone the primaries serve listing the member zones."""
+
+    zoneName: str
+    # The primary instances that serve the catalog zone (default: every primary).
+    instanceSelector: InstanceSelector = Field(default_factory=_default_selector("primary"))
+    # Member zone names (primary zones of this stack); default: every primary zone.
+    members: list[str] | None = None
+    # Where NOTIFY for the catalog goes; default: every member zone's alsoNotify.
+    alsoNotify: list[Server] | None = None
+    soaRecord: SoaRecord | None = None
+    ttl: int = Field(default=3600, ge=0, le=MAX_TTL)
+    # Write the primaries (fixed addresses, port 53) and the TSIG key name into the
+    # catalog as primaries.ext properties; they override the secondaries' default-primaries.
+    advertisePrimaries: bool = False
+    # The gate checks that every alsoNotify address serves each member zone.
+    verifySecondaries: bool = True
+
+    _zone = field_validator("zoneName")(classmethod(lambda cls, v: Zone._zone_name(v)))
+
+
+def _no_catalog(value: Any) -> Any:
+    """Pulumi.yaml's default for `catalog` is {}: no catalog."""
+    return None if value == {} else value
+
+
+class CatalogConsumer(_Strict):
+    """A region stack's catalog: its secondaries serve every member the catalog lists."""
+
+    zoneName: str
+    primaryServers: list[Server]
+    instanceSelector: InstanceSelector = Field(default_factory=_default_selector("secondary"))
+
+    _zone = field_validator("zoneName")(classmethod(lambda cls, v: Zone._zone_name(v)))
+
+    @property
+    def servers(self) -> list[tuple[str, int]]:
+        return [parse_server(v) for v in self.primaryServers]
+
+
 class StackSpec(_Strict):
     """One region stack, as written in Pulumi.<stack>.yaml (without the project prefix)."""
 
@@ -626,6 +674,9 @@ class StackSpec(_Strict):
     gate: GateSpec = GateSpec()
     maxZoneBytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     kubernetesRenderDir: str | None = None
+    # Catalog zones (components/catalog.py): produced here, or consumed here.
+    catalog: Annotated[CatalogSpec | None, BeforeValidator(_no_catalog)] = None
+    catalogs: list[CatalogConsumer] = Field(default_factory=list)
     # Region stacks: the primaries' addresses come from this stack's `instances` output
     # (pulumi.StackReference) instead of each zone's secondaryConfig.primaryServers.
     primaryStack: str | None = None

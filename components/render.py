@@ -35,6 +35,9 @@ ZONE_PART_BYTES = 900_000
 
 Address = tuple[str, int]
 
+#: catalog-zones min-update-interval (BIND's default 5 s): apply catalog changes at once
+CATALOG_MIN_UPDATE = 1
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -182,7 +185,20 @@ def render_instance(
                     "primaries": [placement.map(a) for a in zone.secondaryConfig.servers],
                 }
             )
+    # Catalog zones this secondary consumes (components/catalog.py): named creates and
+    # deletes the member zones; they transfer from default-primaries with the key, and
+    # (like every zone of a secondary) allow transfers to the key only, for the gate.
+    catalogs = [
+        {"name": c.zoneName, "primaries": [placement.map(a) for a in c.servers]}
+        for c in spec.catalogs
+        if instance.role == "secondary" and c.instanceSelector.matches(instance.labels)
+    ]
+    allow_transfer = instance.transfer_acl(key.name)
+    if catalogs and not allow_transfer:
+        allow_transfer = [f"key {key.name}"]
     named_conf = _env.get_template("named.conf.j2").render(
+        catalogs=catalogs,
+        catalog_min_update=CATALOG_MIN_UPDATE,
         instance=instance,
         root=placement.root,
         port=placement.port,
@@ -192,7 +208,7 @@ def render_instance(
         stats_port=placement.stats_port,
         key_name=key.name,
         allow_query=instance.config.allowQuery,
-        allow_transfer=instance.transfer_acl(key.name),
+        allow_transfer=allow_transfer,
         primary_zones=primary_zones,
         secondary_zones=secondary_zones,
         max_refresh=instance.config.maxRefreshSeconds,

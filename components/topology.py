@@ -357,6 +357,14 @@ def load_topology(
         shape_errors & {"instances", "bindyManifests"})
     spec = spec.model_copy(update={"instances": valid_instances, "zones": valid_zones})
     zone_paths = valid_zone_paths
+    # Catalog zones (components/catalog.py): the zones they add are checked as any other.
+    from .catalog import expand as expand_catalogs
+
+    extra, extra_paths, catalog_issues = expand_catalogs(spec, zone_paths, project_dir, stack)
+    issues += catalog_issues
+    spec = spec.model_copy(update={"zones": [*spec.zones, *extra]})
+    zone_paths = [*zone_paths, *extra_paths]
+
     issues += _check_cross(spec, instance_paths, zone_paths, all_instances_valid,
                            primary_stack_given=bool(raw.get("primaryStack")))
     if spec.primaryStack and spec.primaryStack.split("/")[-1] == stack and (
