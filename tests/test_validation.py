@@ -404,7 +404,7 @@ def test_unknown_config_key_typo(check, minimal_raw):
         f"{P}instances[0].replica",
         "unknown key 'replica'",
         "did you mean 'replicas'?",
-        "valid keys here: config, image, labels, name, replicas",
+        "valid keys here: config, image, labels, metrics, name, replicas",
     )
 
 
