@@ -153,7 +153,7 @@ def expand(spec: StackSpec, zone_paths: list[str], project_dir: Path,
             issues.append(ConfigIssue(path=f"{at}.zoneName", message=(
                 f"{consumer.zoneName} is also a zone of this stack ({zone_paths[z]}); a "
                 "catalog is configured by catalogs only: remove that zone entry")))
-        if not consumer.primaryServers:
+        if not consumer.primaryServers and not getattr(spec, "primaryStack", None):
             issues.append(ConfigIssue(path=f"{at}.primaryServers", message=(
                 "a catalog needs the IPs of the primaries that serve it (and its members); "
                 "add primaryServers: ['10.0.1.10']")))

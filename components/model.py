@@ -651,7 +651,8 @@ class CatalogConsumer(_Strict):
     """A region stack's catalog: its secondaries serve every member the catalog lists."""
 
     zoneName: str
-    primaryServers: list[Server]
+    # The primaries' IPs; with primaryStack, taken from the primary stack's outputs instead.
+    primaryServers: list[Server] = Field(default_factory=list)
     instanceSelector: InstanceSelector = Field(default_factory=_default_selector("secondary"))
 
     _zone = field_validator("zoneName")(classmethod(lambda cls, v: Zone._zone_name(v)))

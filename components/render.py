@@ -188,10 +188,16 @@ def render_instance(
     # Catalog zones this secondary consumes (components/catalog.py): named creates and
     # deletes the member zones; they transfer from default-primaries with the key, and
     # (like every zone of a secondary) allow transfers to the key only, for the gate.
+    # default-primaries are the catalog zone's own primaries (primaryServers, or those
+    # primaryStack resolved into the zone).
+    catalog_zones = {z.zoneName: z.secondaryConfig for z in zones
+                     if z.type == "secondary" and z.secondaryConfig is not None}
     catalogs = [
-        {"name": c.zoneName, "primaries": [placement.map(a) for a in c.servers]}
+        {"name": c.zoneName,
+         "primaries": [placement.map(a) for a in catalog_zones[c.zoneName].servers]}
         for c in spec.catalogs
-        if instance.role == "secondary" and c.instanceSelector.matches(instance.labels)
+        if instance.role == "secondary" and c.zoneName in catalog_zones
+        and c.instanceSelector.matches(instance.labels)
     ]
     allow_transfer = instance.transfer_acl(key.name)
     if catalogs and not allow_transfer:

@@ -424,3 +424,25 @@ def test_a_catalog_with_a_wrong_key_is_refused(project: Path, tmp_path: Path) ->
         assert report.lagging()[0].reason in TSIG_REASONS, report.message
     finally:
         proc.stop()
+
+
+@pytest.mark.unit
+def test_catalogs_take_primaries_from_primary_stack(tmp_path: Path) -> None:
+    """With primaryStack, a catalog needs no primaryServers: the primary stack's outputs
+    (read from its stack file here) give the catalog zone's primaries and default-primaries."""
+    from components.topology import resolve_offline
+
+    for name in ("Pulumi.yaml", "Pulumi.catalog.yaml"):
+        shutil.copy(PROJECT_DIR / name, tmp_path / name)
+    shutil.copytree(PROJECT_DIR / "configs", tmp_path / "configs")
+    raw = raw_of(REGION)
+    raw["primaryStack"] = PRIMARY
+    raw["catalogs"] = [{"zoneName": CATALOG}]
+    topo = resolve_offline(load(raw, REGION, tmp_path), tmp_path)
+    conf = conf_of(topo, "catalog-secondary-b")
+    assert "default-primaries { 10.8.0.10 port 53 key transfer-key; }" in conf
+    # without primaryStack, primaryServers is required (named by path)
+    raw = raw_of(REGION)
+    raw["catalogs"] = [{"zoneName": CATALOG}]
+    assert any(p.startswith("bind9-topology:catalogs[0].primaryServers: a catalog needs")
+               for p in problems(raw, REGION))
