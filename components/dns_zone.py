@@ -25,18 +25,40 @@ class DNSZoneArgs:
 
 
 def probe_endpoints(spec: StackSpec, zone: Zone) -> list[dict[str, Any]]:
-    """Every server that may hold the zone: its primaries, secondaries, NOTIFY targets."""
+    """Every server that may hold the zone: its primaries, secondaries, NOTIFY targets.
+
+    With gate.via kubernetes-api, the stack's own instances are asked pod by pod
+    through the API (as the gate asks them); other addresses directly.
+    """
+    via_api = spec.gate.via == "kubernetes-api"
     addresses: list[str] = []
+    endpoints: list[dict[str, Any]] = []
+    owned: set[str] = set()
     for z in spec.zones:
         if z.zoneName == zone.zoneName:
-            addresses += [i.service.fixed_address for i in spec.instances_for(z)
-                          if i.service.fixed_address]
-    addresses += zone.alsoNotify
-    endpoints = []
+            for inst in spec.instances_for(z):
+                if inst.service.fixed_address:
+                    owned.add(inst.service.fixed_address)
+                if via_api:
+                    item = {"name": inst.name, "instance": inst.name,
+                            "namespace": spec.namespace, "via": "kubernetes-api"}
+                    if item not in endpoints:
+                        endpoints.append(item)
+                elif inst.service.fixed_address:
+                    addresses.append(inst.service.fixed_address)
+    addresses += [a for a in zone.alsoNotify if not (via_api and a in owned)]
     for address in dict.fromkeys(addresses):
         host, port = map_address(address, spec.gate.addressMap)
         endpoints.append({"host": host, "port": port})
     return endpoints
+
+
+def provider_kube_settings() -> tuple[pulumi.Output[str] | None, str | None]:
+    """The kubeconfig (a secret) and context of the stack's Kubernetes provider, which
+    the gate and the serials use to reach pods through the API."""
+    kube = pulumi.Config("kubernetes")
+    kubeconfig = kube.get_secret("kubeconfig") if kube.get("kubeconfig") else None
+    return kubeconfig, kube.get("context")
 
 
 class DNSZone(pulumi.ComponentResource):
@@ -49,6 +71,7 @@ class DNSZone(pulumi.ComponentResource):
         self.zone = args.zone
         self.serial = None
         if args.content is not None:
+            kubeconfig, kube_context = provider_kube_settings()
             self.serial_resource = ZoneSerial(
                 f"{name}-serial",
                 zone_name=args.zone.zoneName,
@@ -59,6 +82,8 @@ class DNSZone(pulumi.ComponentResource):
                 tsig_key_name=args.spec.tsigKey.name,
                 tsig_algorithm=args.spec.tsigKey.algorithm,
                 tsig_secret=args.tsig_secret,
+                kubeconfig=kubeconfig,
+                kube_context=kube_context,
             )
             self.serial = self.serial_resource.serial
         self.register_outputs(

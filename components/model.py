@@ -683,10 +683,10 @@ class StackSpec(_Strict):
     primaryStack: str | None = None
     # Prometheus metrics of every instance (an instance's own `metrics` replaces it).
     metrics: MetricsSpec = MetricsSpec()
-    _primary_stack = field_validator("primaryStack")(
-        classmethod(lambda cls, v: stack_reference_name(v)))
 
     _ns = field_validator("namespace")(classmethod(lambda cls, v: dns1123_name(v)))
+    _primary_stack = field_validator("primaryStack")(
+        classmethod(lambda cls, v: stack_reference_name(v)))
 
     @model_validator(mode="before")
     @classmethod

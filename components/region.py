@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 
 from .bind9_instance import Bind9Instance, Bind9InstanceArgs
-from .dns_zone import DNSZone, DNSZoneArgs
+from .dns_zone import DNSZone, DNSZoneArgs, provider_kube_settings
 from .model import Instance
 from .render import render_instance
 from .topology import Topology
@@ -105,9 +105,7 @@ def _transfer_gates(topo, zones, instances, tsig_secret) -> dict:
     if not gate.enabled:
         return {}
 
-    kube = pulumi.Config("kubernetes")  # the same cluster as the stack's provider
-    kubeconfig = kube.get_secret("kubeconfig") if kube.get("kubeconfig") else None
-    kube_context = kube.get("context")
+    kubeconfig, kube_context = provider_kube_settings()  # the stack provider's cluster
 
     def endpoint(name: str, address: str | None):
         if gate.via == "kubernetes-api" and name in instances:

@@ -16,7 +16,9 @@ imports little.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+from collections.abc import Iterator
 from typing import Any
 
 import pulumi
@@ -40,16 +42,18 @@ class ZoneSerialProvider(ResourceProvider):
         today = datetime.datetime.now(datetime.UTC).date()
         serial = next_serial(previous, news["contentHash"], today).serial
         zone = str(news["zoneName"])
-        answers = _served(zone, news.get("probe") or [])
-        served = _highest(list(answers.values()))
-        if served is not None and not serial_is_newer(serial, served):
-            # Equal is kept only when every server at that serial proves this content
-            # (TSIG AXFR digest); a reused serial would leave other content on secondaries.
-            same = served == serial and _serve_this_content(
-                zone, [ep for ep, s in answers.items() if s == served],
-                news.get("digest"), _key(news))
-            if not same:
-                serial = (served + 1) % SERIAL_MODULUS or 1
+        with _probe_targets(news) as endpoints:
+            answers = _served_by(zone, endpoints)
+            served = _highest(list(answers.values()))
+            if served is not None and not serial_is_newer(serial, served):
+                # Equal is kept only when every server at that serial proves this content
+                # (TSIG AXFR digest); a reused serial would leave other content on
+                # secondaries.
+                same = served == serial and _serve_this_content(
+                    zone, [ep for ep, s in answers.items() if s == served],
+                    news.get("digest"), _key(news))
+                if not same:
+                    serial = (served + 1) % SERIAL_MODULUS or 1
         return {**news, "serial": serial}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -72,14 +76,44 @@ class ZoneSerialProvider(ResourceProvider):
         return ReadResult(id_=id_, outs=props)
 
 
+@contextlib.contextmanager
+def _probe_targets(props: dict[str, Any]) -> Iterator[list[Any]]:
+    """Every server to ask: addresses as given, and each pod of the stack's instances
+    through the Kubernetes API (gate.via kubernetes-api). An instance with no pods yet
+    (first deploy: its Deployment comes after the serial) serves nothing and is skipped."""
+    from components.dnscheck import Endpoint
+    from components.kube_forward import KubeApiError, gate_endpoints
+
+    probe = list(props.get("probe") or [])
+    endpoints = list(dict.fromkeys(
+        Endpoint(str(p["host"]), int(p.get("port") or 53)) for p in probe
+        if p.get("via") != "kubernetes-api"))
+    secret = props.get("kubeconfig")
+    kubeconfig = (secret.get("value") if isinstance(secret, dict) else secret) or None
+    with contextlib.ExitStack() as stack:
+        for item in (p for p in probe if p.get("via") == "kubernetes-api"):
+            try:
+                pods, _ = stack.enter_context(gate_endpoints(
+                    [item], [], kubeconfig, props.get("kubeContext") or None))
+            except KubeApiError:
+                continue
+            endpoints += pods
+        yield endpoints
+
+
 def _served(zone: str, probe: list[dict[str, Any]]) -> dict[Any, int]:
     """Endpoint -> the serial it answers authoritatively with (servers that answer only)."""
+    from components.dnscheck import Endpoint
+
+    return _served_by(zone, list(dict.fromkeys(
+        Endpoint(str(p["host"]), int(p.get("port") or 53)) for p in probe)))
+
+
+def _served_by(zone: str, endpoints: list[Any]) -> dict[Any, int]:
     from concurrent.futures import ThreadPoolExecutor
 
-    from components.dnscheck import Endpoint, query_soa
+    from components.dnscheck import query_soa
 
-    endpoints = list(dict.fromkeys(
-        Endpoint(str(p["host"]), int(p.get("port") or 53)) for p in probe))
     if not endpoints:
         return {}
     with ThreadPoolExecutor(max_workers=min(16, len(endpoints))) as pool:
@@ -150,6 +184,8 @@ class ZoneSerial(Resource, module="bind9", name="ZoneSerial"):
         tsig_key_name: str | None = None,
         tsig_algorithm: str | None = None,
         tsig_secret: pulumi.Input[str] | None = None,
+        kubeconfig: pulumi.Input[str] | None = None,
+        kube_context: str | None = None,
     ) -> None:
         props: dict[str, Any] = {
             "zoneName": zone_name,
@@ -157,6 +193,11 @@ class ZoneSerial(Resource, module="bind9", name="ZoneSerial"):
             "probe": probe or [],
             "serial": None,
         }
+        if any(p.get("via") == "kubernetes-api" for p in probe or []):
+            props["kubeconfig"] = pulumi.Output.secret(kubeconfig) if kubeconfig else None
+            props["kubeContext"] = kube_context
+            opts = pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(additional_secret_outputs=["kubeconfig"]))
         if digest is not None:  # the content proof for a serial the servers already serve
             props.update({
                 "digest": digest,

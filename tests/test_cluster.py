@@ -354,6 +354,31 @@ def test_the_gate_works_from_a_network_that_reaches_only_the_api(
         sh("ip", "link", "del", host_if, check=False)
 
 
+def test_lost_state_serial_moves_past_what_the_pods_serve_through_the_api(
+    deployed: Deployment,
+) -> None:
+    """A ZoneSerial with no state asks every pod (through the API, as the gate does):
+    other content at the served serial moves past it; proven content keeps it."""
+    from components.topology import load_topology, read_stack_file
+    from components.zone_serial import ZoneSerialProvider
+
+    project = deployed.engine.project
+    namespace = deployed.namespaces[PRIMARY_STACK]
+    served = deployed.serials()["example.net"]
+    topo = load_topology(read_stack_file(project, PRIMARY_STACK), stack=PRIMARY_STACK,
+                         project_dir=project, tsig_secret=deployed.secret)
+    content = topo.contents["example.net"]
+    base = {"zoneName": "example.net", "contentHash": "state-lost",
+            "probe": [_api("primary-dns", namespace), _api("secondary-dns", namespace)],
+            "kubeconfig": deployed.cluster.env["KUBECONFIG"], "kubeContext": None,
+            "tsigKeyName": KEY_NAME, "tsigAlgorithm": "hmac-sha256",
+            "tsigSecret": deployed.secret}
+    other = ZoneSerialProvider()._advance(None, {**base, "digest": "0" * 64})
+    assert other["serial"] == served + 1, (served, other["serial"])
+    same = ZoneSerialProvider()._advance(None, {**base, "digest": content.digest})
+    assert same["serial"] == served, (served, same["serial"])
+
+
 # --------------------------------------------------------------------------- a change
 
 

@@ -295,7 +295,7 @@ def test_serial_never_goes_backwards_when_state_is_lost(cluster: Cluster) -> Non
     assert cluster.gate().ok
 
     spec = cluster.topo.spec.model_copy(update={"gate": cluster.topo.spec.gate.model_copy(
-        update={"addressMap": cluster.address_map})})
+        update={"addressMap": cluster.address_map, "via": "direct"})})
     primary_zone = next(z for z in spec.zones if z.type == "primary")
     probe = probe_endpoints(spec, primary_zone)
     assert {(p["host"], p["port"]) for p in probe} == {
