@@ -16,4 +16,13 @@ fi
 # Debian starts named as a service on install; our tests run their own.
 as_root systemctl disable --now named >/dev/null 2>&1 || true
 
+# The tests (requirements-dev.txt) also run Knot DNS and NSD for interop.
+if [ "${1:-requirements-dev.txt}" = requirements-dev.txt ] \
+   && { [ ! -x /usr/sbin/knotd ] || [ ! -x /usr/sbin/nsd ]; }; then
+  echo "installing knot, nsd from Debian's packages (interop tests)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq knot nsd >/dev/null
+  as_root systemctl disable --now knot nsd >/dev/null 2>&1 || true
+fi
+
 python3 -m pip install -q --disable-pip-version-check -r "${1:-requirements-dev.txt}"
