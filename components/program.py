@@ -10,7 +10,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime.config import get_config_env, get_config_secret_keys_env, is_config_secret
 
-from .model import TopologyError
+from .model import PROJECT, TopologyError
 from .region import Bind9Region, Bind9RegionArgs
 from .topology import (
     PREFIX,
@@ -20,17 +20,38 @@ from .topology import (
     clear_secret_issue,
     load_topology,
     namespace_typos,
+    project_dir_default,
 )
 
 
-def raw_config_from_engine() -> StackConfig:
-    """All of this project's config keys (objects arrive as JSON text)."""
-    env = get_config_env()
-    raw = StackConfig(warnings=namespace_typos(str(k) for k in env))
-    for full_key, value in env.items():
-        if not full_key.startswith(PREFIX):
+def config_keys() -> list[str]:
+    """Every fully qualified config key this program was given, in every namespace.
+
+    `pulumi.Config` reads a key, it cannot list a namespace; the SDK (3.x) keeps the
+    whole map in two places, and both are read: the map `pulumi.runtime.set_all_config`
+    fills (the context variable `pulumi.runtime.config.CONFIG`, which `get_config`
+    consults first: Automation API inline programs and mocks tests), and the engine's
+    PULUMI_CONFIG (`pulumi.runtime.get_config_env()`, what the language host hands over).
+    """
+    from pulumi.runtime import config as runtime_config
+
+    holder = getattr(runtime_config, "CONFIG", None)
+    explicit = holder.get() if holder is not None else {}
+    return sorted({str(k) for k in explicit} | {str(k) for k in get_config_env()})
+
+
+def raw_config() -> StackConfig:
+    """All of this project's config keys, read through `pulumi.Config` (objects arrive
+    as JSON text), the TSIG secret left out: `tsig_secret` reads it. Keys in a
+    namespace that looks like a misspelling of the project's become warnings."""
+    keys = config_keys()
+    raw = StackConfig(warnings=namespace_typos(keys))
+    config = pulumi.Config(PROJECT)
+    for full_key in keys:
+        if not full_key.startswith(PREFIX) or full_key == f"{PREFIX}{SECRET_KEY}":
             continue
         key = full_key[len(PREFIX):]
+        value: Any = config.get(key)
         if isinstance(value, str) and value[:1] in "[{":
             with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
@@ -38,15 +59,46 @@ def raw_config_from_engine() -> StackConfig:
     return raw
 
 
+#: Kept for callers of the former name (config came from PULUMI_CONFIG directly).
+raw_config_from_engine = raw_config
+
+
+def tsig_secret() -> tuple[str | None, pulumi.Output[str] | None]:
+    """The TSIG secret through `pulumi.Config.get_secret`: its text (checked by
+    load_topology, rendered nowhere) and the secret Output the resources take."""
+    output = pulumi.Config(PROJECT).get_secret(SECRET_KEY)
+    if output is None:
+        return None, None
+    # get_secret wraps a value it has already read; unwrapping it again with
+    # Output.apply would make the check asynchronous, so the same key is read as text.
+    return pulumi.Config(PROJECT).get(SECRET_KEY), output
+
+
 def secret_in_clear() -> bool:
-    """True when the stack's TSIG secret is set but not as a secret (the engine says which
-    keys are secrets in PULUMI_CONFIG_SECRET_KEYS; the language host loads them too)."""
+    """True when the stack's TSIG secret is set but not as a secret: the engine says which
+    keys are secrets in PULUMI_CONFIG_SECRET_KEYS, set_all_config(secret_keys=...) in
+    `is_config_secret` (the language host loads the former into the latter too)."""
     key = f"{PREFIX}{SECRET_KEY}"
     return key not in get_config_secret_keys_env() and not is_config_secret(key)
 
 
-def checked_topology(stack: str, raw: dict[str, Any], project_dir: Path) -> Topology:
-    secret = raw.get(SECRET_KEY)
+def project_directory() -> Path:
+    """Where Pulumi.yaml is: the engine's root directory; under mocks (whose root
+    directory is a placeholder) the working directory or this package's project."""
+    root = Path(pulumi.get_root_directory() or ".")
+    if (root / "Pulumi.yaml").is_file():
+        return root
+    if (Path.cwd() / "Pulumi.yaml").is_file():
+        return Path.cwd()
+    return project_dir_default()
+
+
+def checked_topology(stack: str, raw: dict[str, Any], project_dir: Path,
+                     secret: str | None = None) -> Topology:
+    """The checked topology, or a RunError listing every problem (secret: the TSIG
+    secret's text; raw's own tsigSecret when not given)."""
+    if secret is None:
+        secret = raw.get(SECRET_KEY)
     clear = []
     if isinstance(secret, str) and secret and secret_in_clear():
         # Refused exactly as `validate` refuses it, and never used.
@@ -68,8 +120,10 @@ def checked_topology(stack: str, raw: dict[str, Any], project_dir: Path) -> Topo
     return topology
 
 
-def build(topology: Topology) -> Bind9Region:
-    secret = pulumi.Output.secret(topology.tsig_secret or "")
+def build(topology: Topology, secret: pulumi.Output[str] | None = None) -> Bind9Region:
+    """The region's components (secret: the TSIG secret as Config.get_secret gave it)."""
+    if secret is None or not topology.tsig_secret:
+        secret = pulumi.Output.secret(topology.tsig_secret or "")
     opts = None
     if topology.spec.kubernetesRenderDir:
         # Render manifests to a directory instead of talking to a cluster (the local stack).
@@ -147,16 +201,17 @@ def main() -> None:
     stack = pulumi.get_stack()
     # Paths in config (recordsFile, bindyManifests) are relative to the project's
     # Pulumi.yaml, wherever the components package itself is installed.
-    project_dir = Path(pulumi.get_root_directory())
-    topology = checked_topology(stack, raw_config_from_engine(), project_dir)
+    project_dir = project_directory()
+    text, secret = tsig_secret()
+    topology = checked_topology(stack, raw_config(), project_dir, text)
     topology = with_local_runner(topology, project_dir)
-    deploy(topology)
+    deploy(topology, secret)
 
 
-def deploy(topology: Topology) -> None:
+def deploy(topology: Topology, secret: pulumi.Output[str] | None = None) -> None:
     """Build and export; with primaryStack, once the primary stack's outputs are read."""
     if not topology.spec.primaryStack:
-        export(build(topology), topology)
+        export(build(topology, secret), topology)
         return
     from .topology import PRIMARY_STACK_OUTPUT
 
@@ -168,7 +223,7 @@ def deploy(topology: Topology) -> None:
 
     def deferred(instances: Any) -> pulumi.Output[dict[str, Any]]:
         resolved = resolved_topology(topology, instances)
-        return pulumi.Output.from_input(outputs(build(resolved), resolved))
+        return pulumi.Output.from_input(outputs(build(resolved, secret), resolved))
 
     instances_output: pulumi.Output[Any] = ref.get_output(PRIMARY_STACK_OUTPUT)
     values: pulumi.Output[dict[str, Any]] = instances_output.apply(deferred)
