@@ -3,6 +3,7 @@
     python -m components validate --stack prod
     python -m components render --stack prod --out out/
     python -m components keygen
+    python -m components schema --check            (Pulumi.yaml and README from the model)
     python -m components import-bindy bindy/*.yaml --stack prod   (see components.bindy)
     python -m components local up --stack prod      (see components.local)
 """
@@ -134,6 +135,22 @@ def cmd_import_bindy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .schema import drift, write
+
+    if args.write:
+        changed = write(args.project)
+        print(f"wrote {', '.join(changed)}" if changed else "Pulumi.yaml and README.md are current")
+        return 0
+    stale = drift(args.project)
+    if stale:
+        print(f"{', '.join(stale)}: the stack config schema differs from components/model.py; "
+              "run: python -m components schema --write", file=sys.stderr)
+        return 1
+    print("Pulumi.yaml and README.md match the model")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m components", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -174,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("keygen", help="print a new random TSIG secret (base64)")
     p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser(
+        "schema", help="Pulumi.yaml's config block and the README's config table, from the model")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true", help="exit 1 when either has drifted")
+    mode.add_argument("--write", action="store_true", help="rewrite both from the model")
+    p.set_defaults(func=cmd_schema)
 
     try:
         from .local import add_local_parser

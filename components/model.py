@@ -665,24 +665,60 @@ class CatalogConsumer(_Strict):
 class StackSpec(_Strict):
     """One region stack, as written in Pulumi.<stack>.yaml (without the project prefix)."""
 
-    region: str
-    environment: str = "production"
-    namespace: str = "dns-system"
-    instances: list[Instance] = Field(default_factory=list)
-    zones: list[Zone] = Field(default_factory=list)
-    bindyManifests: list[str] = Field(default_factory=list)
-    tsigKey: TsigKeySpec = TsigKeySpec()
-    gate: GateSpec = GateSpec()
-    maxZoneBytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    kubernetesRenderDir: str | None = None
+    # The descriptions are the stack config reference: `python -m components schema
+    # --write` writes them, the types and the defaults into Pulumi.yaml's `config:` block
+    # and the README's table (components/schema.py; a test fails when those drift).
+    region: str = Field(description=(
+        "Region of this stack; the default `region` label of every instance."))
+    environment: str = Field(default="production", description=(
+        "`environment` label of every instance (e.g. production, staging)."))
+    namespace: str = Field(default="dns-system", description=(
+        "Kubernetes namespace the instances are deployed to."))
+    instances: list[Instance] = Field(default_factory=list, description=(
+        "Bind9Instance specs (below): name, role (primary|secondary), labels (dns-role, "
+        'region, environment), replicas, version ("9.18"|"9.20"), config {recursion, '
+        "allowQuery, allowTransfer, peerCidrs, maxRefreshSeconds}, resources, service "
+        "{type, loadBalancerIP | clusterIP}, image, metrics."))
+    zones: list[Zone] = Field(default_factory=list, description=(
+        "DNSZone specs (below): zoneName, type (primary|secondary), "
+        "instanceSelector.matchLabels, secondaryConfig.primaryServers, soaRecord, ttl, "
+        "records or recordsFile, alsoNotify."))
+    bindyManifests: list[str] = Field(default_factory=list, description=(
+        "Paths of bindy YAML documents to load as well, of any of its three dialects "
+        "(see \"Moving off bindy\"): dns.firestoned.io/v1alpha1 (Bind9Instance, DNSZone), "
+        "bindy.firestoned.io/v1alpha1 or v1beta1 (clusters, instances, zones, record kinds)."))
+    tsigKey: TsigKeySpec = Field(default=TsigKeySpec(), description=(
+        "Name and algorithm of the TSIG key that signs transfers and NOTIFY."))
+    gate: GateSpec = Field(default=GateSpec(), description=(
+        "Transfer gate: enabled, deadlineSeconds, pollIntervalSeconds, via "
+        "(kubernetes-api: every pod through a port-forward of the API, the default; "
+        "direct: the fixed service addresses, the default where no cluster is asked: "
+        "kubernetesRenderDir or localRunner), addressMap (stack-config address -> "
+        "host:port the gate probes instead) and localRunner (probe only the servers of "
+        "`local up --stack <this stack>`)."))
+    maxZoneBytes: int = Field(default=64 * 1024 * 1024, ge=1024, description=(
+        "Largest rendered zone accepted (64 MiB); bigger zones are an error before deploy."))
+    kubernetesRenderDir: str | None = Field(default=None, description=(
+        "When set, the Kubernetes provider writes manifests to this directory instead of "
+        "applying them to a cluster (used by the `local` stack)."))
     # Catalog zones (components/catalog.py): produced here, or consumed here.
-    catalog: Annotated[CatalogSpec | None, BeforeValidator(_no_catalog)] = None
-    catalogs: list[CatalogConsumer] = Field(default_factory=list)
-    # Region stacks: the primaries' addresses come from this stack's `instances` output
-    # (pulumi.StackReference) instead of each zone's secondaryConfig.primaryServers.
-    primaryStack: str | None = None
-    # Prometheus metrics of every instance (an instance's own `metrics` replaces it).
-    metrics: MetricsSpec = MetricsSpec()
+    catalog: Annotated[CatalogSpec | None, BeforeValidator(_no_catalog)] = Field(
+        default=None, description=(
+            "Catalog zone (RFC 9432) the primaries serve, listing this stack's primary "
+            "zones (see \"Catalog zones\"): zoneName, members, alsoNotify, "
+            "advertisePrimaries, verifySecondaries, instanceSelector, soaRecord, ttl."))
+    catalogs: list[CatalogConsumer] = Field(default_factory=list, description=(
+        "Catalogs this stack's secondaries consume (their member zones come and go with "
+        "the catalog): zoneName, primaryServers, instanceSelector."))
+    primaryStack: str | None = Field(default=None, description=(
+        "Region stacks: take the primaries' addresses from this stack's `instances` output "
+        "(pulumi.StackReference, e.g. organization/bind9-topology/prod) instead of each "
+        "secondary zone's secondaryConfig.primaryServers; the two forms are exclusive."))
+    metrics: MetricsSpec = Field(default=MetricsSpec(), description=(
+        "Prometheus metrics (see \"Metrics\"): enabled (an exporter sidecar reading named's "
+        "statistics channel on 127.0.0.1:8053), exporterImage (pinned), port (9119), "
+        "serviceMonitor (a ServiceMonitor instead of prometheus.io annotations), allowFrom "
+        "(CIDRs that may scrape). An instance's own `metrics` replaces it."))
 
     _ns = field_validator("namespace")(classmethod(lambda cls, v: dns1123_name(v)))
     _primary_stack = field_validator("primaryStack")(
