@@ -25,6 +25,10 @@ class Bind9InstanceArgs:
     render: Callable[[Mapping[str, int]], RenderedInstance]
     serials: Mapping[str, pulumi.Input[int]] = field(default_factory=dict)
     tsig_secret: pulumi.Input[str] = ""
+    # Signed zones this instance serves as a primary: zone -> DnssecKeys.material (secret)
+    dnssec_keys: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
+    # ... and their key tags (public): a pod annotation, so new keys roll the pods
+    dnssec_tags: Mapping[str, pulumi.Output[Any]] = field(default_factory=dict)
 
 
 class Bind9Instance(pulumi.ComponentResource):
@@ -81,15 +85,35 @@ class Bind9Instance(pulumi.ComponentResource):
             opts=child,
         )
 
+        self.dnssec_secret = None
+        if layout.signed_links and args.dnssec_keys:
+            shell = manifests.secret_shell(spec, inst)
+            shell["metadata"] = {**shell["metadata"], "name": manifests.dnssec_secret_name(inst)}
+            plain: Any = pulumi.Output.all(**args.dnssec_keys).apply(_dnssec_secret_data)
+            files = pulumi.Output.secret(plain)  # the keys are secrets already; stay so
+            self.dnssec_secret = k8s.core.v1.Secret(
+                manifests.dnssec_secret_name(inst),
+                metadata=shell["metadata"],
+                type=shell["type"],
+                string_data=files,
+                opts=child,
+            )
+
         # The layout's checksum moves exactly when content moves (a serial moves only with
         # content), and it is known now: no annotation waits on the serials.
         dep = manifests.deployment(spec, layout, layout_maps[1:])
+        if self.dnssec_secret is not None and args.dnssec_tags:
+            annotations = dep["spec"]["template"]["metadata"]["annotations"]
+            annotations[manifests.ANNOTATION_DNSSEC_KEYS] = pulumi.Output.all(
+                **args.dnssec_tags).apply(lambda tags: " ".join(
+                    f"{zone}:{t['ksk']}/{t['zsk']}" for zone, t in sorted(tags.items())))
         self.deployment = k8s.apps.v1.Deployment(
             inst.name,
             metadata=dep["metadata"],
             spec=dep["spec"],
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[*self.config_maps, self.secret]
+                parent=self, depends_on=[*self.config_maps, self.secret,
+                                         *([self.dnssec_secret] if self.dnssec_secret else [])]
             ),
         )
 
@@ -132,6 +156,19 @@ class Bind9Instance(pulumi.ComponentResource):
                 "checksum": self.checksum,
             }
         )
+
+
+def _dnssec_secret_data(materials: dict[str, str]) -> dict[str, str]:
+    """The key files of every signed zone, keyed as a Secret allows ('+' -> '_')."""
+    import json
+
+    from .dnssec import secret_files, secret_key
+
+    data: dict[str, str] = {}
+    for zone, material in sorted(materials.items()):
+        for name, body in secret_files(zone, json.loads(material)).items():
+            data[secret_key(name)] = body.decode()
+    return data
 
 
 def _render_keys(

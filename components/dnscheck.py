@@ -107,6 +107,7 @@ class Reason(enum.StrEnum):
     TSIG_BADTIME = "tsig badtime"
     STALE_SERIAL = "stale serial"
     CONTENT_MISMATCH = "content mismatch"
+    UNSIGNED = "not signed"  # a signed zone (dnssec) without valid DNSKEY/RRSIG for its DS
     ERROR = "error"
 
 
@@ -582,7 +583,28 @@ def zone_digest(zone: dns.zone.Zone, *, ignore_soa_serial: bool = True) -> str:
     target = zone
     if ignore_soa_serial:
         target = _with_serial_zero(zone)
+    target = _without_signatures(target)
     return target.compute_digest(dns.zonetypes.DigestHashAlgorithm.SHA384).digest.hex()
+
+
+#: What a DNSSEC signer adds (RRSIG, NSEC, NSEC3, NSEC3PARAM, DNSKEY, CDS, CDNSKEY and
+#: BIND's private signing-state type 65534): a signed zone's content is the rendered one.
+_SIGNER_TYPES = frozenset({46, 47, 50, 51, 48, 59, 60, 65534})
+
+
+def _without_signatures(zone: dns.zone.Zone) -> dns.zone.Zone:
+    """The zone without what a signer adds (the same zone when there is none of it)."""
+    if not any(rds.rdtype in _SIGNER_TYPES for node in zone.nodes.values()
+               for rds in node.rdatasets):
+        return zone
+    copy = dns.zone.Zone(zone.origin, zone.rdclass, zone.relativize)
+    for name, node in zone.nodes.items():
+        kept = [rds for rds in node.rdatasets if rds.rdtype not in _SIGNER_TYPES]
+        if kept:
+            new = dns.node.Node()
+            new.rdatasets.extend(kept)
+            copy.nodes[name] = new
+    return copy
 
 
 def _with_serial_zero(zone: dns.zone.Zone) -> dns.zone.Zone:

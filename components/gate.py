@@ -228,8 +228,13 @@ def wait_until_transferred(
     *,
     probe_timeout_s: float = 1.0,
     tsig_grace_s: float | None = None,
+    expected_ds: Sequence[str] | None = None,
 ) -> GateReport:
-    """Poll until every primary and secondary passes, or the deadline; never raises for DNS."""
+    """Poll until every primary and secondary passes, or the deadline; never raises for DNS.
+
+    With *expected_ds* (a signed zone), a server passes only once it also serves DNSKEY
+    and a signed SOA whose RRSIG validates against the DNSKEY matching that DS.
+    """
     start = time.monotonic()
     end = start + deadline_s
     grace = tsig_grace_s if tsig_grace_s is not None else min(3.0, deadline_s / 3)
@@ -247,6 +252,15 @@ def wait_until_transferred(
 
     def record(st: _State, result: tuple[bool, int | None, Reason, str]) -> bool:
         ok, serial, reason, detail = result
+        if ok and expected_ds:
+            from .dnssec import check_signed
+
+            signed_ok, signed_detail = check_signed(st.endpoint, zone, expected_ds,
+                                                    timeout=max(timeout, 1.0))
+            if signed_ok:
+                detail = f"{detail}; {signed_detail}"
+            else:
+                ok, reason, detail = False, Reason.UNSIGNED, f"{detail}, but {signed_detail}"
         progressed = serial != st.serial
         st.attempts += 1
         st.serial, st.reason, st.detail = serial, reason, detail

@@ -482,10 +482,41 @@ class ZoneJob:
     secondaries: list[Any]
     expected_serial: int | None
     expected_digest: str | None
+    expected_ds: list[str] | None = None  # a signed zone: the DS of the runner's keys
+
+
+def dnssec_material(project: Path, topo: Topology) -> dict[str, dict[str, Any]]:
+    """Signed zones' key material, made once and kept in .local-run/dnssec/<zone>.json
+    (0600): a restarted runner signs with the same keys, as a restarted pod does."""
+    from .dnssec import generate_material
+    from .render import write_private
+
+    out: dict[str, dict[str, Any]] = {}
+    for zone in topo.spec.zones:
+        if zone.type != "primary" or zone.dnssec is None:
+            continue
+        path = run_dir(project) / "dnssec" / f"{zone.zoneName}.json"
+        if path.exists():
+            out[zone.zoneName] = json.loads(path.read_text())
+            continue
+        material = generate_material()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_private(path, json.dumps(material).encode())
+        out[zone.zoneName] = material
+    return out
+
+
+def _expected_ds(project: Path | None, topo: Topology, zone: str) -> list[str] | None:
+    from .dnssec import public_info
+
+    if project is None or not any(z.zoneName == zone and z.type == "primary"
+                                  and z.dnssec is not None for z in topo.spec.zones):
+        return None
+    return list(public_info(zone, dnssec_material(project, topo)[zone])["ds"])
 
 
 def _jobs(topos: dict[str, Topology], stacks: list[str], servers: dict[str, Server],
-          serials: dict[tuple[str, str], int]) -> list[ZoneJob]:
+          serials: dict[tuple[str, str], int], project: Path | None = None) -> list[ZoneJob]:
     from .dnscheck import Endpoint
     from .gate import gate_plans, map_address
 
@@ -513,6 +544,7 @@ def _jobs(topos: dict[str, Topology], stacks: list[str], servers: dict[str, Serv
                 [ep(n, a) for n, a in plan.secondaries],
                 serials.get((stack, plan.zone)) if plan.primary_zone else None,
                 content.digest if content else None,
+                _expected_ds(project, topo, plan.zone),
             ))
     return jobs
 
@@ -578,6 +610,7 @@ def run_gates(jobs: list[ZoneJob], key: Any, deadline: float, poll: float,
             job.plan.zone, job.primaries, job.secondaries, job.expected_serial,
             job.expected_digest, key, deadline, poll,
             on_progress=lambda p: progress.update(tag, p.ready, p.total),
+            expected_ds=job.expected_ds,
         )
         if report.ok:
             progress.done += 1
@@ -659,6 +692,7 @@ def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budge
         rendered = render_instance(
             topo.spec, server.inst, topo.contents,
             {z: serials[(server.stack, z)] for z in topo.contents}, placement, secret,
+            dnssec_material(project, topo),
         )
         changed = _write(rendered, server.directory)
         budget.check(f"starting {server.key}")
@@ -691,7 +725,7 @@ def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budge
     budget.check("computing the zones' content digests")
     key_spec = topos[stacks[0]].spec.tsigKey
     key = make_tsig_key(key_spec.name, key_spec.algorithm, secret)
-    jobs = _jobs(topos, stacks, servers, serials)
+    jobs = _jobs(topos, stacks, servers, serials, project)
     budget.check("notifying the secondaries")
     _notify(jobs, key, budget)
     deadline = float(min(topos[s].spec.gate.deadlineSeconds for s in stacks))

@@ -89,6 +89,48 @@ def secret_shell(spec: StackSpec, instance: Instance) -> Obj:
     }
 
 
+def dnssec_secret_name(instance: Instance) -> str:
+    """The Secret with a primary's DNSSEC key files (only when it signs a zone)."""
+    return f"{instance.name}-dnssec"
+
+
+DNSSEC_KEYS_MOUNT = "/var/lib/bind/dnssec-keys"
+#: The signing keys' tags per zone: replaced keys roll the pods, which copy them at start.
+ANNOTATION_DNSSEC_KEYS = "bind9-topology/dnssec-key-tags"
+
+
+def dnssec_init_container(rendered: RenderedInstance, container: Obj) -> Obj:
+    """Copies the key files from the read-only Secret into the writable key-directory
+    (named writes .state files there; the Secret's keys name K<zone>._013_<tag>.*, as
+    '+' is not allowed in a Secret key) and links each signed zone's file into a writable
+    directory (named writes <file>.signed beside it). Same image and security context."""
+    from .dnssec import KEY_DIR, SIGNED_DIR
+
+    lines = [
+        "set -eu",
+        f"mkdir -p /{KEY_DIR} /{SIGNED_DIR}",
+        f"for f in {DNSSEC_KEYS_MOUNT}/K*; do",
+        "  [ -e \"$f\" ] || continue",
+        "  n=$(basename \"$f\" | sed -E 's/_([0-9]{3})_([0-9]{5})\\.(key|private)$/+\\1+\\2.\\3/')",
+        f"  [ -e /{KEY_DIR}/$n ] || cp \"$f\" /{KEY_DIR}/$n",
+        "done",
+        f"chmod 600 /{KEY_DIR}/*.private 2>/dev/null || true",
+    ]
+    for link, zone_file in sorted(rendered.signed_links.items()):
+        lines.append(f"ln -sf /{zone_file} /{link}")
+    return {
+        "name": "dnssec-keys",
+        "image": container["image"],
+        "imagePullPolicy": container["imagePullPolicy"],
+        "command": ["/bin/sh", "-c", "\n".join(lines) + "\n"],
+        "securityContext": container["securityContext"],
+        "volumeMounts": [
+            {"name": "cache", "mountPath": "/var/cache/bind"},
+            {"name": "dnssec-keys", "mountPath": DNSSEC_KEYS_MOUNT, "readOnly": True},
+        ],
+    }
+
+
 def tsig_secret_key(spec: StackSpec) -> str:
     return f"{spec.tsigKey.name}.conf"
 
@@ -199,6 +241,12 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
         "volumeMounts": mounts,
     }
     containers = [container, *metrics_sidecars(spec, inst, container["securityContext"])]
+    init_containers: list[Obj] = []
+    if rendered.signed_links:
+        # Every replica signs with the same keys: the stack's, from the Secret.
+        volumes.append({"name": "dnssec-keys", "secret": {
+            "secretName": dnssec_secret_name(inst), "defaultMode": 0o440}})
+        init_containers.append(dnssec_init_container(rendered, container))
     annotations = {ANNOTATION_CHECKSUM: rendered.checksum, **scrape_annotations(spec, inst)}
     spread = [
         {
@@ -243,6 +291,7 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
                         ],
                     },
                     "topologySpreadConstraints": spread,
+                    **({"initContainers": init_containers} if init_containers else {}),
                     "containers": containers,
                     "volumes": volumes,
                 },

@@ -522,6 +522,24 @@ class SecondaryConfig(_Strict):
         return [parse_server(v) for v in self.primaryServers]
 
 
+class DnssecSpec(_Strict):
+    """Sign a primary zone (components/dnssec.py): `policy` names the dnssec-policy block."""
+
+    policy: str
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][-a-z0-9_]{0,62}", value):
+            raise ValueError(
+                f"{value!r} is not a policy name; use lowercase letters, digits, '-' and '_'")
+        if value in ("default", "insecure", "none"):
+            raise ValueError(
+                f"{value!r} is one of BIND's own policies; name your own (e.g. 'signed'): the "
+                "project renders it with the keys it generated and keeps")
+        return value
+
+
 class Zone(_Strict):
     name: str | None = None  # the DNSZone's metadata.name; derived from zoneName when absent
     zoneName: str
@@ -535,6 +553,16 @@ class Zone(_Strict):
     _ttl = field_validator("ttl")(classmethod(lambda cls, v: ttl_value(v)))
     recordsFile: str | None = None
     alsoNotify: list[Server] = Field(default_factory=list)
+    # Opt-in DNSSEC signing (primary zones only: secondaries transfer the signed zone).
+    dnssec: DnssecSpec | None = None
+
+    @model_validator(mode="after")
+    def _dnssec_on_primary(self) -> Zone:
+        if self.dnssec is not None and self.type != "primary":
+            raise ValueError(
+                "dnssec is set on a secondary zone; set it on the primary zone only: "
+                "secondaries transfer the signed zone and never sign")
+        return self
 
     @field_validator("zoneName")
     @classmethod

@@ -143,6 +143,11 @@ def export(region: Bind9Region, topology: Topology) -> None:
     pulumi.export("namespace", topology.spec.namespace)
     for key, value in outputs(region, topology).items():
         pulumi.export(key, value)
+    if region.dnssec_keys:  # signed zones: what the parent zone needs (DS) and the key tags
+        pulumi.export("dnssec", {
+            zone: {"ds": keys.ds, "dnskeys": keys.dnskeys, "keyTags": keys.keyTags}
+            for zone, keys in sorted(region.dnssec_keys.items())
+        })
 
 
 def outputs(region: Bind9Region, topology: Topology) -> dict[str, Any]:

@@ -41,6 +41,15 @@ class Bind9Region(pulumi.ComponentResource):
                             if zone.type == "primary" else None, tsig_secret=args.tsig_secret),
                 opts=child,
             )
+        # Signed zones (dnssec): keys made once, kept in state as secrets (DnssecKeys).
+        from .dnssec_keys import DnssecKeys
+
+        self.dnssec_keys: dict[str, DnssecKeys] = {}
+        for zone in spec.zones:
+            if zone.type == "primary" and zone.dnssec is not None:
+                self.dnssec_keys[zone.zoneName] = DnssecKeys(
+                    f"{zone.resource_name}-dnssec-keys", zone.zoneName,
+                    opts=pulumi.ResourceOptions(parent=self.zones[zone.resource_name]))
         serial_of = {
             z.zone.zoneName: z.serial for z in self.zones.values() if z.serial is not None
         }
@@ -66,12 +75,23 @@ class Bind9Region(pulumi.ComponentResource):
                         if z.zoneName in serial_of and z.type == "primary"
                     },
                     tsig_secret=args.tsig_secret,
+                    dnssec_keys={
+                        z.zoneName: self.dnssec_keys[z.zoneName].material
+                        for z in spec.zones_for(inst)
+                        if z.zoneName in self.dnssec_keys and inst.role == "primary"
+                    },
+                    dnssec_tags={
+                        z.zoneName: self.dnssec_keys[z.zoneName].keyTags
+                        for z in spec.zones_for(inst)
+                        if z.zoneName in self.dnssec_keys and inst.role == "primary"
+                    },
                 ),
                 opts=opts,
             )
             previous_in_region[region] = self.instances[inst.name]
 
-        self.gates = _transfer_gates(topo, self.zones, self.instances, args.tsig_secret)
+        self.gates = _transfer_gates(topo, self.zones, self.instances, args.tsig_secret,
+                                     self.dnssec_keys)
 
         self.register_outputs(
             {
@@ -89,7 +109,7 @@ def _renderer(topo: Topology, inst: Instance):
     return render
 
 
-def _transfer_gates(topo, zones, instances, tsig_secret) -> dict:
+def _transfer_gates(topo, zones, instances, tsig_secret, dnssec_keys=None) -> dict:
     """One TransferGate per zone name (gate.enabled), parented to its DNSZone.
 
     Its inputs are the zone's own (servers, expected serial and digest, key), so a
@@ -139,6 +159,7 @@ def _transfer_gates(topo, zones, instances, tsig_secret) -> dict:
             poll_interval_seconds=gate.pollIntervalSeconds,
             kubeconfig=kubeconfig if gate.via == "kubernetes-api" else None,
             kube_context=kube_context if gate.via == "kubernetes-api" else None,
+            expected_ds=dnssec_keys[plan.zone].ds if plan.zone in (dnssec_keys or {}) else None,
             opts=pulumi.ResourceOptions(
                 parent=zone, depends_on=[i.deployment for i in involved]
             ),

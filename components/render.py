@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jinja2
 
+from . import dnssec
 from .model import Instance, StackSpec, Zone
 from .zonedata import ZoneContent
 
@@ -89,6 +90,8 @@ class RenderedInstance:
     zones: tuple[str, ...]
     serials: dict[str, int]
     zone_of_file: dict[str, str] = field(default_factory=dict)  # zone file path -> zoneName
+    # Signed zones: link in a writable directory -> the zone file it stands for (relative)
+    signed_links: dict[str, str] = field(default_factory=dict)
 
     @property
     def checksum(self) -> str:
@@ -107,6 +110,7 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
     autoescape=False,
 )
+_env.filters["basename"] = lambda path: str(path).rsplit("/", 1)[-1]
 
 
 def zone_file_name(zone_name: str) -> str:
@@ -154,10 +158,16 @@ def render_instance(
     serials: Mapping[str, int],
     placement: Placement = CONTAINER,
     tsig_secret: str | None = None,
+    dnssec_keys: Mapping[str, Mapping[str, object]] | None = None,
 ) -> RenderedInstance:
+    """*dnssec_keys*: zone -> its key material (components.dnssec), for the Secret's files.
+
+    named.conf does not depend on the keys (only on which zones are signed)."""
     zones: list[Zone] = spec.zones_for(instance)
     key = spec.tsigKey
     primary_zones, secondary_zones = [], []
+    signed_links: dict[str, str] = {}  # link (relative) -> zone file (relative)
+    key_files: dict[str, bytes] = {}
     zone_files: dict[str, bytes] = {}
     zone_of_file: dict[str, str] = {}
     for zone in sorted(zones, key=lambda z: z.zoneName):
@@ -169,13 +179,23 @@ def render_instance(
             )
             zone_files.update(files)
             zone_of_file.update(dict.fromkeys(files, zone.zoneName))
-            primary_zones.append(
-                {
-                    "name": zone.zoneName,
-                    "file": file_name,
-                    "notify": [placement.map(a) for a in zone.notify_servers],
-                }
-            )
+            entry: dict[str, object] = {
+                "name": zone.zoneName,
+                "file": f"{placement.root}/{ZONE_DIR}/{file_name}",
+                "notify": [placement.map(a) for a in zone.notify_servers],
+            }
+            if zone.dnssec is not None and instance.role == "primary":
+                # BIND writes <file>.signed beside the zone file: the file named here is
+                # a link (made at start) in a writable directory to the ConfigMap's file.
+                entry["file"] = f"{placement.root}/{dnssec.SIGNED_DIR}/{file_name}"
+                entry["dnssec_policy"] = zone.dnssec.policy
+                entry["key_directory"] = f"{placement.root}/{dnssec.KEY_DIR}"
+                signed_links[f"{dnssec.SIGNED_DIR}/{file_name}"] = f"{ZONE_DIR}/{file_name}"
+                material = (dnssec_keys or {}).get(zone.zoneName)
+                if material is not None:
+                    for name, data in dnssec.secret_files(zone.zoneName, material).items():
+                        key_files[f"{dnssec.KEY_SECRET_DIR}/{name}"] = data
+            primary_zones.append(entry)
         else:
             assert zone.secondaryConfig is not None
             secondary_zones.append(
@@ -219,6 +239,8 @@ def render_instance(
         secondary_zones=secondary_zones,
         max_refresh=instance.config.maxRefreshSeconds,
         tuning=ROLE_TUNING[instance.role],
+        dnssec_policies=sorted({str(z["dnssec_policy"]) for z in primary_zones
+                                if "dnssec_policy" in z}),
     )
     zone_names = tuple(sorted(z.zoneName for z in zones))
     ready = _env.get_template("ready.sh.j2").render(zones=zone_names, port=placement.port)
@@ -227,6 +249,7 @@ def render_instance(
         secret_files[f"{TSIG_DIR}/{key.name}.conf"] = render_tsig_key(
             key.name, key.algorithm, tsig_secret
         )
+    secret_files.update(key_files)
     return RenderedInstance(
         instance=instance,
         config_files={
@@ -238,6 +261,7 @@ def render_instance(
         secret_files=secret_files,
         zones=zone_names,
         serials={z: serials[z] for z in zone_names if z in serials},
+        signed_links=signed_links,
     )
 
 
@@ -293,7 +317,7 @@ def write_tree(rendered: RenderedInstance, directory: Path, *, include_secrets: 
     for rel, data in files.items():
         path = directory / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        if rel.startswith(TSIG_DIR):
+        if rel.startswith((TSIG_DIR, dnssec.KEY_SECRET_DIR)):
             write_private(path, data)
             continue
         path.write_bytes(data)
@@ -301,3 +325,25 @@ def write_tree(rendered: RenderedInstance, directory: Path, *, include_secrets: 
             path.chmod(0o755)
     for writable in ("var/cache/bind", "run/named", ZONE_DIR):
         (directory / writable).mkdir(parents=True, exist_ok=True)
+    prepare_signing(rendered, directory)
+
+
+def prepare_signing(rendered: RenderedInstance, directory: Path) -> None:
+    """What the pod's init step does for signed zones: the key files copied (never over
+    what named wrote) into the writable key-directory, and each signed zone's link."""
+    if not rendered.signed_links:
+        return
+    keys = directory / dnssec.KEY_DIR
+    keys.mkdir(parents=True, exist_ok=True)
+    source = directory / dnssec.KEY_SECRET_DIR
+    if source.is_dir():
+        for item in sorted(source.iterdir()):
+            target = keys / item.name
+            if not target.exists():
+                write_private(target, item.read_bytes())
+    for link, zone_file in rendered.signed_links.items():
+        path = directory / link
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        path.symlink_to(directory / zone_file)

@@ -162,11 +162,13 @@ class TransferGateProvider(ResourceProvider):
                 self._key(props),
                 float(props.get("deadlineSeconds") or 300),
                 float(props.get("pollIntervalSeconds") or 1.0),
+                expected_ds=props.get("expectedDs") or None,
             )
         if not report.ok:
             raise GateFailed(report.message)
         return {
             **{k: props.get(k) for k in INPUT_KEYS},
+            **({"expectedDs": props["expectedDs"]} if props.get("expectedDs") else {}),
             "ready": True,
             "servedSerial": report.target_serial,
             "servers": {s.endpoint.label or str(s.endpoint): _server_out(s.as_dict(), s.endpoint)
@@ -195,7 +197,8 @@ class TransferGateProvider(ResourceProvider):
         return CreateResult(id_=f"gate-{props['zoneName']}", outs=self._wait(props))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [k for k in INPUT_KEYS if _plain(olds.get(k)) != _plain(news.get(k))]
+        changed = [k for k in (*INPUT_KEYS, "expectedDs")
+                   if _plain(olds.get(k)) != _plain(news.get(k))]
         return DiffResult(changes=bool(changed), replaces=[], stables=["zoneName"],
                           delete_before_replace=False)
 
@@ -279,6 +282,7 @@ class TransferGate(Resource, module="bind9", name="TransferGate"):
         kubeconfig: pulumi.Input[str] | None = None,
         kube_context: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
+        expected_ds: pulumi.Input[list[str]] | None = None,
     ) -> None:
         props: dict[str, Any] = {
             "zoneName": zone_name,
@@ -296,6 +300,8 @@ class TransferGate(Resource, module="bind9", name="TransferGate"):
             "kubeContext": kube_context,
             **dict.fromkeys(OUTPUT_KEYS),
         }
+        if expected_ds is not None:  # a signed zone: DNSKEY and signatures checked too
+            props["expectedDs"] = expected_ds
         secret_opts = pulumi.ResourceOptions(
             additional_secret_outputs=["tsigSecret", "kubeconfig"])
         super().__init__(
