@@ -364,7 +364,10 @@ def send_notify(
             q.answer.append(dns.rrset.from_rdata(name, 0, soa))
         if key is not None:
             q.use_tsig(_keyring(key), key.name, algorithm=key.algorithm)
-        r = dns.query.udp(q, endpoint.host, timeout=timeout, port=endpoint.port)
+        if endpoint.tcp_only:  # a port-forward: NOTIFY over TCP (RFC 1996 allows it)
+            r = dns.query.tcp(q, endpoint.host, timeout=timeout, port=endpoint.port)
+        else:
+            r = dns.query.udp(q, endpoint.host, timeout=timeout, port=endpoint.port)
     except Exception as exc:
         reason, detail = _exception_reason(exc)
         return SoaProbe(endpoint, name.to_text(), reason, None, f"NOTIFY: {detail}", clock())

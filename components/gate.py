@@ -41,6 +41,7 @@ from .dnscheck import (
     axfr,
     ixfr,
     query_soa,
+    send_notify,
     serial_at_least,
     serial_compare_safe,
     verify_primary,
@@ -65,6 +66,12 @@ BACKOFF = 1.5
 # the gate sees a finished transfer within tens of milliseconds; long waits back off to poll_s.
 FAST_CAP_S = 0.025
 FAST_WINDOW_S = 10.0
+# A secondary behind the target for NUDGE_AFTER_S gets a signed NOTIFY from the gate,
+# at most every NUDGE_EVERY_S: NOTIFY sent to a Service address reaches one replica,
+# and the others would wait for their SOA refresh. The secondary still transfers from
+# its own primaries; the gate only tells it to look now.
+NUDGE_AFTER_S = 1.0
+NUDGE_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,8 @@ class _State:
         self.verified_at: str | None = None
         self.ready_after_s: float | None = None
         self.tsig_since: float | None = None
+        self.behind_since: float | None = None  # first seen behind the target serial
+        self.nudged_at = float("-inf")
 
     def freeze(self) -> ServerStatus:
         return ServerStatus(
@@ -311,6 +320,8 @@ def wait_until_transferred(
                     ]
                     for s, f in futs:
                         progressed |= record(s, f.result())
+                    if key is not None:
+                        _nudge_lagging(pool, pending_s, zone, target, key, timeout)
                 elif rounds == 1 or rounds % 10 == 0:
                     # no target yet: probe now and then so the report says what they serve
                     soa_futs = [(s, pool.submit(_secondary_soa, s.endpoint, zone, key, timeout))
@@ -343,6 +354,23 @@ def wait_until_transferred(
             cap = min(poll_s, FAST_CAP_S) if now - last_progress < FAST_WINDOW_S else poll_s
             delay = FIRST_DELAY_S if progressed else min(cap, delay * BACKOFF)
             time.sleep(max(0.0, min(delay, end - now)))
+
+
+def _nudge_lagging(pool: ThreadPoolExecutor, states: Sequence[_State], zone: str, target: int,
+                   key: dns.tsig.Key, timeout: float) -> None:
+    """Send a signed NOTIFY to each secondary still behind *target* (fire and forget)."""
+    now = time.monotonic()
+    for st in states:
+        behind = (not st.ok and st.serial is not None
+                  and not serial_at_least(st.serial, target))
+        if not behind:
+            st.behind_since = None
+            continue
+        st.behind_since = st.behind_since or now
+        if now - st.behind_since >= NUDGE_AFTER_S and now - st.nudged_at >= NUDGE_EVERY_S:
+            st.nudged_at = now
+            pool.submit(send_notify, st.endpoint, zone, key=key, serial=target,
+                        timeout=timeout)
 
 
 def _report(

@@ -317,3 +317,20 @@ def test_serial_never_goes_backwards_when_state_is_lost(cluster: Cluster) -> Non
     assert not report.ok
     assert "went backwards" in report.message, report.message
     assert "sec-a" in report.message and "sec-b" in report.message
+
+
+def test_the_gate_nudges_a_secondary_that_no_notify_reached(cluster: Cluster) -> None:
+    """A replica behind a Service address misses the primary's NOTIFY (it reaches one
+    replica); with its refresh an hour away, the gate's signed NOTIFY brings it along."""
+    cluster.raw["zones"][0]["alsoNotify"] = ["10.0.1.20"]  # sec-b is never notified
+    for inst in cluster.raw["instances"][1:]:
+        inst["config"] = {"maxRefreshSeconds": 3600}
+    cluster.topo = cluster.load()
+    start_all(cluster)
+    assert cluster.gate().ok
+    cluster.change_records()
+    started = time.monotonic()
+    report = cluster.gate(deadline=20)
+    assert report.ok, report.message
+    assert time.monotonic() - started < 10
+    assert {s.serial for s in report.servers} == {cluster.serial}
