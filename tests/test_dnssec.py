@@ -242,8 +242,8 @@ def test_init_script_copies_keys_renamed_and_links_the_zone(tmp_path: Path) -> N
 @pytest.mark.bind
 def test_local_runner_signs_with_kept_keys(tmp_path: Path) -> None:
     """`local up` on a copy of the project with example.com signed: the gate (which checks
-    DNSKEY and signatures against the DS) passes on prod's primary and secondary; a second
-    `up` after `down` serves the same key tags."""
+    DNSKEY and signatures against the DS) passes on the primary and every secondary of
+    prod and the region stacks; a second `up` after `down` serves the same key tags."""
     import json
     import shutil
 
@@ -266,7 +266,7 @@ def test_local_runner_signs_with_kept_keys(tmp_path: Path) -> None:
     try:
         tags = []
         for _ in range(2):
-            result = run(project, "local", "up", "--stack", "prod", "--json", "--timeout", "90")
+            result = run(project, "local", "up", "--all", "--json", "--timeout", "90")
             assert result.returncode == 0, result.stdout + result.stderr
             state = json.loads((project / ".local-run/state.json").read_text())
             primary = next(s for s in state["servers"].values()
