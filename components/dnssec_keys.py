@@ -20,12 +20,25 @@ class DnssecKeysProvider(ResourceProvider):
         from components.dnssec import generate_material, public_info
 
         zone = str(props["zoneName"])
-        material = generate_material()
+        given = props.get("material")
+        if isinstance(given, dict):  # Pulumi's secret wrapper, when it travels as one
+            given = given.get("value")
+        # Keys given (the local runner's, for a gate.localRunner stack) are adopted as they
+        # are; otherwise new ones are made, once.
+        material = json.loads(given) if given else generate_material()
         return CreateResult(id_=f"dnssec-{zone}", outs={
             **props, "material": json.dumps(material), **public_info(zone, material)})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = ["zoneName"] if olds.get("zoneName") != news.get("zoneName") else []
+        given = news.get("material")
+        if isinstance(given, dict):
+            given = given.get("value")
+        old = olds.get("material")
+        if isinstance(old, dict):
+            old = old.get("value")
+        if given and given != old:  # other keys to adopt (the local runner's were remade)
+            replaces.append("material")
         return DiffResult(changes=bool(replaces), replaces=replaces, stables=["zoneName"],
                           delete_before_replace=False)
 
@@ -43,9 +56,11 @@ class DnssecKeys(Resource, module="bind9", name="DnssecKeys"):
     keyTags: pulumi.Output[dict[str, int]]
 
     def __init__(self, name: str, zone_name: str,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
-        props = {"zoneName": zone_name, "material": None, "ds": None, "dnskeys": None,
-                 "keyTags": None}
+                 opts: pulumi.ResourceOptions | None = None, *,
+                 material: str | None = None) -> None:
+        props = {"zoneName": zone_name,
+                 "material": pulumi.Output.secret(material) if material else None,
+                 "ds": None, "dnskeys": None, "keyTags": None}
         opts = pulumi.ResourceOptions.merge(
             opts, pulumi.ResourceOptions(additional_secret_outputs=["material"]))
         super().__init__(DnssecKeysProvider(), name, props, opts)

@@ -199,7 +199,9 @@ def with_local_runner(topology: Topology, project_dir: Path) -> Topology:
     except LocalRunnerMissing as exc:
         raise pulumi.RunError(str(exc)) from None
     spec = topology.spec.model_copy(update={"gate": gate.model_copy(update={"addressMap": amap})})
-    return replace(topology, spec=spec)
+    from .local import dnssec_material  # signed zones: the runner's servers sign with these
+
+    return replace(topology, spec=spec, dnssec_material=dnssec_material(project_dir, topology))
 
 
 def main() -> None:

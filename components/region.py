@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pulumi
@@ -47,8 +48,10 @@ class Bind9Region(pulumi.ComponentResource):
         self.dnssec_keys: dict[str, DnssecKeys] = {}
         for zone in spec.zones:
             if zone.type == "primary" and zone.dnssec is not None:
+                adopt = topo.dnssec_material.get(zone.zoneName)
                 self.dnssec_keys[zone.zoneName] = DnssecKeys(
                     f"{zone.resource_name}-dnssec-keys", zone.zoneName,
+                    material=json.dumps(adopt) if adopt is not None else None,
                     opts=pulumi.ResourceOptions(parent=self.zones[zone.resource_name]))
         serial_of = {
             z.zone.zoneName: z.serial for z in self.zones.values() if z.serial is not None

@@ -13,7 +13,7 @@ import binascii
 import difflib
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ class Topology:
     # Things that pass but deserve a look (SOA timers, a typo'd config namespace, ...):
     # `validate` prints them, the Pulumi program logs them with pulumi.log.warn.
     warnings: tuple[ConfigIssue, ...] = ()
+    # Signed zones' keys to adopt instead of generating (zone -> material, see
+    # components/dnssec.py): the local runner's, for a gate.localRunner stack.
+    dnssec_material: dict[str, Any] = field(default_factory=dict)
 
     @property
     def primary_zone_names(self) -> list[str]:

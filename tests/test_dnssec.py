@@ -283,3 +283,20 @@ def test_local_runner_signs_with_kept_keys(tmp_path: Path) -> None:
         assert tags[0] == tags[1] == set(dnssec.public_info(ZONE, material)["keyTags"].values())
     finally:
         run(project, "local", "down", timeout=30)
+
+
+@pytest.mark.unit
+def test_local_runner_stack_adopts_the_runners_keys() -> None:
+    """A gate.localRunner stack's servers are the runner's, signing with the runner's keys:
+    DnssecKeys adopts them (topology.dnssec_material), so the DS the gate expects and the
+    stack outputs is the one those servers serve."""
+    from dataclasses import replace
+
+    from components.preview import CaptureMocks, run_components
+
+    material = dnssec.generate_material()
+    topo = replace(signed_topology(), dnssec_material={ZONE: material})
+    mocks = run_components(topo, mocks=CaptureMocks(stack="test"))
+    gates = [r for r in mocks.resources if r.type.endswith("bind9:TransferGate")]
+    expected = dnssec.public_info(ZONE, material)["ds"]
+    assert gates and all(r.inputs["expectedDs"] == expected for r in gates)
