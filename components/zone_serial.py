@@ -46,14 +46,15 @@ class ZoneSerialProvider(ResourceProvider):
             answers = _served_by(zone, endpoints)
             served = _highest(list(answers.values()))
             if served is not None and not serial_is_newer(serial, served):
-                # Equal is kept only when every server at that serial proves this content
-                # (TSIG AXFR digest); a reused serial would leave other content on
-                # secondaries.
-                same = served == serial and _serve_this_content(
+                # The served serial is kept only when every server at that serial proves
+                # this content (TSIG AXFR digest; what a DNSSEC signer adds is left out); a
+                # reused serial would leave other content on secondaries. A signed zone is
+                # served ahead of its rendered serial (inline signing bumps it), so a
+                # proven serial ahead is adopted too, or the serial would chase the signer.
+                same = _serve_this_content(
                     zone, [ep for ep, s in answers.items() if s == served],
                     news.get("digest"), _key(news))
-                if not same:
-                    serial = (served + 1) % SERIAL_MODULUS or 1
+                serial = served if same else (served + 1) % SERIAL_MODULUS or 1
         return {**news, "serial": serial}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
