@@ -5,9 +5,10 @@ The serial moves only when the content hash moves, and only forwards
 diff. When it moves (or is first created, e.g. after the state was lost or the
 stack recreated), it also moves past the highest serial the zone's servers
 answer with right now (`probe`: primaries, secondaries, NOTIFY targets), so a
-secondary holding older data at a higher serial is never left behind. A
-serial equal to the highest one served is kept only when every server serving
-it proves, by a TSIG AXFR digest, that it serves this very content (e.g. the
+secondary holding older data at a higher serial is never left behind. The
+highest serial served (equal to or ahead of its own: a DNSSEC inline signer serves
+the rendered serial plus its bumps) is kept only when every server serving it
+proves, by a TSIG AXFR digest, that it serves this very content (e.g. the
 local runner's servers for the local stack); otherwise (state lost on a day
 whose first serial, YYYYMMDD00, was already served with other content) it
 moves past it too. The provider runs in the engine's provider host, so it
