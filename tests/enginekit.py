@@ -6,10 +6,12 @@ local Kubernetes cluster of scripts/cluster.sh).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,3 +88,16 @@ def make_engine(base: Path) -> Engine:
     })
     env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
     return Engine(env=env, project=project)
+
+
+@contextlib.contextmanager
+def local_runner_engine(base: Path) -> Iterator[Engine]:
+    """An engine on a project copy whose local runner is stopped afterwards (by pid,
+    `local down`), with no TSIG secret in the environment (the runner makes its own)."""
+    eng = make_engine(base)
+    eng.env.pop("BIND9_TSIG_SECRET", None)
+    try:
+        yield eng
+    finally:
+        subprocess.run([sys.executable, "-m", "components", "local", "down"],
+                       cwd=eng.project, env=eng.env, capture_output=True, timeout=60)

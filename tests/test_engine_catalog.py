@@ -10,8 +10,6 @@ The stack both produces (`catalog`) and consumes (`catalogs`) the catalog, so th
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +22,7 @@ import pytest
 import yaml
 
 from components.local import load_state
-from tests.enginekit import Engine, make_engine
+from tests.enginekit import Engine, local_runner_engine
 
 pytestmark = pytest.mark.engine
 
@@ -78,13 +76,8 @@ def _rcode(port: int, zone: str) -> str:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    eng = make_engine(tmp_path_factory.mktemp("engine-catalog"))
-    eng.env.pop("BIND9_TSIG_SECRET", None)
-    try:
+    with local_runner_engine(tmp_path_factory.mktemp("engine-catalog")) as eng:
         yield eng
-    finally:
-        subprocess.run([sys.executable, "-m", "components", "local", "down"],
-                       cwd=eng.project, env=eng.env, capture_output=True, timeout=60)
 
 
 def test_pulumi_up_gates_catalog_members_on_the_secondary(engine: Engine) -> None:

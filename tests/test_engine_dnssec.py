@@ -7,15 +7,13 @@ no change keeps the keys (no replacement, same DS)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 import yaml
 
 from components import dnssec
-from tests.enginekit import Engine, make_engine
+from tests.enginekit import Engine, local_runner_engine
 
 pytestmark = pytest.mark.engine
 
@@ -24,13 +22,8 @@ ZONE = "local.example"
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    eng = make_engine(tmp_path_factory.mktemp("engine-dnssec"))
-    eng.env.pop("BIND9_TSIG_SECRET", None)
-    try:
+    with local_runner_engine(tmp_path_factory.mktemp("engine-dnssec")) as eng:
         yield eng
-    finally:
-        subprocess.run([sys.executable, "-m", "components", "local", "down"],
-                       cwd=eng.project, env=eng.env, capture_output=True, timeout=60)
 
 
 def test_signed_local_stack_through_the_engine(engine: Engine) -> None:

@@ -8,27 +8,20 @@ with the runner stopped the program refuses before creating anything.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 import yaml
 
-from tests.enginekit import Engine, make_engine
+from tests.enginekit import Engine, local_runner_engine
 
 pytestmark = pytest.mark.engine
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    eng = make_engine(tmp_path_factory.mktemp("engine-local"))
-    eng.env.pop("BIND9_TSIG_SECRET", None)
-    try:
+    with local_runner_engine(tmp_path_factory.mktemp("engine-local")) as eng:
         yield eng
-    finally:
-        subprocess.run([sys.executable, "-m", "components", "local", "down"],
-                       cwd=eng.project, env=eng.env, capture_output=True, timeout=60)
 
 
 def test_local_stack_from_the_readme(engine: Engine) -> None:
