@@ -1,8 +1,8 @@
 """TransferGate: a dynamic resource per zone that is ready only once the zone really transferred.
 
 The provider runs in the engine's provider host (``python -m pulumi.dynamic``)
-from a dill-serialized copy, so this module imports only Pulumi at the top;
-the DNS work (dnspython, components.gate) is imported inside the methods.
+from a dill-serialized copy, so this module imports only Pulumi and the standard
+library at the top; the DNS work (dnspython, components.gate) is imported inside the methods.
 The provider object carries no state: its serialized form never changes, so
 it never shows up as a diff.
 
@@ -19,6 +19,8 @@ verifiedAt, attempts, reason}}, readyAfterSeconds, checkedAt.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import pulumi
@@ -124,27 +126,21 @@ class TransferGateProvider(ResourceProvider):
             raise GateFailed(str(exc)) from None
 
     @staticmethod
-    def _targets(props: dict[str, Any]) -> Any:
+    @contextlib.contextmanager
+    def _targets(props: dict[str, Any]) -> Iterator[tuple[list[Any], list[Any]]]:
         """Endpoints to probe: direct addresses as given, owned instances pod by pod
-        through the Kubernetes API (components.kube_forward)."""
+        through the Kubernetes API (components.kube_forward). An API that cannot be
+        asked is a GateFailed with the fix."""
         from components.kube_forward import KubeApiError, gate_endpoints
 
-        kubeconfig = _plain(props.get("kubeconfig")) or None
-        context = props.get("kubeContext") or None
-        manager = gate_endpoints(list(props.get("primaries") or []),
-                                 list(props.get("secondaries") or []), kubeconfig, context)
-
-        class _Clean:
-            def __enter__(self) -> Any:
-                try:
-                    return manager.__enter__()
-                except KubeApiError as exc:
-                    raise GateFailed(f"zone {props.get('zoneName')}: {exc}") from None
-
-            def __exit__(self, *exc: Any) -> Any:
-                return manager.__exit__(*exc)
-
-        return _Clean()
+        try:
+            with gate_endpoints(list(props.get("primaries") or []),
+                                list(props.get("secondaries") or []),
+                                _plain(props.get("kubeconfig")) or None,
+                                props.get("kubeContext") or None) as endpoints:
+                yield endpoints
+        except KubeApiError as exc:
+            raise GateFailed(f"zone {props.get('zoneName')}: {exc}") from None
 
     def _wait(self, props: dict[str, Any]) -> dict[str, Any]:
         from components.gate import wait_until_transferred
@@ -214,25 +210,22 @@ class TransferGateProvider(ResourceProvider):
         servers: dict[str, Any] = {}
         ready = True
         try:
-            targets = self._targets(props)
-            endpoints = targets.__enter__()
+            with self._targets(props) as (primaries, secondaries):
+                for role, eps in (("primary", primaries), ("secondary", secondaries)):
+                    for ep in eps:
+                        soa = query_soa(ep, zone, timeout=2.0)
+                        old = (props.get("servers") or {}).get(ep.label or str(ep)) or {}
+                        ok = soa.ok and (served is None or (
+                            soa.serial is not None
+                            and serial_at_least(soa.serial, int(served))))
+                        ready = ready and ok
+                        servers[ep.label or str(ep)] = {
+                            **_where(ep), "role": role, "serial": soa.serial,
+                            "reason": soa.reason.name, "verifiedAt": old.get("verifiedAt"),
+                            "attempts": old.get("attempts"),
+                        }
         except GateFailed:  # the API cannot be asked: nothing is known to be ready
             return ReadResult(id_=id_, outs={**props, "ready": False})
-        try:
-            for role, eps in (("primary", endpoints[0]), ("secondary", endpoints[1])):
-                for ep in eps:
-                    soa = query_soa(ep, zone, timeout=2.0)
-                    old = (props.get("servers") or {}).get(ep.label or str(ep)) or {}
-                    ok = soa.ok and (served is None or (
-                        soa.serial is not None and serial_at_least(soa.serial, int(served))))
-                    ready = ready and ok
-                    servers[ep.label or str(ep)] = {
-                        **_where(ep), "role": role, "serial": soa.serial,
-                        "reason": soa.reason.name, "verifiedAt": old.get("verifiedAt"),
-                        "attempts": old.get("attempts"),
-                    }
-        finally:
-            targets.__exit__(None, None, None)
         outs = {**props, "servers": servers, "ready": ready}
         return ReadResult(id_=id_, outs=outs)
 
