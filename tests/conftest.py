@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import ipaddress
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -100,13 +101,18 @@ def make_raw() -> Callable[..., dict[str, Any]]:
     return make
 
 
+def doc_ipv6(n: int) -> str:
+    """The n-th address of 2001:db8::/32 (documentation range), valid for any n < 2**96."""
+    return str(ipaddress.IPv6Address((0x20010DB8 << 96) | n))
+
+
 def big_zone_raw(records: int = BIG_ZONE_RECORDS) -> dict[str, Any]:
     """The minimal config plus a primary zone of `records` AAAA records (about 1.2 MB)."""
     raw = copy.deepcopy(_MINIMAL)
     body = [
         {"name": "@", "type": "NS", "data": "ns1.example.com."},
         *(
-            {"name": f"host-{n:05d}", "type": "AAAA", "data": f"2001:db8::{n:x}"}
+            {"name": f"host-{n:05d}", "type": "AAAA", "data": doc_ipv6(n)}
             for n in range(records)
         ),
     ]
