@@ -25,4 +25,11 @@ if [ "${1:-requirements-dev.txt}" = requirements-dev.txt ] \
   as_root systemctl disable --now knot nsd >/dev/null 2>&1 || true
 fi
 
+# scripts/test.sh runs shellcheck on the engine's shell sources.
+if [ "${1:-requirements-dev.txt}" = requirements-dev.txt ] && ! command -v shellcheck >/dev/null 2>&1; then
+  echo "installing shellcheck from Debian's packages (script checks)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
+fi
+
 python3 -m pip install -q --disable-pip-version-check -r "${1:-requirements-dev.txt}"
