@@ -41,9 +41,9 @@ def main() -> int:
     t_start = time.perf_counter()
     import synth
 
+    from bind9_topology.spec.topology import load_topology, read_stack_file
     from components import region
     from components.preview import run_components
-    from components.topology import load_topology, read_stack_file
 
     t_import = time.perf_counter()
     render_s = 0.0

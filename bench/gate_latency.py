@@ -3,7 +3,7 @@
 A primary and a secondary on 127.0.0.1, N zones (default 50) rendered by the
 product's render path (notify-delay 0). Each round changes every zone (one
 record), rewrites the zone files and SIGHUPs the primary, and at once runs
-one gate per zone (components.gate.wait_until_transferred, poll cap 1 s as
+one gate per zone (bind9_topology.dns.gate.wait_until_transferred, poll cap 1 s as
 in the stacks). Per zone it measures
 
   (a) transfer: from the SIGHUP to the secondary logging the completed
@@ -34,11 +34,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components.dnscheck import Endpoint, make_tsig_key, zone_digest_from_text  # noqa: E402
-from components.gate import wait_until_transferred  # noqa: E402
-from components.named_process import NamedProcess, free_port  # noqa: E402
-from components.render import Placement, render_instance, write_tree  # noqa: E402
-from components.topology import load_topology  # noqa: E402
+from bind9_topology.dns.checks import Endpoint, make_tsig_key, zone_digest_from_text  # noqa: E402
+from bind9_topology.dns.gate import wait_until_transferred  # noqa: E402
+from bind9_topology.local.named_process import NamedProcess, free_port  # noqa: E402
+from bind9_topology.render.bind_files import Placement, render_instance, write_tree  # noqa: E402
+from bind9_topology.spec.topology import load_topology  # noqa: E402
 
 HOST = "127.0.0.1"
 LOG_TIME = re.compile(

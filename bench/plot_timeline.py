@@ -1,11 +1,11 @@
 """A picture of one gate run: per zone, change -> NOTIFY -> transfer done -> gate ready.
 
 Collects the timestamps itself with real named on loopback (one primary, one
-secondary, --zones zones rendered by components.render, notify-delay 0):
+secondary, --zones zones rendered by bind9_topology.render.bind_files, notify-delay 0):
   change         the primary is sent SIGHUP after the zone files are rewritten
   NOTIFY         primary log "zone <z>/IN: sending notifies (serial S)"
   transfer done  secondary log "transfer of '<z>/IN' ... Transfer completed"
-  gate ready     components.gate.wait_until_transferred: the secondary's verified_at
+  gate ready     bind9_topology.dns.gate.wait_until_transferred: the secondary's verified_at
 named prints millisecond times (print-time). The data goes to
 bench/results/gate_timeline.json, the picture to bench/results/gate_timeline.png
 (matplotlib, Agg; run with the bench virtualenv's python, or this script re-runs
@@ -58,11 +58,11 @@ def collect(zones: int) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
     from verify_fanout import raw_config
 
-    from components.dnscheck import Endpoint, make_tsig_key
-    from components.gate import wait_until_transferred
-    from components.named_process import NamedProcess, free_port
-    from components.render import Placement, render_instance, write_tree
-    from components.topology import load_topology
+    from bind9_topology.dns.checks import Endpoint, make_tsig_key
+    from bind9_topology.dns.gate import wait_until_transferred
+    from bind9_topology.local.named_process import NamedProcess, free_port
+    from bind9_topology.render.bind_files import Placement, render_instance, write_tree
+    from bind9_topology.spec.topology import load_topology
 
     secret = base64.b64encode(os.urandom(32)).decode()
     key = make_tsig_key("transfer-key", "hmac-sha256", secret)

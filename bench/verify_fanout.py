@@ -1,12 +1,13 @@
 """The gate verifying N zones (default 1,000) on 3 secondaries, concurrently and bounded.
 
 Real `named` on loopback: one primary and three secondaries, started with
-components.named_process from configs rendered by components.render (the same
-bytes as the ConfigMaps, with a loopback Placement). The secondaries are seeded
-with the primary's zone files so the bench measures verification, not the
+bind9_topology.local.named_process from configs rendered by
+bind9_topology.render.bind_files (the same bytes as the ConfigMaps, with a
+loopback Placement). The secondaries are seeded with the primary's zone files so
+the bench measures verification, not the
 initial transfer of N zones (named's serial-query-rate would pace that).
 
-Timed: components.gate.wait_until_transferred (the gate's pure polling
+Timed: bind9_topology.dns.gate.wait_until_transferred (the gate's pure polling
 function) for every zone, over a thread pool of gate.MAX_WORKERS zones at a
 time; per zone it checks the primary (SOA with AA, exact serial, TSIG AXFR and
 content digest) and the 3 secondaries (AA, serial at or past). Also timed: the
@@ -32,11 +33,11 @@ from typing import Any
 ROOT = Path(os.environ.get("BENCH_REPO") or Path(__file__).resolve().parent.parent)
 sys.path.insert(0, str(ROOT))
 
-from components import gate  # noqa: E402
-from components.dnscheck import Endpoint, make_tsig_key  # noqa: E402
-from components.named_process import NamedProcess, free_port  # noqa: E402
-from components.render import ZONE_DIR, Placement, render_instance, write_tree  # noqa: E402
-from components.topology import load_topology  # noqa: E402
+from bind9_topology.dns import gate  # noqa: E402
+from bind9_topology.dns.checks import Endpoint, make_tsig_key  # noqa: E402
+from bind9_topology.local.named_process import NamedProcess, free_port  # noqa: E402
+from bind9_topology.render.bind_files import ZONE_DIR, Placement, render_instance, write_tree  # noqa: E402
+from bind9_topology.spec.topology import load_topology  # noqa: E402
 
 HOST = "127.0.0.1"
 SECONDARIES = {"sec-a": "10.0.1.20", "sec-b": "10.0.2.20", "sec-c": "10.0.3.20"}
@@ -132,7 +133,7 @@ def run(zones: int, records: int, workers: int | None = None) -> dict[str, Any]:
                 p.stop()
     return {
         "zones": zones, "records_per_zone": records, "secondaries": len(SECONDARIES),
-        "workers": workers, "function": "components.gate.wait_until_transferred",
+        "workers": workers, "function": "bind9_topology.dns.gate.wait_until_transferred",
         "verify_s": round(timings["full"], 3),
         "verify_secondaries_only_s": round(timings["secondaries"], 3),
         "setup_s": round(setup_s, 2), "named_start_s": round(start_s, 2),

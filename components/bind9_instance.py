@@ -10,9 +10,9 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from . import manifests
-from .model import Instance, StackSpec
-from .render import RenderedInstance, render_tsig_key
+from bind9_topology.render import manifests
+from bind9_topology.render.bind_files import RenderedInstance, render_tsig_key
+from bind9_topology.spec.model import Instance, StackSpec
 
 TYPE = "bind9-topology:index:Bind9Instance"
 PLACEHOLDER_SERIAL = 2000000000  # ten digits, like YYYYMMDDnn: shards are sized with it
@@ -162,7 +162,7 @@ def _dnssec_secret_data(materials: dict[str, str]) -> dict[str, str]:
     """The key files of every signed zone, keyed as a Secret allows ('+' -> '_')."""
     import json
 
-    from .dnssec import secret_files, secret_key
+    from bind9_topology.dns.dnssec import secret_files, secret_key
 
     data: dict[str, str] = {}
     for zone, material in sorted(materials.items()):

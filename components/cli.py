@@ -4,8 +4,8 @@
     python -m components render --stack prod --out out/
     python -m components keygen
     python -m components schema --check            (Pulumi.yaml and README from the model)
-    python -m components import-bindy bindy/*.yaml --stack prod   (see components.bindy)
-    python -m components local up --stack prod      (see components.local)
+    python -m components import-bindy bindy/*.yaml --stack prod   (see bind9_topology.spec.bindy)
+    python -m components local up --stack prod      (see bind9_topology.local.runner)
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from .model import ConfigIssue, TopologyError
-from .topology import (
+from bind9_topology.spec.model import ConfigIssue, TopologyError
+from bind9_topology.spec.topology import (
     PREFIX,
     SECRET_KEY,
     Topology,
@@ -55,7 +55,9 @@ def load_for_cli(project_dir: Path, stack: str, *, need_secret: bool = False) ->
         raise TopologyError([*exc.issues, *issues], exc.warnings) from None
     if issues:
         raise TopologyError(issues, topology.warnings)
-    from .topology import resolve_offline  # primaryStack: read from its stack file
+    from bind9_topology.spec.topology import (
+        resolve_offline,  # primaryStack: read from its stack file
+    )
 
     return resolve_offline(topology, project_dir)
 
@@ -83,9 +85,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from bind9_topology.dns.serials import SerialStore
+    from bind9_topology.render.bind_files import render_instance, write_tree
+
     from .preview import kubernetes_objects, run_components
-    from .render import render_instance, write_tree
-    from .serials import SerialStore
 
     stacks = list_stacks(args.project) if args.all else [args.stack]
     store = SerialStore(args.state)
@@ -118,7 +121,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_import_bindy(args: argparse.Namespace) -> int:
-    from .bindy import import_stack
+    from bind9_topology.spec.bindy import import_stack
 
     result = import_stack(
         [Path(f) for f in args.files], stack=args.stack, project_dir=args.project,
@@ -136,7 +139,7 @@ def cmd_import_bindy(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .schema import drift, write
+    from bind9_topology.spec.schema import drift, write
 
     if args.write:
         changed = write(args.project)
@@ -200,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schema)
 
     try:
-        from .local import add_local_parser
+        from bind9_topology.local.runner import add_local_parser
     except ImportError:
         pass
     else:

@@ -7,10 +7,11 @@ from typing import Any
 
 import pulumi
 
-from .gate import map_address
-from .model import StackSpec, Zone
+from bind9_topology.dns.gate import map_address
+from bind9_topology.spec.model import StackSpec, Zone
+from bind9_topology.spec.zone_records import ZoneContent
+
 from .zone_serial import ZoneSerial
-from .zonedata import ZoneContent
 
 TYPE = "bind9-topology:index:DNSZone"
 

@@ -17,7 +17,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 class DnssecKeysProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
-        from components.dnssec import generate_material, public_info
+        from bind9_topology.dns.dnssec import generate_material, public_info
 
         zone = str(props["zoneName"])
         given = props.get("material")

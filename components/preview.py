@@ -15,8 +15,8 @@ import pulumi
 from pulumi.runtime.mocks import MockMonitor, _sync_await
 from pulumi.runtime.stack import run_pulumi_func
 
-from .serials import SerialStore, next_serial
-from .topology import Topology
+from bind9_topology.dns.serials import SerialStore, next_serial
+from bind9_topology.spec.topology import Topology
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's wire marker of a secret value
 REDACTED = "<redacted: pulumi secret>"

@@ -10,9 +10,8 @@ from typing import Any
 import pulumi
 from pulumi.runtime.config import get_config_env, get_config_secret_keys_env, is_config_secret
 
-from .model import PROJECT, TopologyError
-from .region import Bind9Region, Bind9RegionArgs
-from .topology import (
+from bind9_topology.spec.model import PROJECT, TopologyError
+from bind9_topology.spec.topology import (
     PREFIX,
     SECRET_KEY,
     StackConfig,
@@ -22,6 +21,8 @@ from .topology import (
     namespace_typos,
     project_dir_default,
 )
+
+from .region import Bind9Region, Bind9RegionArgs
 
 
 def config_keys() -> list[str]:
@@ -192,14 +193,16 @@ def with_local_runner(topology: Topology, project_dir: Path) -> Topology:
         return topology
     from dataclasses import replace
 
-    from .local import LocalRunnerMissing, runner_address_map
+    from bind9_topology.local.runner import LocalRunnerMissing, runner_address_map
 
     try:
         amap = runner_address_map(project_dir, topology.stack, topology.spec)
     except LocalRunnerMissing as exc:
         raise pulumi.RunError(str(exc)) from None
     spec = topology.spec.model_copy(update={"gate": gate.model_copy(update={"addressMap": amap})})
-    from .local import dnssec_material  # signed zones: the runner's servers sign with these
+    from bind9_topology.local.runner import (
+        dnssec_material,  # signed zones: the runner's servers sign with these
+    )
 
     return replace(topology, spec=spec, dnssec_material=dnssec_material(project_dir, topology))
 
@@ -220,7 +223,7 @@ def deploy(topology: Topology, secret: pulumi.Output[str] | None = None) -> None
     if not topology.spec.primaryStack:
         export(build(topology, secret), topology)
         return
-    from .topology import PRIMARY_STACK_OUTPUT
+    from bind9_topology.spec.topology import PRIMARY_STACK_OUTPUT
 
     ref = pulumi.StackReference(f"primary-stack-{topology.spec.primaryStack.replace('/', '-')}",
                                 stack_name=topology.spec.primaryStack)
@@ -241,7 +244,7 @@ def deploy(topology: Topology, secret: pulumi.Output[str] | None = None) -> None
 def resolved_topology(topology: Topology, instances: Any) -> Topology:
     """Zones' primaryServers from the primary stack's `instances` output, or a RunError
     naming each zone without a primary there."""
-    from .topology import with_primary_stack
+    from bind9_topology.spec.topology import with_primary_stack
 
     try:
         resolved = with_primary_stack(topology, instances)

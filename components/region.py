@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 import pulumi
 
+from bind9_topology.render.bind_files import render_instance
+from bind9_topology.spec.model import Instance
+from bind9_topology.spec.topology import Topology
+
 from .bind9_instance import Bind9Instance, Bind9InstanceArgs
 from .dns_zone import DNSZone, DNSZoneArgs, provider_kube_settings
-from .model import Instance
-from .render import render_instance
-from .topology import Topology
 
 TYPE = "bind9-topology:index:Bind9Region"
 
@@ -120,7 +121,8 @@ def _transfer_gates(topo, zones, instances, tsig_secret, dnssec_keys=None) -> di
     probe holds a new pod back until every zone it serves answers authoritatively,
     and `pulumi up` waits for the rollout.
     """
-    from .gate import gate_plans, map_address
+    from bind9_topology.dns.gate import gate_plans, map_address
+
     from .transfer_gate import TransferGate
 
     spec = topo.spec

@@ -2,7 +2,8 @@
 
 The provider runs in the engine's provider host (``python -m pulumi.dynamic``)
 from a dill-serialized copy, so this module imports only Pulumi and the standard
-library at the top; the DNS work (dnspython, components.gate) is imported inside the methods.
+library at the top; the DNS work (dnspython, bind9_topology.dns.gate) is imported
+inside the methods.
 The provider object carries no state: its serialized form never changes, so
 it never shows up as a diff.
 
@@ -114,7 +115,7 @@ class TransferGateProvider(ResourceProvider):
 
     @staticmethod
     def _key(props: dict[str, Any]) -> Any:
-        from components.dnscheck import make_tsig_key
+        from bind9_topology.dns.checks import make_tsig_key
 
         secret = _plain(props.get("tsigSecret"))
         if not secret:
@@ -129,9 +130,9 @@ class TransferGateProvider(ResourceProvider):
     @contextlib.contextmanager
     def _targets(props: dict[str, Any]) -> Iterator[tuple[list[Any], list[Any]]]:
         """Endpoints to probe: direct addresses as given, owned instances pod by pod
-        through the Kubernetes API (components.kube_forward). An API that cannot be
+        through the Kubernetes API (bind9_topology.kube.forward). An API that cannot be
         asked is a GateFailed with the fix."""
-        from components.kube_forward import KubeApiError, gate_endpoints
+        from bind9_topology.kube.forward import KubeApiError, gate_endpoints
 
         try:
             with gate_endpoints(list(props.get("primaries") or []),
@@ -143,7 +144,7 @@ class TransferGateProvider(ResourceProvider):
             raise GateFailed(f"zone {props.get('zoneName')}: {exc}") from None
 
     def _wait(self, props: dict[str, Any]) -> dict[str, Any]:
-        from components.gate import wait_until_transferred
+        from bind9_topology.dns.gate import wait_until_transferred
 
         report_cleanly()
 
@@ -203,7 +204,8 @@ class TransferGateProvider(ResourceProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Probe every server once: the serials they serve now (drift shows on refresh)."""
-        from components.dnscheck import query_soa, serial_at_least
+        from bind9_topology.dns.checks import query_soa
+        from bind9_topology.dns.serials import serial_at_least
 
         zone = str(props.get("zoneName"))
         served = props.get("servedSerial")

@@ -1,7 +1,7 @@
 """A zone's SOA serial, kept in Pulumi state and keyed on the zone's content hash.
 
 The serial moves only when the content hash moves, and only forwards
-(components.serials.next_serial), so `pulumi preview` with no change shows no
+(bind9_topology.dns.serials.next_serial), so `pulumi preview` with no change shows no
 diff. When it moves (or is first created, e.g. after the state was lost or the
 stack recreated), it also moves past the highest serial the zone's servers
 answer with right now (`probe`: primaries, secondaries, NOTIFY targets), so a
@@ -35,7 +35,12 @@ from pulumi.dynamic import (
 
 class ZoneSerialProvider(ResourceProvider):
     def _advance(self, olds: dict[str, Any] | None, news: dict[str, Any]) -> dict[str, Any]:
-        from components.serials import SERIAL_MODULUS, SerialState, next_serial, serial_is_newer
+        from bind9_topology.dns.serials import (
+            SERIAL_MODULUS,
+            SerialState,
+            next_serial,
+            serial_is_newer,
+        )
 
         previous = None
         if olds and olds.get("serial") is not None:
@@ -83,8 +88,8 @@ def _probe_targets(props: dict[str, Any]) -> Iterator[list[Any]]:
     """Every server to ask: addresses as given, and each pod of the stack's instances
     through the Kubernetes API (gate.via kubernetes-api). An instance with no pods yet
     (first deploy: its Deployment comes after the serial) serves nothing and is skipped."""
-    from components.dnscheck import Endpoint
-    from components.kube_forward import KubeApiError, gate_endpoints
+    from bind9_topology.dns.checks import Endpoint
+    from bind9_topology.kube.forward import KubeApiError, gate_endpoints
 
     probe = list(props.get("probe") or [])
     endpoints = list(dict.fromkeys(
@@ -105,7 +110,7 @@ def _probe_targets(props: dict[str, Any]) -> Iterator[list[Any]]:
 
 def _served(zone: str, probe: list[dict[str, Any]]) -> dict[Any, int]:
     """Endpoint -> the serial it answers authoritatively with (servers that answer only)."""
-    from components.dnscheck import Endpoint
+    from bind9_topology.dns.checks import Endpoint
 
     return _served_by(zone, list(dict.fromkeys(
         Endpoint(str(p["host"]), int(p.get("port") or 53)) for p in probe)))
@@ -114,7 +119,7 @@ def _served(zone: str, probe: list[dict[str, Any]]) -> dict[Any, int]:
 def _served_by(zone: str, endpoints: list[Any]) -> dict[Any, int]:
     from concurrent.futures import ThreadPoolExecutor
 
-    from components.dnscheck import query_soa
+    from bind9_topology.dns.checks import query_soa
 
     if not endpoints:
         return {}
@@ -125,7 +130,7 @@ def _served_by(zone: str, endpoints: list[Any]) -> dict[Any, int]:
 
 def _highest(serials: list[int]) -> int | None:
     """The newest of *serials* in RFC 1982 arithmetic."""
-    from components.dnscheck import serial_compare_safe
+    from bind9_topology.dns.serials import serial_compare_safe
 
     highest: int | None = None
     for serial in serials:
@@ -140,7 +145,7 @@ def _highest_served(zone: str, probe: list[dict[str, Any]]) -> int | None:
 
 
 def _key(props: dict[str, Any]) -> Any:
-    from components.dnscheck import make_tsig_key
+    from bind9_topology.dns.checks import make_tsig_key
 
     secret = props.get("tsigSecret")
     if isinstance(secret, dict):  # Pulumi's secret wrapper, when it travels as one
@@ -158,7 +163,7 @@ def _serve_this_content(zone: str, endpoints: list[Any], digest: str | None, key
     """True when every endpoint transfers (TSIG AXFR) content whose digest is *digest*."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from components.dnscheck import axfr
+    from bind9_topology.dns.checks import axfr
 
     if not digest or key is None or not endpoints:
         return False

@@ -34,7 +34,7 @@ ENGINE_ENV_QUIET=1 source scripts/engine-env.sh
 PROJECT=.cache/cluster/project
 mkdir -p "$PROJECT"
 cp Pulumi.yaml "$PROJECT/Pulumi.yaml"
-for item in __main__.py components configs requirements.txt; do
+for item in __main__.py components bind9_topology configs requirements.txt; do
   rm -rf "${PROJECT:?}/$item"
   cp -r "$item" "$PROJECT/$item"
 done

@@ -58,6 +58,6 @@ if command -v shellcheck >/dev/null 2>&1; then
 fi
 ruff check engine
 
-ruff check components tests bench
-mypy components
+ruff check components bind9_topology tests bench
+mypy components bind9_topology
 exec python3 -m pytest "$@"

@@ -23,10 +23,11 @@ import pulumi
 import pytest
 import yaml
 
-from components import cli, safeyaml
-from components.model import ConfigIssue, TopologyError
-from components.render import render_instance
-from components.topology import PREFIX, SECRET_KEY, Topology, load_topology
+from bind9_topology.render.bind_files import render_instance
+from bind9_topology.spec import safeyaml
+from bind9_topology.spec.model import ConfigIssue, TopologyError
+from bind9_topology.spec.topology import PREFIX, SECRET_KEY, Topology, load_topology
+from components import cli
 from tests.conftest import new_secret
 from tests.test_program_errors import RecordingMocks, run_program
 

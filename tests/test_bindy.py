@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import cli
-from components.bindy import (
+from bind9_topology.spec.bindy import (
     ALPHA_API,
     BETA_API,
     LEGACY_API,
@@ -19,8 +18,9 @@ from components.bindy import (
     convert,
     import_stack,
 )
-from components.model import TopologyError
-from components.topology import load_topology
+from bind9_topology.spec.model import TopologyError
+from bind9_topology.spec.topology import load_topology
+from components import cli
 
 pytestmark = pytest.mark.unit
 

@@ -27,12 +27,12 @@ import pytest
 import yaml
 from conftest import FIXED_SERIAL, PROJECT_DIR, new_secret
 
-from components.catalog import member_label
-from components.gate import gate_plans
-from components.local import load_state, pid_alive
-from components.model import TopologyError
-from components.render import Placement, render_instance, write_tree
-from components.topology import Topology, load_topology, read_stack_file
+from bind9_topology.dns.gate import gate_plans
+from bind9_topology.local.runner import load_state, pid_alive
+from bind9_topology.render.bind_files import Placement, render_instance, write_tree
+from bind9_topology.spec.catalog import member_label
+from bind9_topology.spec.model import TopologyError
+from bind9_topology.spec.topology import Topology, load_topology, read_stack_file
 
 PRIMARY, REGION = "catalog", "catalog-region"
 CATALOG = "catalog.invalid"
@@ -386,10 +386,10 @@ def test_a_zone_added_to_the_primary_stack_only_reaches_the_region_and_leaves_ag
 def test_a_catalog_with_a_wrong_key_is_refused(project: Path, tmp_path: Path) -> None:
     """A secondary holding another secret cannot transfer the catalog: it serves no member,
     and the gate names the TSIG failure."""
-    from components.dnscheck import Endpoint, make_tsig_key
-    from components.gate import TSIG_REASONS, wait_until_transferred
-    from components.local import tsig_secret
-    from components.named_process import NamedProcess, free_port
+    from bind9_topology.dns.checks import Endpoint, make_tsig_key
+    from bind9_topology.dns.gate import TSIG_REASONS, wait_until_transferred
+    from bind9_topology.local.named_process import NamedProcess, free_port
+    from bind9_topology.local.runner import tsig_secret
 
     up = run(project, "local", "up", "--stack", PRIMARY, "--timeout", "10")
     # the primary stack's gate fails for the region (not started), the primary serves
@@ -430,7 +430,7 @@ def test_a_catalog_with_a_wrong_key_is_refused(project: Path, tmp_path: Path) ->
 def test_catalogs_take_primaries_from_primary_stack(tmp_path: Path) -> None:
     """With primaryStack, a catalog needs no primaryServers: the primary stack's outputs
     (read from its stack file here) give the catalog zone's primaries and default-primaries."""
-    from components.topology import resolve_offline
+    from bind9_topology.spec.topology import resolve_offline
 
     for name in ("Pulumi.yaml", "Pulumi.catalog.yaml"):
         shutil.copy(PROJECT_DIR / name, tmp_path / name)

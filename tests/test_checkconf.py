@@ -15,9 +15,15 @@ from pathlib import Path
 import pytest
 from conftest import BIG_ZONE_NAME, BIG_ZONE_RECORDS, FIXED_SERIAL, PROJECT_DIR, new_secret
 
-from components.model import TopologyError
-from components.render import ZONE_DIR, Placement, RenderedInstance, render_instance, write_tree
-from components.topology import Topology, list_stacks, load_topology, read_stack_file
+from bind9_topology.render.bind_files import (
+    ZONE_DIR,
+    Placement,
+    RenderedInstance,
+    render_instance,
+    write_tree,
+)
+from bind9_topology.spec.model import TopologyError
+from bind9_topology.spec.topology import Topology, list_stacks, load_topology, read_stack_file
 
 pytestmark = pytest.mark.config
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bind9_topology.render.bind_files import ZONE_DIR
 from components import cli
-from components.render import ZONE_DIR
 
 pytestmark = pytest.mark.unit
 

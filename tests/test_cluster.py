@@ -30,7 +30,7 @@ import dns.rdatatype
 import pytest
 import yaml
 
-from components.dnscheck import Endpoint, axfr, make_tsig_key, query_soa
+from bind9_topology.dns.checks import Endpoint, axfr, make_tsig_key, query_soa
 from tests.enginekit import ROOT, Engine, make_engine
 
 pytestmark = pytest.mark.cluster
@@ -329,7 +329,7 @@ def test_the_gate_works_from_a_network_that_reaches_only_the_api(
         service_ip = _services(deployed.engine.project, PRIMARY_STACK)["primary-dns"]
         script = (
             "import json, sys\n"
-            "from components.dnscheck import Endpoint, query_soa\n"
+            "from bind9_topology.dns.checks import Endpoint, query_soa\n"
             "from components.transfer_gate import TransferGateProvider\n"
             "props = json.load(open(sys.argv[1]))\n"
             "blocked = {ip: query_soa(Endpoint(ip, 53), 'example.com', timeout=1).reason.name\n"
@@ -359,7 +359,7 @@ def test_lost_state_serial_moves_past_what_the_pods_serve_through_the_api(
 ) -> None:
     """A ZoneSerial with no state asks every pod (through the API, as the gate does):
     other content at the served serial moves past it; proven content keeps it."""
-    from components.topology import load_topology, read_stack_file
+    from bind9_topology.spec.topology import load_topology, read_stack_file
     from components.zone_serial import ZoneSerialProvider
 
     project = deployed.engine.project

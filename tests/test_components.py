@@ -22,8 +22,10 @@ from typing import Any
 
 import pytest
 
+from bind9_topology.render.bind_files import ZONE_DIR, render_instance
+from bind9_topology.render.manifests import ANNOTATION_CHECKSUM
+from bind9_topology.spec.topology import Topology, list_stacks, load_topology, read_stack_file
 from components.bind9_instance import PLACEHOLDER_SERIAL
-from components.manifests import ANNOTATION_CHECKSUM
 from components.preview import (
     REDACTED,
     SECRET_SIG,
@@ -33,8 +35,6 @@ from components.preview import (
     redact,
     run_components,
 )
-from components.render import ZONE_DIR, render_instance
-from components.topology import Topology, list_stacks, load_topology, read_stack_file
 
 pytestmark = pytest.mark.unit
 

@@ -24,7 +24,7 @@ import dns.tsig
 import dns.zone
 import pytest
 
-from components.dnscheck import (
+from bind9_topology.dns.checks import (
     Endpoint,
     Reason,
     SoaProbe,
@@ -34,14 +34,12 @@ from components.dnscheck import (
     ixfr,
     make_tsig_key,
     query_soa,
-    serial_at_least,
-    serial_compare,
     verify_primary,
     verify_secondary,
-    zone_digest,
-    zone_digest_from_text,
 )
-from components.named_process import NamedProcess, NamedStartError, free_port
+from bind9_topology.dns.serials import serial_at_least, serial_compare
+from bind9_topology.local.named_process import NamedProcess, NamedStartError, free_port
+from bind9_topology.spec.digest import zone_digest, zone_digest_from_text
 
 ZONE = "example.test"
 SERIAL = 2024051700

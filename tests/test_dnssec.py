@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from components import dnssec
-from components.dnscheck import Endpoint, make_tsig_key
-from components.gate import GateReport, wait_until_transferred
-from components.model import Zone
-from components.render import Placement, render_instance, write_tree
+from bind9_topology.dns import dnssec
+from bind9_topology.dns.checks import Endpoint, make_tsig_key
+from bind9_topology.dns.gate import GateReport, wait_until_transferred
+from bind9_topology.render.bind_files import Placement, render_instance, write_tree
+from bind9_topology.spec.model import Zone
 from tests.test_gate import HOST, RAW, ZONE, Cluster, new_secret
 
 POLICY = "signed"
@@ -176,7 +176,7 @@ def test_ds_and_tags_are_stable_for_the_same_material() -> None:
 
 
 def signed_topology() -> Any:
-    from components.topology import load_topology
+    from bind9_topology.spec.topology import load_topology
     from tests.test_gate import PROJECT
 
     return load_topology(signed_raw(), stack="test", project_dir=PROJECT,
@@ -215,7 +215,7 @@ def test_components_register_keys_secret_init_container_and_ds_output() -> None:
 @pytest.mark.unit
 def test_init_script_copies_keys_renamed_and_links_the_zone(tmp_path: Path) -> None:
     """The init container's script, run with its absolute paths moved under tmp_path."""
-    from components.manifests import DNSSEC_KEYS_MOUNT, dnssec_init_container
+    from bind9_topology.render.manifests import DNSSEC_KEYS_MOUNT, dnssec_init_container
 
     topo = signed_topology()
     inst = next(i for i in topo.spec.instances if i.name == "primary-dns")

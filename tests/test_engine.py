@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bind9_topology.spec.topology import load_topology, read_stack_file
 from components.preview import run_components
-from components.topology import load_topology, read_stack_file
 from tests.enginekit import Engine, make_engine
 
 pytestmark = pytest.mark.engine

@@ -21,7 +21,7 @@ import dns.rcode
 import pytest
 import yaml
 
-from components.local import load_state
+from bind9_topology.local.runner import load_state
 from tests.enginekit import Engine, local_runner_engine
 
 pytestmark = pytest.mark.engine

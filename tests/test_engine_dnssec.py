@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from components import dnssec
+from bind9_topology.dns import dnssec
 from tests.enginekit import Engine, local_runner_engine
 
 pytestmark = pytest.mark.engine

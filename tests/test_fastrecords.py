@@ -27,17 +27,17 @@ import dns.zone
 import dns.zonetypes
 import pytest
 
-from components import fastrecords
-from components.dnscheck import zone_digest_from_text
-from components.model import IDNA, Zone
-from components.zonedata import _build_zone
+from bind9_topology.spec import fast_records
+from bind9_topology.spec.digest import zone_digest_from_text
+from bind9_topology.spec.model import IDNA, Zone
+from bind9_topology.spec.zone_records import _build_zone
 
 pytestmark = pytest.mark.unit
 
 ORIGIN_TEXT = "example.com"
 ORIGIN = dns.name.from_text(ORIGIN_TEXT)
-FAST_ORIGIN = fastrecords.Origin(ORIGIN_TEXT)
-TYPES = list(fastrecords.TYPES)
+FAST_ORIGIN = fast_records.Origin(ORIGIN_TEXT)
+TYPES = list(fast_records.TYPES)
 
 
 def rand_label(rnd: random.Random) -> str:
@@ -159,7 +159,7 @@ def test_fast_path_agrees_with_dnspython_record_by_record() -> None:
     for case in range(6000):
         rtype = TYPES[case % len(TYPES)]
         data = rand_data(rnd, rtype)
-        fast = fastrecords.parse(fastrecords.TYPES[rtype], data, FAST_ORIGIN)
+        fast = fast_records.parse(fast_records.TYPES[rtype], data, FAST_ORIGIN)
         rdata = dnspython(rtype, data)
         if fast is None:
             continue
@@ -176,7 +176,7 @@ def test_names_agree_with_dnspython() -> None:
     rnd = random.Random(7)
     for _ in range(4000):
         text = rand_name(rnd)
-        fast = fastrecords.parse_name(text, FAST_ORIGIN)
+        fast = fast_records.parse_name(text, FAST_ORIGIN)
         if fast is None:
             continue
         name = dns.name.from_text(text, ORIGIN, idna_codec=IDNA)
@@ -184,7 +184,7 @@ def test_names_agree_with_dnspython() -> None:
         rel = name.relativize(ORIGIN)
         assert fast.text() == rel.to_text(), text
         assert fast.wire(FAST_ORIGIN) == name.to_digestable(), text
-        assert fast.key == fastrecords.from_dnspython(name, ORIGIN).key, text
+        assert fast.key == fast_records.from_dnspython(name, ORIGIN).key, text
 
 
 def zone_of(records: list[dict]) -> Zone:
@@ -305,8 +305,7 @@ YAML_CASES = [
 def test_one_pass_yaml_equals_the_safe_loader(text: str) -> None:
     import yaml
 
-    from components import safeyaml
-
+    from bind9_topology.spec import safeyaml
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         expected_all: object = list(yaml.load_all(text, Loader=loader))
@@ -331,5 +330,5 @@ def test_one_pass_yaml_equals_the_safe_loader(text: str) -> None:
 def test_escaping_equals_dnspython_for_every_byte() -> None:
     for c in range(256):
         for data in (bytes([c]), bytes([0x61, c, 0x62])):
-            assert fastrecords.label_text(data) == dns.name._escapify(data)
-            assert fastrecords.escapify(data) == dns.rdata._escapify(data)
+            assert fast_records.label_text(data) == dns.name._escapify(data)
+            assert fast_records.escapify(data) == dns.rdata._escapify(data)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from components.dnscheck import Endpoint, Reason, axfr, make_tsig_key, query_soa
-from components.serials import date_serial
+from bind9_topology.dns.checks import Endpoint, Reason, axfr, make_tsig_key, query_soa
+from bind9_topology.dns.serials import date_serial
 from components.zone_serial import ZoneSerialProvider
 from tests.test_gate import HOST, ZONE, Cluster, new_secret
 

@@ -2,7 +2,7 @@
 
 Everything is rendered by the product's own path (load_topology ->
 render_instance with a root-prefixed Placement -> write_tree), the gate is
-components.gate.wait_until_transferred with endpoints from gate_plans, as in
+bind9_topology.dns.gate.wait_until_transferred with endpoints from gate_plans, as in
 the provider and the local runner. Every test has its own tmp dir; every
 named is stopped by pid in teardown; every wait is bounded.
 """
@@ -21,11 +21,12 @@ from typing import Any
 
 import pytest
 
-from components.dnscheck import Endpoint, Reason, axfr, make_tsig_key, zone_digest_from_text
-from components.gate import GateReport, gate_plans, map_address, wait_until_transferred
-from components.named_process import NamedProcess, free_port
-from components.render import Placement, render_instance, write_tree
-from components.topology import Topology, load_topology
+from bind9_topology.dns.checks import Endpoint, Reason, axfr, make_tsig_key
+from bind9_topology.dns.gate import GateReport, gate_plans, map_address, wait_until_transferred
+from bind9_topology.local.named_process import NamedProcess, free_port
+from bind9_topology.render.bind_files import Placement, render_instance, write_tree
+from bind9_topology.spec.digest import zone_digest_from_text
+from bind9_topology.spec.topology import Topology, load_topology
 
 HOST = "127.0.0.1"
 ZONE = "example.com"

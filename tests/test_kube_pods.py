@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from components.kube_pods import REVISION, TEMPLATE_HASH, current_pods, current_replicaset
+from bind9_topology.kube.pods import REVISION, TEMPLATE_HASH, current_pods, current_replicaset
 
 pytestmark = pytest.mark.unit
 
@@ -78,7 +78,7 @@ def test_no_replicaset_yet_means_no_pod() -> None:
 
 
 def test_direct_endpoints_never_ask_the_api() -> None:
-    from components.kube_forward import gate_endpoints
+    from bind9_topology.kube.forward import gate_endpoints
 
     items = [{"name": "knot", "host": "127.0.0.9", "port": 5353}]
     with gate_endpoints(items, [], kubeconfig="/nonexistent/kubeconfig") as (prim, sec):

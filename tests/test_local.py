@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from components.local import load_state, pid_alive
+from bind9_topology.local.runner import load_state, pid_alive
 
 PROJECT = Path(__file__).resolve().parent.parent
 

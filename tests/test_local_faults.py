@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.local import Budget, RunTimeout, load_state, pid_alive, serial_on_disk
-from components.serials import SerialState, SerialStore, past_served
+from bind9_topology.dns.serials import SerialState, SerialStore, past_served
+from bind9_topology.local.runner import Budget, RunTimeout, load_state, pid_alive, serial_on_disk
 from tests import test_local
 from tests.conftest import doc_ipv6
 from tests.test_local import run

@@ -18,8 +18,8 @@ import pulumi
 import pytest
 import yaml
 
-from components.local import load_state
-from components.topology import SECRET_KEY, read_stack_file
+from bind9_topology.local.runner import load_state
+from bind9_topology.spec.topology import SECRET_KEY, read_stack_file
 from tests.test_local import PROJECT, run
 from tests.test_program_errors import RecordingMocks, run_program
 

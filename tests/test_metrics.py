@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from components.model import TopologyError
+from bind9_topology.render.bind_files import render_instance
+from bind9_topology.spec.model import TopologyError
+from bind9_topology.spec.topology import PREFIX, load_topology
 from components.preview import kubernetes_objects, run_components
-from components.render import render_instance
-from components.topology import PREFIX, load_topology
 from tests.conftest import PROJECT_DIR, new_secret
 
 pytestmark = pytest.mark.unit

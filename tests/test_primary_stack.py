@@ -15,8 +15,8 @@ from typing import Any
 import pulumi
 import pytest
 
-from components.model import TopologyError
-from components.topology import (
+from bind9_topology.spec.model import TopologyError
+from bind9_topology.spec.topology import (
     PREFIX,
     SECRET_KEY,
     load_topology,

@@ -11,10 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from components import local, render
-from components.named_process import NamedProcess, named_environment
-from components.render import TSIG_DIR, RenderedInstance, render_instance, write_private, write_tree
-from components.topology import load_topology
+from bind9_topology.local import runner
+from bind9_topology.local.named_process import NamedProcess, named_environment
+from bind9_topology.render import bind_files
+from bind9_topology.render.bind_files import (
+    TSIG_DIR,
+    RenderedInstance,
+    render_instance,
+    write_private,
+    write_tree,
+)
+from bind9_topology.spec.topology import load_topology
 
 pytestmark = pytest.mark.unit
 
@@ -91,7 +98,7 @@ def test_write_private_leaves_no_temp_file_on_failure(tmp_path, monkeypatch) -> 
     def boom(*_a, **_kw):
         raise OSError("disk full")
 
-    monkeypatch.setattr(render.os, "replace", boom)
+    monkeypatch.setattr(bind_files.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         write_private(tmp_path / "k.conf", b"secret")
     assert list(tmp_path.iterdir()) == []
@@ -99,7 +106,7 @@ def test_write_private_leaves_no_temp_file_on_failure(tmp_path, monkeypatch) -> 
 
 def test_local_runner_secret_file_is_0600_from_the_start(tmp_path, monkeypatch,
                                                          open_umask) -> None:
-    monkeypatch.delenv(local.SECRET_ENV, raising=False)
+    monkeypatch.delenv(runner.SECRET_ENV, raising=False)
     seen: list[tuple[str, int]] = []
     real_open = os.open
 
@@ -109,11 +116,11 @@ def test_local_runner_secret_file_is_0600_from_the_start(tmp_path, monkeypatch,
         return real_open(path, flags, mode, *a, **kw)
 
     monkeypatch.setattr(os, "open", spy_open)
-    secret = local.tsig_secret(tmp_path)
-    path = tmp_path / local.RUN_DIR / "tsig.secret"
+    secret = runner.tsig_secret(tmp_path)
+    path = tmp_path / runner.RUN_DIR / "tsig.secret"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [m for p, m in seen if p == str(path)] == [0o600]
-    assert local.tsig_secret(tmp_path) == secret
+    assert runner.tsig_secret(tmp_path) == secret
 
 
 def test_named_environment_is_an_allowlist() -> None:
@@ -130,7 +137,7 @@ def test_named_child_does_not_inherit_the_secret(tmp_path, monkeypatch) -> None:
     fake.write_text(f"#!{sys.executable}\nimport os, sys\n"
                     "sys.stdout.write(repr(dict(os.environ)))\n")
     fake.chmod(0o755)
-    monkeypatch.setenv(local.SECRET_ENV, "c2VjcmV0LXZhbHVlLW5vdC1mb3ItbmFtZWQ=")
+    monkeypatch.setenv(runner.SECRET_ENV, "c2VjcmV0LXZhbHVlLW5vdC1mb3ItbmFtZWQ=")
     monkeypatch.setenv("PULUMI_CONFIG", '{"bind9-topology:tsigSecret": "in-config"}')
     proc = NamedProcess(named=str(fake), threads=None)
     proc.start(tmp_path / "named.conf", tmp_path, tmp_path / "named.log")
@@ -143,4 +150,4 @@ def test_named_child_does_not_inherit_the_secret(tmp_path, monkeypatch) -> None:
     logged = (tmp_path / "named.log").read_text()
     assert "PATH" in logged
     assert "c2VjcmV0LXZhbHVlLW5vdC1mb3ItbmFtZWQ=" not in logged and "in-config" not in logged
-    assert local.SECRET_ENV not in logged
+    assert runner.SECRET_ENV not in logged

@@ -19,8 +19,8 @@ import pytest
 from pulumi.runtime.mocks import _sync_await
 from pulumi.runtime.stack import run_pulumi_func
 
+from bind9_topology.spec.topology import PREFIX, SECRET_KEY
 from components import program
-from components.topology import PREFIX, SECRET_KEY
 
 pytestmark = pytest.mark.unit
 

@@ -19,7 +19,7 @@ import dns.zone
 import pytest
 from conftest import BIG_ZONE_NAME, BIG_ZONE_RECORDS, FIXED_SERIAL
 
-from components.render import (
+from bind9_topology.render.bind_files import (
     CONTAINER,
     ZONE_DIR,
     ZONE_PART_BYTES,
@@ -28,7 +28,7 @@ from components.render import (
     render_instance,
     write_tree,
 )
-from components.topology import Topology, list_stacks, load_topology, read_stack_file
+from bind9_topology.spec.topology import Topology, list_stacks, load_topology, read_stack_file
 
 pytestmark = pytest.mark.unit
 

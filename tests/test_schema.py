@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import cli, schema
-from components.model import StackSpec
-from components.topology import SECRET_KEY
+from bind9_topology.spec import schema
+from bind9_topology.spec.model import StackSpec
+from bind9_topology.spec.topology import SECRET_KEY
+from components import cli
 
 pytestmark = pytest.mark.unit
 

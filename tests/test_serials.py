@@ -7,9 +7,10 @@ import json
 import random
 import threading
 
+import dns.serial
 import pytest
 
-from components.serials import (
+from bind9_topology.dns.serials import (
     MAX_SERIAL_STEP,
     SERIAL_MODULUS,
     SerialState,
@@ -17,6 +18,7 @@ from components.serials import (
     content_hash,
     date_serial,
     next_serial,
+    serial_compare,
     serial_is_newer,
 )
 
@@ -200,3 +202,22 @@ def test_store_concurrent_advances_hand_out_distinct_serials(tmp_path) -> None:
     assert sorted(results) == list(range(2024051700, 2024051708))
     final = store.get("prod", "z.test")
     assert final is not None and final.serial == 2024051707
+
+
+def test_serial_compare_agrees_with_dnspython() -> None:
+    """RFC 1982 arithmetic here and dnspython's dns.serial (the oracle) agree, edges included."""
+    rng = random.Random(1982)
+    half = 2**31
+    pairs = [(0, 0), (0, half), (half, 0), (0, half - 1), (0, half + 1), (2**32 - 1, 0),
+             (0, 2**32 - 1), (5, 5 + half), (5 + half, 5)]
+    pairs += [(rng.randrange(2**32), rng.randrange(2**32)) for _ in range(5000)]
+    base = [rng.randrange(2**32) for _ in range(500)]
+    pairs += [(b, (b + d) % 2**32) for b in base for d in (half - 1, half, half + 1, 1, -1)]
+    for a, b in pairs:
+        sa, sb = dns.serial.Serial(a), dns.serial.Serial(b)
+        want = 0 if sa == sb else -1 if sa < sb else 1 if sa > sb else None
+        if want is None:
+            with pytest.raises(ValueError, match="not comparable"):
+                serial_compare(a, b)
+        else:
+            assert serial_compare(a, b) == want, (a, b)

@@ -2,7 +2,7 @@
 
 `local up` starts the prod stack's named servers, each with its statistics channel on
 its own loopback port; the test reads their JSON (per-zone serial, transfer counters)
-with components.stats and through `local status` (table and --json).
+with bind9_topology.dns.stats and through `local status` (table and --json).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from components.local import load_state
-from components.stats import read_stats
+from bind9_topology.dns.stats import read_stats
+from bind9_topology.local.runner import load_state
 from tests.test_local import project as _project  # noqa: F401 (fixture)
 from tests.test_local import run
 

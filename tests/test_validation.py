@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from components.model import ConfigIssue, TopologyError
-from components.topology import Topology, load_topology
+from bind9_topology.spec.model import ConfigIssue, TopologyError
+from bind9_topology.spec.topology import Topology, load_topology
 
 pytestmark = pytest.mark.unit
 

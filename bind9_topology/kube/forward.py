@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .kube_pods import PodTarget, current_pods
+from bind9_topology.kube.pods import PodTarget, current_pods
 
 DNS_PORT = 53
 
@@ -188,7 +188,7 @@ def gate_endpoints(
     "kubernetes-api"}; each of the latter becomes every current pod of the instance,
     reached over a port-forward and labelled with the pod, its node and the instance.
     """
-    from .dnscheck import Endpoint
+    from bind9_topology.dns.checks import Endpoint
 
     def direct(items: Sequence[dict[str, Any]]) -> list[Any]:
         return [Endpoint(str(i["host"]), int(i.get("port") or DNS_PORT), str(i.get("name") or ""))

@@ -1,7 +1,7 @@
 """The transfer gate's logic: poll primaries and secondaries until a zone really transferred.
 
 Pure: no Pulumi import. The dynamic provider (components.transfer_gate), the
-local runner (components.local), the tests and the benchmark all call
+local runner (bind9_topology.local.runner), the tests and the benchmark all call
 :func:`wait_until_transferred`, so what `pulumi up` waits for is exactly what
 is tested and measured.
 
@@ -35,18 +35,17 @@ from typing import Any
 
 import dns.tsig
 
-from .dnscheck import (
+from bind9_topology.dns.checks import (
     Endpoint,
     Reason,
     axfr,
     ixfr,
     query_soa,
     send_notify,
-    serial_at_least,
-    serial_compare_safe,
     verify_primary,
 )
-from .model import parse_server
+from bind9_topology.dns.serials import serial_at_least, serial_compare_safe
+from bind9_topology.spec.model import parse_server
 
 __all__ = [
     "GatePlan",
@@ -262,7 +261,7 @@ def wait_until_transferred(
     def record(st: _State, result: tuple[bool, int | None, Reason, str]) -> bool:
         ok, serial, reason, detail = result
         if ok and expected_ds:
-            from .dnssec import check_signed
+            from bind9_topology.dns.dnssec import check_signed
 
             signed_ok, signed_detail = check_signed(st.endpoint, zone, expected_ds,
                                                     timeout=max(timeout, 1.0))
@@ -505,7 +504,7 @@ def _catalog_members(spec: Any) -> set[str]:
     catalog = getattr(spec, "catalog", None)
     if catalog is None or not catalog.verifySecondaries:
         return set()
-    from .catalog import catalog_members
+    from bind9_topology.spec.catalog import catalog_members
 
     return catalog_members(spec)
 

@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from . import safeyaml
-from .bindy import BINDY_API, bindy_documents, load_manifests  # noqa: F401 (public here too)
-from .model import (
+from bind9_topology.spec import safeyaml
+from bind9_topology.spec.bindy import BINDY_API, bindy_documents, load_manifests  # noqa: F401 (public here too)
+from bind9_topology.spec.model import (
     PROJECT,
     ConfigIssue,
     Instance,
@@ -32,7 +32,7 @@ from .model import (
     check_labels,
     issues_from_validation,
 )
-from .zonedata import ZoneContent, build_zone
+from bind9_topology.spec.zone_records import ZoneContent, build_zone
 
 PREFIX = f"{PROJECT}:"
 SECRET_KEY = "tsigSecret"
@@ -59,7 +59,8 @@ class Topology:
 
 
 def project_dir_default() -> Path:
-    return Path(__file__).resolve().parent.parent
+    """The checkout this package sits in (bind9_topology/spec/topology.py -> its root)."""
+    return Path(__file__).resolve().parents[2]
 
 
 class StackConfig(dict[str, Any]):
@@ -192,7 +193,7 @@ def _check_cross(
         zone_seen.setdefault(name, z)
         if zone.name is not None:
             try:
-                from .model import dns1123_name
+                from bind9_topology.spec.model import dns1123_name
 
                 dns1123_name(zone.name)
             except ValueError as exc:
@@ -361,7 +362,7 @@ def load_topology(
     spec = spec.model_copy(update={"instances": valid_instances, "zones": valid_zones})
     zone_paths = valid_zone_paths
     # Catalog zones (components/catalog.py): the zones they add are checked as any other.
-    from .catalog import expand as expand_catalogs
+    from bind9_topology.spec.catalog import expand as expand_catalogs
 
     extra, extra_paths, catalog_issues = expand_catalogs(spec, zone_paths, project_dir, stack)
     issues += catalog_issues
@@ -451,7 +452,7 @@ def primaries_by_zone(spec: StackSpec, instances: Any) -> tuple[dict[str, list[s
             continue
         for address in addresses:
             try:
-                from .model import parse_server
+                from bind9_topology.spec.model import parse_server
 
                 parse_server(address)
             except ValueError as exc:
@@ -472,7 +473,7 @@ def with_primary_stack(topology: Topology, instances: Any) -> Topology:
         raise TopologyError(issues, topology.warnings)
     from dataclasses import replace
 
-    from .model import SecondaryConfig
+    from bind9_topology.spec.model import SecondaryConfig
 
     zones = [
         z.model_copy(update={"secondaryConfig": SecondaryConfig(

@@ -53,6 +53,38 @@ def serial_is_newer(new: int, old: int) -> bool:
     return 0 < step <= MAX_SERIAL_STEP
 
 
+def serial_compare(a: int, b: int) -> int:
+    """-1, 0 or 1 as serial *a* is before, equal to or after *b* (RFC 1982).
+
+    Raises ValueError when the comparison is undefined (the two are exactly
+    2**31 apart). dnspython's ``dns.serial.Serial`` is the oracle in the tests.
+    """
+    if a == b:
+        return 0
+    step = (a - b) % SERIAL_MODULUS
+    if 0 < step <= MAX_SERIAL_STEP:
+        return 1
+    if step > MAX_SERIAL_STEP + 1:
+        return -1
+    raise ValueError(f"serials {a} and {b} are not comparable (RFC 1982: 2**31 apart)")
+
+
+def serial_at_least(served: int, expected: int) -> bool:
+    """True when *served* is *expected* or later in serial arithmetic."""
+    try:
+        return serial_compare(served, expected) >= 0
+    except ValueError:
+        return False
+
+
+def serial_compare_safe(a: int, b: int) -> int:
+    """Like :func:`serial_compare`, but an undefined comparison counts as -1 (behind)."""
+    try:
+        return serial_compare(a, b)
+    except ValueError:
+        return -1
+
+
 def date_serial(day: datetime.date, counter: int = 0) -> int:
     """``YYYYMMDDnn`` for *day*."""
     return (day.year * 10000 + day.month * 100 + day.day) * 100 + counter

@@ -31,8 +31,15 @@ import dns.zonetypes
 import yaml
 from pydantic import ValidationError
 
-from . import fastrecords, safeyaml
-from .model import IDNA, ConfigIssue, Record, Zone, is_hostname, issues_from_validation
+from bind9_topology.spec import fast_records, safeyaml
+from bind9_topology.spec.model import (
+    IDNA,
+    ConfigIssue,
+    Record,
+    Zone,
+    is_hostname,
+    issues_from_validation,
+)
 
 IN = dns.rdataclass.IN
 
@@ -78,7 +85,7 @@ class ZoneContent:
         """Equal to dnscheck.zone_digest_from_text(self.text(0), zone_name), without the parse."""
         if self.zonemd is not None:
             return self.zonemd
-        from .dnscheck import zone_digest_from_text
+        from bind9_topology.spec.digest import zone_digest_from_text
 
         return zone_digest_from_text(self.text(0), self.zone_name)
 
@@ -293,10 +300,10 @@ def _build_zone(
     except RecordsFileError as exc:
         return None, exc.issues
 
-    fast_origin = fastrecords.Origin(zone.zoneName)
+    fast_origin = fast_records.Origin(zone.zoneName)
     z = _Zone()
     types_at: dict[tuple[bytes, ...], dict[int, str]] = {}
-    placed: list[tuple[str, fastrecords.Name, int, fastrecords.Name | None]] = []
+    placed: list[tuple[str, fast_records.Name, int, fast_records.Name | None]] = []
     progress = _Progress(len(records), zone.zoneName)
     for index, record in enumerate(records):
         if index & 0x3FFF == 0:
@@ -304,7 +311,7 @@ def _build_zone(
         where = f"{path}.records[{index}]" if index < len(zone.records) else (
             f"{path}.recordsFile[{index - len(zone.records)}]"
         )
-        owner_name = fastrecords.parse_name(record.name, fast_origin)
+        owner_name = fast_records.parse_name(record.name, fast_origin)
         if owner_name is None:
             try:
                 if not record.name or any(c.isspace() for c in record.name):
@@ -316,7 +323,7 @@ def _build_zone(
                     message=f"{record.name!r} is not a valid record name ({exc}); {NAME_HINT}",
                 ))
                 continue
-            owner_name = fastrecords.from_dnspython(owner, origin)
+            owner_name = fast_records.from_dnspython(owner, origin)
         if not owner_name.inside:
             issues.append(
                 ConfigIssue(
@@ -326,8 +333,8 @@ def _build_zone(
                 )
             )
             continue
-        rdtype = fastrecords.TYPES.get(record.type)
-        parsed = (fastrecords.parse(rdtype, record.data, fast_origin)
+        rdtype = fast_records.TYPES.get(record.type)
+        parsed = (fast_records.parse(rdtype, record.data, fast_origin)
                   if rdtype is not None else None)
         if parsed is None:
             try:
@@ -426,8 +433,8 @@ def _build_zone(
     )
 
 
-def _from_rdata(rdata: dns.rdata.Rdata, origin: dns.name.Name) -> fastrecords.Parsed:
-    """What fastrecords.parse gives, for an rdata dnspython parsed."""
+def _from_rdata(rdata: dns.rdata.Rdata, origin: dns.name.Name) -> fast_records.Parsed:
+    """What fast_records.parse gives, for an rdata dnspython parsed."""
     try:
         rdata.to_digestable()
         relative = False
@@ -438,7 +445,7 @@ def _from_rdata(rdata: dns.rdata.Rdata, origin: dns.name.Name) -> fastrecords.Pa
         rdata.to_text(origin=origin, relativize=True),
         rdata.to_digestable(origin),
         (relative, rdata.to_digestable(dns.name.root)),
-        fastrecords.from_dnspython(target, origin) if target is not None else None,
+        fast_records.from_dnspython(target, origin) if target is not None else None,
     )
 
 
@@ -497,8 +504,8 @@ class _Zone:
         # key -> [owner, {rdtype: [ttl, {dedup key: (text, canonical wire)}]}]
         self.nodes: dict[tuple[bytes, ...], list] = {}
 
-    def add(self, key: tuple[bytes, ...], owner: fastrecords.Name, rdtype: int, ttl: int,
-            parsed: fastrecords.Parsed) -> None:
+    def add(self, key: tuple[bytes, ...], owner: fast_records.Name, rdtype: int, ttl: int,
+            parsed: fast_records.Parsed) -> None:
         node = self.nodes.get(key)
         if node is None:
             node = self.nodes[key] = [owner, {}]
@@ -519,7 +526,7 @@ class _Zone:
 
     def owner_text(self, key: tuple[bytes, ...]) -> str:
         return self.nodes[key][0].text() if key in self.nodes else ".".join(
-            fastrecords.label_text(lbl) for lbl in reversed(key))
+            fast_records.label_text(lbl) for lbl in reversed(key))
 
     def to_text(self) -> str:
         lines: list[str] = []
@@ -535,7 +542,7 @@ class _Zone:
                 lines.extend(head + text for text, _ in rdatas.values())
         return "".join(line + "\n" for line in lines)
 
-    def digest(self, origin: fastrecords.Origin, soa_wire: bytes, soa_ttl: int) -> str:
+    def digest(self, origin: fast_records.Origin, soa_wire: bytes, soa_ttl: int) -> str:
         hasher = hashlib.sha384()
         update = hasher.update
         for key in sorted(self.nodes):
@@ -583,8 +590,8 @@ def _hostname(labels: tuple[bytes, ...], *, wildcard: bool = False) -> bool:
 
 def bind_checks(
     z: _Zone,
-    origin: fastrecords.Origin,
-    placed: list[tuple[str, fastrecords.Name, int, fastrecords.Name | None]],
+    origin: fast_records.Origin,
+    placed: list[tuple[str, fast_records.Name, int, fast_records.Name | None]],
 ) -> tuple[list[ConfigIssue], list[ConfigIssue]]:
     """(errors, warnings) for the records as named would judge them on load."""
     errors: list[ConfigIssue] = []

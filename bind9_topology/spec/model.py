@@ -882,7 +882,7 @@ def _friendly(
 
 
 def _describe(value: Any) -> str:
-    from .safeyaml import describe
+    from bind9_topology.spec.safeyaml import describe
 
     return describe(value)
 

@@ -12,8 +12,14 @@ import copy
 import ipaddress
 from typing import Any
 
-from .model import Instance, StackSpec
-from .render import CONFIG_DIR, TSIG_DIR, ZONE_DIR, RenderedInstance, shard_files
+from bind9_topology.render.bind_files import (
+    CONFIG_DIR,
+    TSIG_DIR,
+    ZONE_DIR,
+    RenderedInstance,
+    shard_files,
+)
+from bind9_topology.spec.model import Instance, StackSpec
 
 ANNOTATION_CHECKSUM = "bind9-topology.io/config-checksum"
 BIND_UID = 101  # the bind user of the internetsystemsconsortium/bind9 image
@@ -104,7 +110,7 @@ def dnssec_init_container(rendered: RenderedInstance, container: Obj) -> Obj:
     (named writes .state files there; the Secret's keys name K<zone>._013_<tag>.*, as
     '+' is not allowed in a Secret key) and links each signed zone's file into a writable
     directory (named writes <file>.signed beside it). Same image and security context."""
-    from .dnssec import KEY_DIR, SIGNED_DIR
+    from bind9_topology.dns.dnssec import KEY_DIR, SIGNED_DIR
 
     lines = [
         "set -eu",

@@ -49,7 +49,7 @@ class NamedStartError(RuntimeError):
 
 
 class HostPort(Protocol):
-    """Anything with ``host`` and ``port`` (e.g. ``components.dnscheck.Endpoint``)."""
+    """Anything with ``host`` and ``port`` (e.g. ``bind9_topology.dns.checks.Endpoint``)."""
 
     @property
     def host(self) -> str: ...

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import jinja2
 
-from . import dnssec
-from .model import Instance, StackSpec, Zone
-from .zonedata import ZoneContent
+from bind9_topology.dns import dnssec
+from bind9_topology.spec.model import Instance, StackSpec, Zone
+from bind9_topology.spec.zone_records import ZoneContent
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "configs" / "templates"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 CONFIG_DIR = "etc/bind"
 ZONE_DIR = "var/lib/bind/zones"
@@ -160,7 +160,7 @@ def render_instance(
     tsig_secret: str | None = None,
     dnssec_keys: Mapping[str, Mapping[str, object]] | None = None,
 ) -> RenderedInstance:
-    """*dnssec_keys*: zone -> its key material (components.dnssec), for the Secret's files.
+    """*dnssec_keys*: zone -> its key material (bind9_topology.dns.dnssec), for the Secret's files.
 
     named.conf does not depend on the keys (only on which zones are signed)."""
     zones: list[Zone] = spec.zones_for(instance)

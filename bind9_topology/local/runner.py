@@ -10,7 +10,7 @@ rooted in ``.local-run/<stack>/<instance>/``, 127.0.0.1 and a port of its own),
 every address of the stack config that an instance of the project owns (its
 service.loadBalancerIP or clusterIP) is mapped to that instance's local server, and
 addresses no instance owns (external primaries) are used as they are. Then
-the same gate code as `pulumi up` (components.gate) checks every zone.
+the same gate code as `pulumi up` (bind9_topology.dns.gate) checks every zone.
 
 Ports are deterministic: 15301 + the index of the instance in the sorted list
 of every instance of the project (a busy port that is not ours is replaced
@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .model import Instance, TopologyError
-from .topology import Topology, list_stacks, load_topology, read_stack_file
+from bind9_topology.spec.model import Instance, TopologyError
+from bind9_topology.spec.topology import Topology, list_stacks, load_topology, read_stack_file
 
 RUN_DIR = ".local-run"
 BASE_PORT = 15301
@@ -141,7 +141,7 @@ def runner_address_map(project: Path, stack: str, spec: Any) -> dict[str, str]:
     """
     import ipaddress
 
-    from .gate import gate_plans, map_address
+    from bind9_topology.dns.gate import gate_plans, map_address
 
     state = load_state(project)
     running: dict[str, tuple[str, int]] = {}
@@ -196,15 +196,17 @@ def load_stack(project: Path, stack: str, secret: str) -> Topology:
     A secret set with `pulumi config set --secret` (a {secure: ...} value) is not
     readable here and not needed; one written in clear is refused as on every path.
     """
-    from .model import TopologyError
-    from .topology import clear_secret_issue
+    from bind9_topology.spec.model import TopologyError
+    from bind9_topology.spec.topology import clear_secret_issue
 
     raw = read_stack_file(project, stack)
     written = raw.pop("tsigSecret", None)
     topo = load_topology(raw, stack=stack, project_dir=project, tsig_secret=secret)
     if isinstance(written, str) and written:
         raise TopologyError([clear_secret_issue(stack)], topo.warnings)
-    from .topology import resolve_offline  # primaryStack: read from its stack file
+    from bind9_topology.spec.topology import (
+        resolve_offline,  # primaryStack: read from its stack file
+    )
 
     return resolve_offline(topo, project)
 
@@ -230,7 +232,7 @@ def project_topologies(project: Path, secret: str) -> dict[str, Topology]:
 def assign_ports(
     topos: dict[str, Topology], project: Path, state: dict[str, Any]
 ) -> dict[str, Server]:
-    from .named_process import _port_free, free_port
+    from bind9_topology.local.named_process import _port_free, free_port
 
     servers: dict[str, Server] = {}
     taken: set[int] = set()
@@ -254,7 +256,7 @@ def assign_ports(
 
 def _stats_port(index: int, old: dict[str, Any], taken: set[int]) -> int:
     """The statistics channel's port: STATS_BASE_PORT + index, kept while ours runs."""
-    from .named_process import _port_free, free_port
+    from bind9_topology.local.named_process import _port_free, free_port
 
     port = STATS_BASE_PORT + index
     if old.get("statsPort") and pid_alive(old.get("pid"), old.get("conf")):
@@ -274,7 +276,7 @@ def owners(servers: dict[str, Server]) -> dict[str, Server]:
 def stacks_needed(requested: list[str], topos: dict[str, Topology],
                   servers: dict[str, Server]) -> list[str]:
     """The requested stacks plus those owning the primaries they transfer from."""
-    from .model import parse_server
+    from bind9_topology.spec.model import parse_server
 
     own = owners(servers)
     needed = list(requested)
@@ -390,8 +392,9 @@ def served_serials(topos: dict[str, Topology], servers: dict[str, Server],
     past the highest served serial, the way `pulumi up` does, even when the serial store
     fell behind its servers.
     """
-    from .dnscheck import Endpoint, query_soa, serial_compare_safe
-    from .render import ZONE_DIR, zone_file_name
+    from bind9_topology.dns.checks import Endpoint, query_soa
+    from bind9_topology.dns.serials import serial_compare_safe
+    from bind9_topology.render.bind_files import ZONE_DIR, zone_file_name
 
     asks: list[tuple[str, Server, bool]] = []
     for server in servers.values():
@@ -429,7 +432,7 @@ def served_serials(topos: dict[str, Topology], servers: dict[str, Server],
 
 def _write(rendered: Any, directory: Path) -> list[str]:
     """render.write_tree, keeping unchanged files' mtimes; return the changed paths."""
-    from .render import write_tree
+    from bind9_topology.render.bind_files import write_tree
 
     files = {**rendered.config_files, **rendered.zone_files, **rendered.secret_files}
     before: dict[str, tuple[bytes, int]] = {}
@@ -454,7 +457,7 @@ def _write(rendered: Any, directory: Path) -> list[str]:
 
 
 def _wait_authoritative(port: int, zones: list[str], timeout: float) -> bool:
-    from .named_process import soa_status
+    from bind9_topology.local.named_process import soa_status
 
     end = time.monotonic() + timeout
     pending = list(zones)
@@ -467,7 +470,7 @@ def _wait_authoritative(port: int, zones: list[str], timeout: float) -> bool:
 
 
 def _start(server: Server) -> int:
-    from .named_process import NamedProcess
+    from bind9_topology.local.named_process import NamedProcess
 
     proc = NamedProcess(name=server.key)
     # The runner exits while named runs on: the child keeps its own copy of the log fd.
@@ -488,8 +491,8 @@ class ZoneJob:
 def dnssec_material(project: Path, topo: Topology) -> dict[str, dict[str, Any]]:
     """Signed zones' key material, made once and kept in .local-run/dnssec/<zone>.json
     (0600): a restarted runner signs with the same keys, as a restarted pod does."""
-    from .dnssec import generate_material
-    from .render import write_private
+    from bind9_topology.dns.dnssec import generate_material
+    from bind9_topology.render.bind_files import write_private
 
     out: dict[str, dict[str, Any]] = {}
     for zone in topo.spec.zones:
@@ -507,7 +510,7 @@ def dnssec_material(project: Path, topo: Topology) -> dict[str, dict[str, Any]]:
 
 
 def _expected_ds(project: Path | None, topo: Topology, zone: str) -> list[str] | None:
-    from .dnssec import public_info
+    from bind9_topology.dns.dnssec import public_info
 
     if project is None or not any(z.zoneName == zone and z.type == "primary"
                                   and z.dnssec is not None for z in topo.spec.zones):
@@ -517,8 +520,8 @@ def _expected_ds(project: Path | None, topo: Topology, zone: str) -> list[str] |
 
 def _jobs(topos: dict[str, Topology], stacks: list[str], servers: dict[str, Server],
           serials: dict[tuple[str, str], int], project: Path | None = None) -> list[ZoneJob]:
-    from .dnscheck import Endpoint
-    from .gate import gate_plans, map_address
+    from bind9_topology.dns.checks import Endpoint
+    from bind9_topology.dns.gate import gate_plans, map_address
 
     own = owners(servers)
     jobs = []
@@ -556,7 +559,7 @@ def _notify(jobs: list[ZoneJob], key: Any, budget: Budget) -> None:
     restarted with an older copy on disk) may miss that and would wait for its SOA
     refresh; this NOTIFY makes it check the primary now.
     """
-    from .dnscheck import send_notify
+    from bind9_topology.dns.checks import send_notify
 
     targets = [(ep, job.plan.zone, job.expected_serial) for job in jobs
                if job.expected_serial is not None for ep in job.secondaries
@@ -602,7 +605,7 @@ class Progress:
 
 def run_gates(jobs: list[ZoneJob], key: Any, deadline: float, poll: float,
               progress: Progress) -> list[tuple[ZoneJob, Any]]:
-    from .gate import wait_until_transferred
+    from bind9_topology.dns.gate import wait_until_transferred
 
     def one(job: ZoneJob) -> tuple[ZoneJob, Any]:
         tag = f"{job.stack}/{job.plan.zone}"
@@ -644,9 +647,9 @@ def up(project: Path, requested: list[str], *, as_json: bool, timeout: float | N
 
 def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budget: Budget,
         ours: list[str]) -> int:
-    from .dnscheck import make_tsig_key
-    from .render import Placement, render_instance
-    from .serials import SerialStore
+    from bind9_topology.dns.checks import make_tsig_key
+    from bind9_topology.dns.serials import SerialStore
+    from bind9_topology.render.bind_files import Placement, render_instance
 
     budget.check("loading the stacks")
     # Check the requested stacks before anything is written (not even the secret file):
@@ -852,7 +855,7 @@ def status(project: Path, *, as_json: bool) -> int:
 
 def _stats(info: dict[str, Any]) -> dict[str, Any]:
     """Per-zone serials and transfer counters from the server's statistics channel."""
-    from .stats import read_stats
+    from bind9_topology.dns.stats import read_stats
 
     if not info.get("statsPort"):
         return {"ok": False, "error": "no statistics channel (started before it existed: "

@@ -1,4 +1,4 @@
-"""The stack config schema, written from the pydantic model (components.model.StackSpec).
+"""The stack config schema, written from the pydantic model (bind9_topology.spec.model.StackSpec).
 
 One source: each key's type, default and description live on StackSpec's fields
 (`Field(description=...)`); this module writes them into the `config:` block of
@@ -24,8 +24,10 @@ import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .model import PROJECT, StackSpec
-from .topology import SECRET_KEY  # read beside StackSpec: load_topology takes it apart
+from bind9_topology.spec.model import PROJECT, StackSpec
+from bind9_topology.spec.topology import (
+    SECRET_KEY,  # read beside StackSpec: load_topology takes it apart
+)
 
 SECRET_DESCRIPTION = (
     "The TSIG key's base64 secret. Always set it as a secret: `pulumi config set --secret "
@@ -33,7 +35,7 @@ SECRET_DESCRIPTION = (
 #: StackSpec's field after which the secret is listed.
 SECRET_AFTER = "tsigKey"
 
-README_BEGIN = ("<!-- BEGIN stack-config-reference: generated from components/model.py "
+README_BEGIN = ("<!-- BEGIN stack-config-reference: generated from bind9_topology/spec/model.py "
                 "by `python -m components schema --write`; do not edit by hand -->")
 README_END = "<!-- END stack-config-reference -->"
 CONFIG_HEADER = "config:\n"

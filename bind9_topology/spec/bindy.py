@@ -37,8 +37,8 @@ import dns.name
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from . import safeyaml
-from .model import PROJECT, ConfigIssue, _friendly, format_loc
+from bind9_topology.spec import safeyaml
+from bind9_topology.spec.model import PROJECT, ConfigIssue, _friendly, format_loc
 
 PREFIX = f"{PROJECT}:"
 LEGACY_API = "dns.firestoned.io/v1alpha1"
@@ -568,7 +568,7 @@ def _alias_keys(model: type[BaseModel]) -> list[str]:
 
 
 def _model_at(root: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:
-    from .model import _is_model, _unwrap
+    from bind9_topology.spec.model import _is_model, _unwrap
 
     tp: Any = root
     for part in loc:
@@ -1001,7 +1001,7 @@ def _in_zone(absolute: str, origin: str) -> bool:
 
 
 def _is_ip(value: str) -> bool:
-    from .model import parse_server
+    from bind9_topology.spec.model import parse_server
 
     try:
         parse_server(value)
@@ -1113,8 +1113,8 @@ def import_stack(
     Everything is checked (the documents, then the stack they make, as `validate` would)
     before anything is written; existing files are kept unless `force`.
     """
-    from .model import TopologyError
-    from .topology import load_topology
+    from bind9_topology.spec.model import TopologyError
+    from bind9_topology.spec.topology import load_topology
 
     converted = convert([(p, str(p), str(p)) for p in files], namespace)
     issues = list(converted.issues)

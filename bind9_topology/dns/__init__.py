@@ -1,0 +1,1 @@
+"""Talking DNS to real servers: checks, the gate loop, serials, DNSSEC, statistics."""

@@ -1,0 +1,1 @@
+"""Reaching an instance's pods through the Kubernetes API (no Pulumi)."""

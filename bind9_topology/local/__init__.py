@@ -1,0 +1,1 @@
+"""The local runner: a topology in local `named` processes on loopback."""

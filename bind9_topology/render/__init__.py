@@ -1,0 +1,1 @@
+"""What the core produces from a spec: BIND configuration and Kubernetes object bodies."""

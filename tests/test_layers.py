@@ -1,0 +1,88 @@
+"""The package's layers hold: the core never imports Pulumi, and each layer only what is below it.
+
+Read from the source with ``ast`` (every import, including those inside functions),
+so a lazy import cannot slip past.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = ROOT / "bind9_topology"
+#: bottom to top: a layer may import itself and those before it
+LAYERS = ["spec", "dns", "render", "kube", "local"]
+#: outside libraries only some layers may use
+ALLOWED_ONLY_IN = {"kubernetes": {"kube"}}
+FORBIDDEN = ("pulumi", "pulumi_kubernetes", "components")
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}:{node.lineno}: relative import; use the full path"
+            found.append((node.lineno, node.module or ""))
+    return found
+
+
+def layer_of(path: Path) -> str:
+    return path.relative_to(CORE).parts[0] if path.parent != CORE else ""
+
+
+def core_files() -> list[Path]:
+    files = sorted(CORE.rglob("*.py"))
+    assert len(files) > 20, files  # the walk found the package
+    return files
+
+
+def violations() -> list[str]:
+    problems = []
+    for path in core_files():
+        layer = layer_of(path)
+        rank = LAYERS.index(layer) if layer else -1
+        for line, module in imports_of(path):
+            top = module.split(".")[0]
+            where = f"{path.relative_to(ROOT)}:{line} imports {module}"
+            if top in FORBIDDEN:
+                problems.append(f"{where}: the core stays free of the Pulumi layer")
+            elif top in ALLOWED_ONLY_IN and layer not in ALLOWED_ONLY_IN[top]:
+                problems.append(f"{where}: only {sorted(ALLOWED_ONLY_IN[top])} may use {top}")
+            elif top == "bind9_topology" and module.count(".") >= 1:
+                target = module.split(".")[1]
+                if target in LAYERS and LAYERS.index(target) > rank:
+                    problems.append(f"{where}: {layer or 'the package root'} sits below {target}")
+    return problems
+
+
+def test_core_layers_hold() -> None:
+    assert violations() == []
+
+
+def test_the_check_sees_a_violation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check itself can fail: a spec module that imports pulumi and the dns layer."""
+    fake = tmp_path / "bind9_topology"
+    for layer in LAYERS:
+        (fake / layer).mkdir(parents=True)
+        for n in range(5):
+            (fake / layer / f"m{n}.py").write_text("import json\n")
+    (fake / "spec" / "bad.py").write_text(
+        "def f():\n    import pulumi\n    from bind9_topology.dns.gate import x\n")
+    monkeypatch.setitem(globals(), "CORE", fake)
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    found = violations()
+    assert any("spec/bad.py:2 imports pulumi" in p for p in found), found
+    assert any("spec sits below dns" in p for p in found), found
+
+
+def test_pulumi_layer_uses_the_core() -> None:
+    """components/ is the Pulumi layer: it imports the core, never the reverse (above)."""
+    text = "".join(p.read_text() for p in (ROOT / "components").glob("*.py"))
+    assert "from bind9_topology." in text
