@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import cast
 
 import dns.name
-import dns.node
 import dns.rdataset
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
@@ -55,7 +54,7 @@ def _without_signatures(zone: dns.zone.Zone) -> dns.zone.Zone:
     for name, node in zone.nodes.items():
         kept = [rds for rds in node.rdatasets if rds.rdtype not in _SIGNER_TYPES]
         if kept:
-            new = dns.node.Node()
+            new = copy.node_factory()  # a dns.node.Node
             new.rdatasets.extend(kept)
             copy.nodes[name] = new
     return copy
@@ -71,7 +70,7 @@ def _with_serial_zero(zone: dns.zone.Zone) -> dns.zone.Zone:
         raise dns.zone.NoSOA
     copy = dns.zone.Zone(origin, zone.rdclass, zone.relativize)
     copy.nodes.update(zone.nodes)
-    new_apex = dns.node.Node()
+    new_apex = copy.node_factory()
     for rds in apex.rdatasets:
         if rds.rdtype == dns.rdatatype.SOA:
             soa0 = dns.rdataset.Rdataset(rds.rdclass, rds.rdtype, ttl=rds.ttl)

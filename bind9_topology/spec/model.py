@@ -13,8 +13,8 @@ import ipaddress
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, Literal, Protocol, cast
 
 import dns.name
 from pydantic import (
@@ -30,6 +30,15 @@ from pydantic import (
 
 PROJECT = "bind9-topology"
 
+
+
+class _IDNAExceptionClass(Protocol):
+    def __call__(self, *, idna_exception: Exception) -> dns.name.IDNAException: ...
+
+
+#: dns.name.IDNAException, called as dnspython calls it. cast: dnspython leaves
+#: DNSException.__init__ unannotated (*args, **kwargs, checked against supp_kwargs).
+_IDNAException = cast(_IDNAExceptionClass, dns.name.IDNAException)
 
 
 class _Idna2008(dns.name.IDNACodec):
@@ -51,7 +60,7 @@ class _Idna2008(dns.name.IDNACodec):
         except idna.IDNAError as exc:
             if exc.args and exc.args[0] == "Label too long":
                 raise dns.name.LabelTooLong from None
-            raise dns.name.IDNAException(idna_exception=exc) from None
+            raise _IDNAException(idna_exception=exc) from None
 
 
 def _idna_codec() -> dns.name.IDNACodec:
@@ -59,7 +68,8 @@ def _idna_codec() -> dns.name.IDNACodec:
         import idna  # noqa: F401
     except ImportError:  # the standard library's IDNA 2003 still gives A-labels
         return dns.name.IDNA_2003_Practical
-    return _Idna2008()
+    # cast: the codec's __init__ is IDNACodec's, which dnspython leaves unannotated.
+    return cast(Callable[[], dns.name.IDNACodec], _Idna2008)()
 
 
 #: The codec for every name a user writes: U-labels in, A-labels everywhere out.

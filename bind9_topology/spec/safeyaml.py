@@ -14,8 +14,9 @@ a valid file of the same size costs to load.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -150,10 +151,15 @@ _STR = "tag:yaml.org,2002:str"
 _OTHER = object()  # this scalar needs the general way
 _resolver = yaml.resolver.Resolver()
 _constructor = yaml.constructor.SafeConstructor()
+#: The tag the resolver gives a scalar. cast: types-PyYAML leaves BaseResolver.resolve
+#: unannotated; it takes (node class, value, (plain, quoted)) and returns the tag.
+_resolve_tag = cast(
+    Callable[[type[yaml.Node], str, tuple[bool, bool]], str], _resolver.resolve
+)
 
 
 def _plain_scalar(value: str) -> Any:
-    tag = _resolver.resolve(yaml.ScalarNode, value, (True, False))
+    tag = _resolve_tag(yaml.ScalarNode, value, (True, False))
     if tag == _STR:
         return value
     construct = yaml.constructor.SafeConstructor.yaml_constructors.get(tag)
