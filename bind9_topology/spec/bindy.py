@@ -230,8 +230,8 @@ class ClusterSpec(_Doc):
 
 
 class ClusterSpecBeta(ClusterSpec):
-    primary: RoleConfigBeta | None = None  # type: ignore[assignment]
-    secondary: RoleConfigBeta | None = None  # type: ignore[assignment]
+    primary: RoleConfigBeta | None = None
+    secondary: RoleConfigBeta | None = None
 
 
 class ProviderSpec(ClusterSpec):
@@ -487,7 +487,9 @@ class Converted:
     namespaces: set[str] = field(default_factory=set)
 
 
-def _mapping(value: Any, at: str, what: str, issues: list[ConfigIssue]) -> dict | None:
+def _mapping(
+    value: Any, at: str, what: str, issues: list[ConfigIssue]
+) -> dict[str, Any] | None:
     """value if it is a mapping (None counts as empty); else an issue and None."""
     if value is None:
         return {}
@@ -521,7 +523,9 @@ _SERVER_METADATA = frozenset({"uid", "resourceVersion", "generation", "creationT
                               "managedFields", "finalizers", "ownerReferences", "selfLink"})
 
 
-def _legacy(doc: dict, at: str, label: str, namespace: str | None, out: Converted) -> None:
+def _legacy(
+    doc: dict[str, Any], at: str, label: str, namespace: str | None, out: Converted
+) -> None:
     """dns.firestoned.io/v1alpha1: the spec is this project's shape already."""
     issues = out.issues
     meta = _mapping(doc.get("metadata"), f"{at}.metadata", "metadata", issues)
@@ -635,7 +639,9 @@ def _unmapped(value: Any, path: str, out: Converted) -> None:
             _unmapped(child, f"{path}.{key}", out)
 
 
-def _parse(doc: dict, at: str, api: str, namespace: str | None, out: Converted) -> Parsed | None:
+def _parse(
+    doc: dict[str, Any], at: str, api: str, namespace: str | None, out: Converted
+) -> Parsed | None:
     issues = out.issues
     kind = doc.get("kind")
     models = SPEC_MODELS[api]
@@ -1054,7 +1060,7 @@ def convert(
 
 def bindy_documents(
     path: Path, where: str, namespace: str | None = None
-) -> tuple[list[dict], list[dict], list[ConfigIssue]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[ConfigIssue]]:
     """One file's bindy documents converted to the stack's shapes (instances, zones, issues)."""
     out = convert([(path, where, where)], namespace)
     return out.instances, out.zones, out.issues

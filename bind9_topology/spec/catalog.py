@@ -78,7 +78,7 @@ def members_of(spec: StackSpec, catalog: CatalogSpec) -> list[str]:
     primaries = {z.zoneName for z in spec.zones if z.type == "primary"} - {catalog.zoneName}
     if catalog.members is None:
         return sorted(primaries)
-    named = {Zone._zone_name(m) for m in catalog.members  # type: ignore[operator]
+    named = {Zone._zone_name(m) for m in catalog.members
              if _valid_zone_name(m)}
     return sorted(named & primaries)
 
@@ -104,7 +104,7 @@ def expand(spec: StackSpec, zone_paths: list[str], project_dir: Path,
         primaries = {z.zoneName for z in spec.zones if z.type == "primary"}
         for m, name in enumerate(catalog.members or []):
             try:
-                name = Zone._zone_name(name)  # type: ignore[operator]
+                name = Zone._zone_name(name)
             except ValueError as exc:
                 issues.append(ConfigIssue(path=f"{at}.members[{m}]", message=str(exc)))
                 continue
@@ -184,7 +184,7 @@ def expand(spec: StackSpec, zone_paths: list[str], project_dir: Path,
 
 def _valid_zone_name(name: str) -> bool:
     try:
-        Zone._zone_name(name)  # type: ignore[operator]
+        Zone._zone_name(name)
     except ValueError:
         return False
     return True
@@ -218,9 +218,9 @@ def _known_members(spec: StackSpec, catalog_name: str, project_dir: Path,
             for z in zones:
                 if z.get("type") == "primary" and isinstance(z.get("zoneName"), str) \
                         and _valid_zone_name(z["zoneName"]):
-                    primaries.add(Zone._zone_name(z["zoneName"]))  # type: ignore[operator]
+                    primaries.add(Zone._zone_name(z["zoneName"]))
             if producer.members is not None:
-                primaries = {Zone._zone_name(m) for m in producer.members  # type: ignore[operator]
+                primaries = {Zone._zone_name(m) for m in producer.members
                              if _valid_zone_name(m)}
             return primaries, f"Pulumi.{other}.yaml"
     return set(), ""
