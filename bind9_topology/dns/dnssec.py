@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import dns.dnssec
+import dns.dnssectypes
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -32,7 +34,7 @@ import dns.rdtypes.ANY.DNSKEY
 import dns.rdtypes.ANY.DS
 import dns.rrset
 
-ALGORITHM = dns.dnssec.Algorithm.ECDSAP256SHA256  # 13
+ALGORITHM = dns.dnssectypes.Algorithm.ECDSAP256SHA256  # 13
 ALGORITHM_NAME = "ECDSAP256SHA256"
 DIGEST = "SHA256"  # DS digest type 2
 KSK_FLAGS = 257
@@ -218,13 +220,14 @@ def check_signed(endpoint: Any, zone: str, expected_ds: Sequence[str],
     if not anchors:
         return False, "no DNSKEY matches the expected DS (keys differ from the stack's)"
     anchor_set = dns.rrset.from_rdata_list(name, dnskeys.ttl, anchors)
+    failed = "signatures do not validate against the expected DS"
+    if keys_sig is None:
+        return False, f"{failed}: DNSKEY RRset has no RRSIG"
     try:
-        if keys_sig is None:
-            raise dns.dnssec.ValidationFailure("DNSKEY RRset has no RRSIG")
         dns.dnssec.validate(dnskeys, keys_sig, {name: anchor_set})
         dns.dnssec.validate(soa, soa_sig, {name: dnskeys})
-    except dns.dnssec.ValidationFailure as exc:
-        return False, f"signatures do not validate against the expected DS: {exc}"
+    except dns.exception.ValidationFailure as exc:
+        return False, f"{failed}: {exc}"
     serial = soa[0].serial
     return True, f"signed (serial {serial}, key tags " \
         f"{', '.join(str(dns.dnssec.key_id(k)) for k in dnskeys)})"
