@@ -8,12 +8,15 @@ from a local SerialStore in place of Pulumi state. Secret values are redacted.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pulumi
-from pulumi.runtime.mocks import MockMonitor, _sync_await
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
 
 from bind9_topology.dns.serials import SerialStore, next_serial
 from bind9_topology.spec.topology import Topology
@@ -38,10 +41,17 @@ class _ParentRecordingMonitor(MockMonitor):
         super().__init__(mocks)
         self.capture = mocks
 
-    def RegisterResource(self, request):  # the gRPC method's name
+    def RegisterResource(  # the gRPC method's name
+        self, request: resource_pb2.RegisterResourceRequest
+    ) -> resource_pb2.RegisterResourceResponse:
         self.capture.parents[(request.type, request.name)] = request.parent
         self.capture.dependencies[(request.type, request.name)] = list(request.dependencies)
-        return super().RegisterResource(request)
+        # cast: Pulumi leaves MockMonitor.RegisterResource unannotated
+        register = cast(
+            Callable[[resource_pb2.RegisterResourceRequest], resource_pb2.RegisterResourceResponse],
+            super().RegisterResource,
+        )
+        return register(request)
 
 
 @dataclass
@@ -54,7 +64,9 @@ class CaptureMocks(pulumi.runtime.Mocks):
     parents: dict[tuple[str, str], str] = field(default_factory=dict)
     dependencies: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+    def new_resource(
+        self, args: pulumi.runtime.MockResourceArgs
+    ) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
         if "contentHash" in args.inputs and "zoneName" in args.inputs:
             # The ZoneSerial provider's part, with a SerialStore standing in for state
@@ -83,7 +95,7 @@ class CaptureMocks(pulumi.runtime.Mocks):
 
     def call(
         self, args: pulumi.runtime.MockCallArgs
-    ) -> tuple[dict, list[tuple[str, str]] | None]:
+    ) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         return {}, None
 
 
