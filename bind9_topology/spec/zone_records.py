@@ -18,13 +18,17 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import dns.exception
 import dns.name
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.ANY.MX
+import dns.rdtypes.ANY.NS
 import dns.rdtypes.ANY.SOA
+import dns.rdtypes.IN.SRV
 import dns.version
 import dns.zone
 import dns.zonetypes
@@ -196,7 +200,8 @@ def _cache_key(zone: Zone, project_dir: Path) -> str | None:
     return digest.hexdigest()
 
 
-def _cache_get(directory: Path, key: str) -> dict | None:
+def _cache_get(directory: Path, key: str) -> dict[str, Any] | None:
+    """The cache entry for *key* as read (a JSON object); the caller converts each field."""
     try:
         entry = json.loads((directory / f"{key}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -313,14 +318,19 @@ def _build_zone(
         )
         owner_name = fast_records.parse_name(record.name, fast_origin)
         if owner_name is None:
-            try:
-                if not record.name or any(c.isspace() for c in record.name):
-                    raise dns.exception.SyntaxError("it is empty or contains whitespace")
-                owner = dns.name.from_text(record.name, origin, idna_codec=IDNA)
-            except dns.exception.DNSException as exc:
+            owner: dns.name.Name | None = None
+            if not record.name or any(c.isspace() for c in record.name):
+                problem = "it is empty or contains whitespace"
+            else:
+                try:
+                    owner = dns.name.from_text(record.name, origin, idna_codec=IDNA)
+                except dns.exception.DNSException as exc:
+                    problem = str(exc)
+            if owner is None:
                 issues.append(ConfigIssue(
                     path=f"{where}.name",
-                    message=f"{record.name!r} is not a valid record name ({exc}); {NAME_HINT}",
+                    message=f"{record.name!r} is not a valid record name ({problem}); "
+                    f"{NAME_HINT}",
                 ))
                 continue
             owner_name = fast_records.from_dnspython(owner, origin)
@@ -440,7 +450,7 @@ def _from_rdata(rdata: dns.rdata.Rdata, origin: dns.name.Name) -> fast_records.P
         relative = False
     except dns.name.NeedAbsoluteNameOrOrigin:
         relative = True
-    target = _target(rdata.rdtype, rdata)
+    target = _target(rdata)
     return (
         rdata.to_text(origin=origin, relativize=True),
         rdata.to_digestable(origin),
@@ -491,6 +501,20 @@ def _type_text(rdtype: int) -> str:
     return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))
 
 
+#: An rdataset's rdata: dedup key (fast_records.Parsed[2]) -> (text, canonical wire).
+_Rdatas = dict[tuple[bool, bytes], tuple[str, bytes]]
+
+
+class _Rdataset:
+    """One type's records at one owner: the lowest TTL given and the rdata, deduplicated."""
+
+    __slots__ = ("rdatas", "ttl")
+
+    def __init__(self, ttl: int, rdatas: _Rdatas) -> None:
+        self.ttl = ttl
+        self.rdatas = rdatas
+
+
 class _Zone:
     """The records as dnspython's Zone holds them (relativized), without rdata objects.
 
@@ -501,24 +525,24 @@ class _Zone:
     """
 
     def __init__(self) -> None:
-        # key -> [owner, {rdtype: [ttl, {dedup key: (text, canonical wire)}]}]
-        self.nodes: dict[tuple[bytes, ...], list] = {}
+        # key -> (owner, {rdtype: rdataset}), rdatasets in first-seen order
+        self.nodes: dict[tuple[bytes, ...], tuple[fast_records.Name, dict[int, _Rdataset]]] = {}
 
     def add(self, key: tuple[bytes, ...], owner: fast_records.Name, rdtype: int, ttl: int,
             parsed: fast_records.Parsed) -> None:
         node = self.nodes.get(key)
         if node is None:
-            node = self.nodes[key] = [owner, {}]
+            node = self.nodes[key] = (owner, {})
         rdataset = node[1].get(rdtype)
         if rdataset is None:
-            node[1][rdtype] = [ttl, {parsed[2]: (parsed[0], parsed[1])}]
+            node[1][rdtype] = _Rdataset(ttl, {parsed[2]: (parsed[0], parsed[1])})
             return
-        if ttl < rdataset[0]:
-            rdataset[0] = ttl
+        if ttl < rdataset.ttl:
+            rdataset.ttl = ttl
         if rdtype in _SINGLETONS:
-            rdataset[1] = {parsed[2]: (parsed[0], parsed[1])}
+            rdataset.rdatas = {parsed[2]: (parsed[0], parsed[1])}
         else:
-            rdataset[1].setdefault(parsed[2], (parsed[0], parsed[1]))
+            rdataset.rdatas.setdefault(parsed[2], (parsed[0], parsed[1]))
 
     def has(self, key: tuple[bytes, ...], rdtype: int) -> bool:
         node = self.nodes.get(key)
@@ -534,12 +558,12 @@ class _Zone:
         for key in sorted(self.nodes):
             owner, rdatasets = self.nodes[key]
             name = owner.text()
-            for rdtype, (ttl, rdatas) in rdatasets.items():
+            for rdtype, rdataset in rdatasets.items():
                 kind = type_text.get(rdtype)
                 if kind is None:
                     kind = type_text[rdtype] = _type_text(rdtype)
-                head = f"{name} {ttl} IN {kind} "
-                lines.extend(head + text for text, _ in rdatas.values())
+                head = f"{name} {rdataset.ttl} IN {kind} "
+                lines.extend(head + text for text, _ in rdataset.rdatas.values())
         return "".join(line + "\n" for line in lines)
 
     def digest(self, origin: fast_records.Origin, soa_wire: bytes, soa_ttl: int) -> str:
@@ -548,12 +572,14 @@ class _Zone:
         for key in sorted(self.nodes):
             owner, rdatasets = self.nodes[key]
             name = owner.wire(origin)
-            sets = sorted(rdatasets.items())
+            # (rdtype, ttl, wires), one per type: sorted by type alone
+            sets = sorted((rdtype, rds.ttl, [w for _, w in rds.rdatas.values()])
+                          for rdtype, rds in rdatasets.items())
             if not key:
-                sets = sorted([*sets, (dns.rdatatype.SOA, [soa_ttl, {None: ("", soa_wire)}])])
-            for rdtype, (ttl, rdatas) in sets:
+                sets = sorted([*sets, (dns.rdatatype.SOA, soa_ttl, [soa_wire])])
+            for rdtype, ttl, wires in sets:
                 fixed = name + struct.pack("!HHI", rdtype, IN, ttl)
-                for wire in sorted(w for _, w in rdatas.values()):
+                for wire in sorted(wires):
                     update(fixed + struct.pack("!H", len(wire)) + wire)
         return hasher.hexdigest()
 
@@ -571,13 +597,15 @@ _HOST_OWNER = (dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.MX)
 _HOST_LABEL = re.compile(rb"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?")
 
 
-def _target(rdtype: int, rdata: dns.rdata.Rdata) -> dns.name.Name | None:
-    if rdtype == dns.rdatatype.NS:
-        return rdata.target  # type: ignore[attr-defined]
-    if rdtype == dns.rdatatype.MX:
-        return rdata.exchange  # type: ignore[attr-defined]
-    if rdtype == dns.rdatatype.SRV:
-        return rdata.target  # type: ignore[attr-defined]
+def _target(rdata: dns.rdata.Rdata) -> dns.name.Name | None:
+    """The name an NS, MX or SRV record points to (None for other types)."""
+    if isinstance(rdata, dns.rdtypes.ANY.NS.NS):
+        return rdata.target
+    if isinstance(rdata, dns.rdtypes.ANY.MX.MX):
+        return rdata.exchange
+    if isinstance(rdata, dns.rdtypes.IN.SRV.SRV):
+        # cast: dnspython leaves SRV.target unannotated (NS's and MX's are dns.name.Name)
+        return cast(dns.name.Name, rdata.target)
     return None
 
 
