@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from bind9_topology.spec.model import Instance, TopologyError
 from bind9_topology.spec.topology import Topology, list_stacks, load_topology, read_stack_file
@@ -79,17 +79,42 @@ def run_dir(project: Path) -> Path:
     return project / RUN_DIR
 
 
-def load_state(project: Path) -> dict[str, Any]:
+class ServerRecord(TypedDict, total=False):
+    """A server `up` started, as state.json keeps it. Not total: a file an older runner
+    wrote may lack a key (statsPort), so readers use .get."""
+
+    stack: str
+    instance: str
+    role: Literal["primary", "secondary"]
+    region: str
+    address: str | None  # the fixed service address it stands for
+    host: str
+    port: int
+    pid: int
+    statsPort: int  # 0: no statistics channel
+    conf: str  # its named.conf (pid_alive checks the command line names it)
+    dir: str
+    startedAt: str  # ISO 8601 UTC
+
+
+class RunState(TypedDict):
+    """.local-run/state.json: every server `up` started, by "<stack>/<instance>"."""
+
+    version: int
+    servers: dict[str, ServerRecord]
+
+
+def load_state(project: Path) -> RunState:
     path = run_dir(project) / "state.json"
     try:
-        data = json.loads(path.read_text())
+        data: RunState = json.loads(path.read_text())  # as save_state wrote it
     except (FileNotFoundError, json.JSONDecodeError):
         return {"version": STATE_VERSION, "servers": {}}
     data.setdefault("servers", {})
     return data
 
 
-def save_state(project: Path, state: dict[str, Any]) -> None:
+def save_state(project: Path, state: RunState) -> None:
     path = run_dir(project) / "state.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -230,7 +255,7 @@ def project_topologies(project: Path, secret: str) -> dict[str, Topology]:
 
 
 def assign_ports(
-    topos: dict[str, Topology], project: Path, state: dict[str, Any]
+    topos: dict[str, Topology], project: Path, state: RunState
 ) -> dict[str, Server]:
     from bind9_topology.local.named_process import _port_free, free_port
 
@@ -254,7 +279,7 @@ def assign_ports(
     return servers
 
 
-def _stats_port(index: int, old: dict[str, Any], taken: set[int]) -> int:
+def _stats_port(index: int, old: ServerRecord, taken: set[int]) -> int:
     """The statistics channel's port: STATS_BASE_PORT + index, kept while ours runs."""
     from bind9_topology.local.named_process import _port_free, free_port
 
@@ -383,7 +408,7 @@ def serial_on_disk(path: Path) -> int | None:
 
 
 def served_serials(topos: dict[str, Topology], servers: dict[str, Server],
-                   state: dict[str, Any], budget: Budget) -> dict[str, int]:
+                   state: RunState, budget: Budget) -> dict[str, int]:
     """Zone name -> the highest serial any local server of it serves or will load.
 
     Every server of every stack that lists the zone (primaries and secondaries) is
@@ -786,7 +811,7 @@ def _rows(results: list[tuple[ZoneJob, Any]], servers: dict[str, Server]) -> lis
 
 
 def _summary(results: list[tuple[ZoneJob, Any]], servers: dict[str, Server],
-             state: dict[str, Any]) -> dict[str, Any]:
+             state: RunState) -> dict[str, Any]:
     return {
         "ready": all(r.ok for _, r in results),
         "zones": [
@@ -833,7 +858,7 @@ def _table(results: list[tuple[ZoneJob, Any]], servers: dict[str, Server]) -> st
 
 def status(project: Path, *, as_json: bool) -> int:
     state = load_state(project)
-    rows = []
+    rows: list[dict[str, Any]] = []  # the JSON rows: a record without conf, and more
     for key, info in sorted(state["servers"].items()):
         alive = pid_alive(info.get("pid"), info.get("conf"))
         rows.append({**{k: v for k, v in info.items() if k != "conf"}, "key": key,
@@ -853,7 +878,7 @@ def status(project: Path, *, as_json: bool) -> int:
     return 0
 
 
-def _stats(info: dict[str, Any]) -> dict[str, Any]:
+def _stats(info: ServerRecord) -> dict[str, Any]:
     """Per-zone serials and transfer counters from the server's statistics channel."""
     from bind9_topology.dns.stats import read_stats
 
