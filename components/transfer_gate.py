@@ -256,7 +256,10 @@ class TransferGate(Resource, module="bind9", name="TransferGate"):
 
     ready: pulumi.Output[bool]
     servedSerial: pulumi.Output[int]
-    servers: pulumi.Output[dict]
+    # Pulumi reads these annotations at run time to translate the engine's outputs, and it
+    # refuses a dict whose declared value type is a TypedDict ("Unexpected type"): the
+    # entries are {host, port, role, serial, verifiedAt, attempts, reason}.
+    servers: pulumi.Output[dict[str, dict[str, Any]]]
     readyAfterSeconds: pulumi.Output[float]
 
     def __init__(
