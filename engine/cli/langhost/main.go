@@ -4,7 +4,9 @@
 // release). It implements what preview/up/destroy need: it runs the program through
 // the `pulumi-language-python-exec` shim installed beside it, with the python chosen
 // by the SDK's toolchain package: pip (default; honours the `virtualenv` runtime
-// option, else PULUMI_PYTHON_CMD, else python3), uv or poetry.
+// option, else PULUMI_PYTHON_CMD, else python3), uv or poetry. RunPlugin runs a
+// Python plugin directory's __main__.py, which is how the CLI starts a Python policy
+// pack (`pulumi preview --policy-pack DIR`) as an analyzer plugin.
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
@@ -358,4 +361,108 @@ func (h *host) GetProgramDependencies(ctx context.Context,
 		deps = append(deps, &pulumirpc.DependencyInfo{Name: p.Name, Version: p.Version})
 	}
 	return &pulumirpc.GetProgramDependenciesResponse{Dependencies: deps}, nil
+}
+
+// pluginArgs is the python command line of a plugin run, as upstream's host builds
+// it for a plugin directory with a __main__.py (policy packs are such directories):
+// `python DIR ARGS...`, where ARGS is the engine address for an analyzer. -u keeps
+// stdout unbuffered: the analyzer's first line, its port, must reach the engine at once.
+// Plugins packaged without a __main__.py (upstream runs those through
+// `python -m pulumi.run.plugin`) are not supported.
+func pluginArgs(info *pulumirpc.ProgramInfo, args []string) ([]string, error) {
+	dir := info.GetProgramDirectory()
+	if dir == "" {
+		dir = info.GetRootDirectory()
+	}
+	if dir == "" {
+		return nil, errors.New("RunPlugin: the request names no plugin directory")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "__main__.py")); err != nil {
+		return nil, fmt.Errorf("RunPlugin: the plugin directory %s has no __main__.py: %w", dir, err)
+	}
+	return append([]string{"-u", dir}, args...), nil
+}
+
+// pluginInfo is the plugin's ProgramInfo; engines before ProgramInfo sent only the
+// deprecated program path.
+func pluginInfo(req *pulumirpc.RunPluginRequest) *pulumirpc.ProgramInfo {
+	if info := req.GetInfo(); info != nil {
+		return info
+	}
+	dir := req.GetProgram()
+	return &pulumirpc.ProgramInfo{RootDirectory: dir, ProgramDirectory: dir, EntryPoint: "."}
+}
+
+// pluginStream sends a plugin's output to the engine as RunPlugin responses. The
+// process's stdout and stderr are copied by two goroutines and a gRPC stream must
+// not be sent on concurrently, so both writers share one lock.
+type pluginStream struct {
+	mu     *sync.Mutex
+	server pulumirpc.LanguageRuntime_RunPluginServer
+	stderr bool
+}
+
+func (w pluginStream) Write(p []byte) (int, error) {
+	data := append([]byte(nil), p...)
+	resp := &pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stdout{Stdout: data}}
+	if w.stderr {
+		resp = &pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stderr{Stderr: data}}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.server.Send(resp); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// pluginExit maps how the plugin's process ended onto the end of the stream: a
+// clean exit ends it (the engine reads exit code 0), a non-zero exit sends the code,
+// a process that could not run is an error.
+func pluginExit(err error) (*pulumirpc.RunPluginResponse, error) {
+	if err == nil {
+		return nil, nil
+	}
+	var exitErr *exec.ExitError
+	if errors.As(err, &exitErr) {
+		return &pulumirpc.RunPluginResponse{
+			Output: &pulumirpc.RunPluginResponse_Exitcode{Exitcode: int32(exitErr.ExitCode())},
+		}, nil
+	}
+	return nil, fmt.Errorf("problem executing plugin program (could not run language executor): %w", err)
+}
+
+// RunPlugin runs a Python plugin (for a policy pack: an analyzer) with the
+// project's toolchain, in the engine's working directory and environment, streaming
+// its stdout and stderr to the engine until it exits or the engine cancels the call.
+// Unlike upstream, whose host defaults the `virtualenv` option to `venv` for plugins,
+// the interpreter is chosen as for programs (PULUMI_PYTHON_CMD, python3), so a pack
+// runs with the packages this project installs.
+func (h *host) RunPlugin(req *pulumirpc.RunPluginRequest, server pulumirpc.LanguageRuntime_RunPluginServer) error {
+	info := pluginInfo(req)
+	args, err := pluginArgs(info, req.GetArgs())
+	if err != nil {
+		return err
+	}
+	tc, err := resolveToolchain(info)
+	if err != nil {
+		return err
+	}
+	cmd, err := tc.Command(server.Context(), args...)
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	cmd.Dir = req.GetPwd()
+	// The toolchain's environment (a virtualenv's activation) first, the engine's last.
+	cmd.Env = append(cmd.Env, req.GetEnv()...)
+	cmd.Stdout = pluginStream{mu: &mu, server: server}
+	cmd.Stderr = pluginStream{mu: &mu, server: server, stderr: true}
+	last, err := pluginExit(cmd.Run())
+	if err != nil || last == nil {
+		return err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return server.Send(last)
 }

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -194,6 +197,10 @@ func TestUnknownRPCsAreUnimplemented(t *testing.T) {
 			_, err := c.Pack(ctx, &pulumirpc.PackRequest{})
 			return err
 		},
+		"GenerateProgram": func() error {
+			_, err := c.GenerateProgram(ctx, &pulumirpc.GenerateProgramRequest{})
+			return err
+		},
 	}
 	for name, call := range calls {
 		if code := status.Code(call()); code != codes.Unimplemented {
@@ -203,5 +210,132 @@ func TestUnknownRPCsAreUnimplemented(t *testing.T) {
 	// What the host does implement answers.
 	if _, err := c.GetRequiredPackages(ctx, &pulumirpc.GetRequiredPackagesRequest{}); err != nil {
 		t.Errorf("GetRequiredPackages: %v", err)
+	}
+}
+
+func TestPluginArgsRunTheDirectorysMainPy(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := pluginArgs(&pulumirpc.ProgramInfo{ProgramDirectory: dir}, nil); err == nil ||
+		!strings.Contains(err.Error(), "no __main__.py") {
+		t.Fatalf("a directory without __main__.py: err = %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "__main__.py"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := pluginArgs(&pulumirpc.ProgramInfo{RootDirectory: dir, ProgramDirectory: dir},
+		[]string{"127.0.0.1:5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"-u", dir, "127.0.0.1:5"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("pluginArgs = %q, want %q", got, want)
+	}
+	// The deprecated program field names the directory when there is no ProgramInfo.
+	info := pluginInfo(&pulumirpc.RunPluginRequest{Program: dir})
+	if info.GetProgramDirectory() != dir || info.GetRootDirectory() != dir {
+		t.Fatalf("pluginInfo(program only) = %v", info)
+	}
+	if _, err := pluginArgs(&pulumirpc.ProgramInfo{}, nil); err == nil {
+		t.Fatal("no directory was accepted")
+	}
+}
+
+// runPlugin calls RunPlugin on a served host and collects what it streams.
+func runPlugin(t *testing.T, req *pulumirpc.RunPluginRequest) (stdout, stderr string, exit *int32) {
+	t.Helper()
+	if _, err := exec.LookPath("python3"); err != nil && os.Getenv("PULUMI_PYTHON_CMD") == "" {
+		t.Skip("no python3 on PATH")
+	}
+	stream, err := serve(t, &host{}).RunPlugin(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut strings.Builder
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out.String(), errOut.String(), exit
+		}
+		if err != nil {
+			t.Fatalf("RunPlugin stream: %v (stdout %q, stderr %q)", err, out.String(), errOut.String())
+		}
+		if exit != nil {
+			t.Fatalf("a message after the exit code: %v", msg)
+		}
+		switch o := msg.GetOutput().(type) {
+		case *pulumirpc.RunPluginResponse_Stdout:
+			out.Write(o.Stdout)
+		case *pulumirpc.RunPluginResponse_Stderr:
+			errOut.Write(o.Stderr)
+		case *pulumirpc.RunPluginResponse_Exitcode:
+			code := o.Exitcode
+			exit = &code
+		}
+	}
+}
+
+const fakeAnalyzer = `import os, sys
+print("4242")  # an analyzer prints its port first
+print("args", sys.argv[1:])
+print("cwd", os.getcwd())
+print("env", os.environ.get("POLICY_TEST_VALUE"))
+print("to stderr", file=sys.stderr)
+sys.exit(int(os.environ.get("POLICY_TEST_EXIT", "0")))
+`
+
+func TestRunPluginStreamsOutputAndExitCode(t *testing.T) {
+	dir, pwd := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "__main__.py"), []byte(fakeAnalyzer), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	req := func(exit string) *pulumirpc.RunPluginRequest {
+		return &pulumirpc.RunPluginRequest{
+			Pwd:  pwd,
+			Args: []string{"127.0.0.1:7"},
+			Env: append(os.Environ(), "POLICY_TEST_VALUE=from-engine",
+				"POLICY_TEST_EXIT="+exit),
+			Info: &pulumirpc.ProgramInfo{RootDirectory: dir, ProgramDirectory: dir, EntryPoint: "."},
+			Kind: "analyzer",
+		}
+	}
+
+	stdout, stderr, exit := runPlugin(t, req("0"))
+	if exit != nil {
+		t.Fatalf("a clean exit sent exit code %d; it must just end the stream", *exit)
+	}
+	resolvedPwd, err := filepath.EvalSymlinks(pwd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"4242\n", "args ['127.0.0.1:7']", "cwd " + resolvedPwd, "env from-engine",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout %q lacks %q", stdout, want)
+		}
+	}
+	if !strings.HasPrefix(stdout, "4242\n") {
+		t.Errorf("stdout %q does not start with the port line", stdout)
+	}
+	if stderr != "to stderr\n" {
+		t.Errorf("stderr = %q", stderr)
+	}
+
+	_, _, exit = runPlugin(t, req("3"))
+	if exit == nil || *exit != 3 {
+		t.Fatalf("exit 3 -> exit code %v", exit)
+	}
+}
+
+func TestRunPluginWithoutMainPyFails(t *testing.T) {
+	dir := t.TempDir()
+	stream, err := serve(t, &host{}).RunPlugin(context.Background(), &pulumirpc.RunPluginRequest{
+		Info: &pulumirpc.ProgramInfo{RootDirectory: dir, ProgramDirectory: dir},
+	})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if err == nil || !strings.Contains(err.Error(), "no __main__.py") {
+		t.Fatalf("RunPlugin on a directory without __main__.py: %v", err)
 	}
 }
