@@ -38,7 +38,8 @@ done
 
 # The engine's own sources (engine/): Go gofmt-clean, `go vet` clean and the language
 # host's unit tests (seconds once the build above has warmed Go's caches); the shell
-# shim parses and, with shellcheck installed, passes it; ruff also reads the python shim.
+# shim parses and, with shellcheck installed, passes it; ruff also reads the python shim
+# and, with mypy, the policy pack (policy/).
 GO="$(command -v go || echo /usr/local/go/bin/go)"
 if [ -x "$GO" ]; then
   unformatted="$("$("$GO" env GOROOT)/bin/gofmt" -l engine)"
@@ -56,7 +57,8 @@ sh -n engine/shims/pulumi-resource-pulumi-python
 if command -v shellcheck >/dev/null 2>&1; then
   shellcheck engine/shims/pulumi-resource-pulumi-python scripts/bootstrap-engine.sh
 fi
-ruff check engine
+ruff check engine policy
+mypy policy  # the policy pack's own run: its rules import as a top-level module
 
 ruff check components bind9_topology tests bench
 mypy components bind9_topology
