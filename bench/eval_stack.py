@@ -5,7 +5,7 @@ run.py starts this in a fresh subprocess per stack so that peak RSS
 
   config     read Pulumi.<stack>.yaml (the engine hands config over as JSON instead)
   model      load_topology: pydantic model, records files, zone build (dnspython or cache)
-  render     render_instance calls made by the components (named.conf, zone files)
+  render     plan_instance calls made by the components (named.conf, zone files, bodies)
   register   the rest of run_components: ComponentResources, resource registration,
              Outputs, dynamic providers (pulumi mocks, no engine)
 
@@ -47,7 +47,7 @@ def main() -> int:
 
     t_import = time.perf_counter()
     render_s = 0.0
-    real_render = region.render_instance
+    real_render = region.plan_instance
 
     def timed_render(*a, **kw):
         nonlocal render_s
@@ -57,7 +57,7 @@ def main() -> int:
         finally:
             render_s += time.perf_counter() - t
 
-    region.render_instance = timed_render
+    region.plan_instance = timed_render
 
     raw = read_stack_file(args.project, args.stack)
     t_config = time.perf_counter()

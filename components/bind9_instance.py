@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,97 +11,92 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from bind9_topology.render import manifests
-from bind9_topology.render.bind_files import RenderedInstance, render_tsig_key
-from bind9_topology.spec.model import Instance, StackSpec
+from bind9_topology.render.bind_files import render_tsig_key
+from bind9_topology.render.plan import InstancePlan
 
 TYPE = "bind9-topology:index:Bind9Instance"
-PLACEHOLDER_SERIAL = 2000000000  # ten digits, like YYYYMMDDnn: shards are sized with it
 
 
 @dataclass
 class Bind9InstanceArgs:
-    spec: StackSpec
-    instance: Instance
-    render: Callable[[Mapping[str, int]], RenderedInstance]
+    """What one instance needs: its plan (pure, computed once) and the Outputs it waits on."""
+
+    plan: InstancePlan
+    tsig_key_name: str
+    tsig_algorithm: str
+    #: zone -> its serial (ZoneSerial.serial), for every zone in plan.zones
     serials: Mapping[str, pulumi.Input[int]] = field(default_factory=dict)
     tsig_secret: pulumi.Input[str] = ""
-    # Signed zones this instance serves as a primary: zone -> DnssecKeys.material (secret)
+    #: signed zones this instance serves as a primary: zone -> DnssecKeys.material (secret)
     dnssec_keys: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
-    # ... and their key tags (public): a pod annotation, so new keys roll the pods
+    #: ... and their key tags (public): a pod annotation, so new keys roll the pods
     dnssec_tags: Mapping[str, pulumi.Output[Any]] = field(default_factory=dict)
 
 
 class Bind9Instance(pulumi.ComponentResource):
+    """One BIND server: a Deployment with its ConfigMaps, Secrets, Service and policies."""
+
     deployment: k8s.apps.v1.Deployment
     service: k8s.core.v1.Service
     config_maps: list[k8s.core.v1.ConfigMap]
+    secret: k8s.core.v1.Secret
+    dnssec_secret: k8s.core.v1.Secret | None
+    network_policy: k8s.networking.v1.NetworkPolicy
+    pdb: k8s.policy.v1.PodDisruptionBudget | None
+    service_monitor: k8s.apiextensions.CustomResource | None
+    #: sha256 of everything mounted from ConfigMaps (the pod template's annotation)
     checksum: pulumi.Output[str]
+    #: the Service's fixed address (loadBalancerIP or clusterIP), else the assigned one
+    address: pulumi.Output[str | None]
 
     def __init__(
         self, name: str, args: Bind9InstanceArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(TYPE, name, None, opts)
-        spec, inst = args.spec, args.instance
+        plan, inst = args.plan, args.plan.instance
         child = pulumi.ResourceOptions(parent=self)
+        missing = sorted(set(plan.zones) - set(args.serials))
+        if missing:
+            raise ValueError(f"Bind9Instance {name}: no serial for {', '.join(missing)}")
 
-        # The layout (which file goes to which ConfigMap) is fixed with placeholder serials,
-        # so the number of resources is known before the real serials are.
-        placeholders = dict.fromkeys(args.serials, PLACEHOLDER_SERIAL)
-        layout = args.render(placeholders)
-
-        # Each ConfigMap waits only on the serials of the zones it holds: the config
+        # Each ConfigMap waits only on the serials of the zones its bytes hold: the config
         # ConfigMap on none, so a change to one zone shows one zone's ConfigMap changing.
         self.config_maps = []
-        layout_maps = manifests.config_maps(spec, layout)
-        by_key = {path.rsplit("/", 1)[-1]: zone for path, zone in layout.zone_of_file.items()}
-        for obj in layout_maps:
-            keys = sorted(obj["data"])
-            zones = sorted({by_key[k] for k in keys if k in by_key})
+        for shard in plan.config_maps:
             data: pulumi.Input[dict[str, str]]
-            if zones:
-                data = pulumi.Output.all(**{z: args.serials[z] for z in zones}).apply(
-                    functools.partial(
-                        _render_keys, render=args.render, placeholders=placeholders, keys=keys
-                    )
-                )
+            if shard.zones:
+                data = pulumi.Output.all(**{z: args.serials[z] for z in shard.zones}).apply(
+                    shard.data)
             else:
-                data = obj["data"]
-            self.config_maps.append(
-                k8s.core.v1.ConfigMap(
-                    obj["metadata"]["name"], metadata=obj["metadata"], data=data, opts=child
-                )
-            )
+                data = shard.data({})
+            self.config_maps.append(k8s.core.v1.ConfigMap(
+                shard.name, metadata=shard.body["metadata"], data=data, opts=child))
 
-        secret_shell = manifests.secret_shell(spec, inst)
-        key = spec.tsigKey
+        key_name, algorithm = args.tsig_key_name, args.tsig_algorithm
         secret_body = pulumi.Output.secret(args.tsig_secret).apply(
-            lambda s: render_tsig_key(key.name, key.algorithm, s).decode()
+            lambda s: render_tsig_key(key_name, algorithm, s).decode()
         )
         self.secret = k8s.core.v1.Secret(
-            secret_shell["metadata"]["name"],
-            metadata=secret_shell["metadata"],
-            type=secret_shell["type"],
-            string_data={manifests.tsig_secret_key(spec): secret_body},
+            plan.tsig_secret["metadata"]["name"],
+            metadata=plan.tsig_secret["metadata"],
+            type=plan.tsig_secret["type"],
+            string_data={plan.tsig_secret_key: secret_body},
             opts=child,
         )
 
         self.dnssec_secret = None
-        if layout.signed_links and args.dnssec_keys:
-            shell = manifests.secret_shell(spec, inst)
-            shell["metadata"] = {**shell["metadata"], "name": manifests.dnssec_secret_name(inst)}
+        if plan.dnssec_secret is not None and args.dnssec_keys:
             plain: Any = pulumi.Output.all(**args.dnssec_keys).apply(_dnssec_secret_data)
             files = pulumi.Output.secret(plain)  # the keys are secrets already; stay so
             self.dnssec_secret = k8s.core.v1.Secret(
-                manifests.dnssec_secret_name(inst),
-                metadata=shell["metadata"],
-                type=shell["type"],
+                plan.dnssec_secret["metadata"]["name"],
+                metadata=plan.dnssec_secret["metadata"],
+                type=plan.dnssec_secret["type"],
                 string_data=files,
                 opts=child,
             )
 
-        # The layout's checksum moves exactly when content moves (a serial moves only with
-        # content), and it is known now: no annotation waits on the serials.
-        dep = manifests.deployment(spec, layout, layout_maps[1:])
+        dep = copy.deepcopy(plan.deployment)
         if self.dnssec_secret is not None and args.dnssec_tags:
             annotations = dep["spec"]["template"]["metadata"]["annotations"]
             annotations[manifests.ANNOTATION_DNSSEC_KEYS] = pulumi.Output.all(
@@ -117,15 +112,15 @@ class Bind9Instance(pulumi.ComponentResource):
             ),
         )
 
-        svc = manifests.service(spec, inst)
+        svc = plan.service
         self.service = k8s.core.v1.Service(
             f"{inst.name}-svc", metadata=svc["metadata"], spec=svc["spec"], opts=child
         )
-        policy = manifests.network_policy(spec, inst)
+        policy = plan.network_policy
         self.network_policy = k8s.networking.v1.NetworkPolicy(
             f"{inst.name}-netpol", metadata=policy["metadata"], spec=policy["spec"], opts=child
         )
-        pdb = manifests.pod_disruption_budget(spec, inst)
+        pdb = plan.pod_disruption_budget
         self.pdb = (
             k8s.policy.v1.PodDisruptionBudget(
                 f"{inst.name}-pdb", metadata=pdb["metadata"], spec=pdb["spec"], opts=child
@@ -133,7 +128,7 @@ class Bind9Instance(pulumi.ComponentResource):
             if pdb
             else None
         )
-        monitor = manifests.service_monitor(spec, inst)
+        monitor = plan.service_monitor
         self.service_monitor = (
             k8s.apiextensions.CustomResource(
                 f"{inst.name}-servicemonitor", api_version=monitor["apiVersion"],
@@ -143,7 +138,7 @@ class Bind9Instance(pulumi.ComponentResource):
             if monitor
             else None
         )
-        self.checksum = pulumi.Output.from_input(layout.checksum)
+        self.checksum = pulumi.Output.from_input(plan.checksum)
         self.address = self.service.spec.apply(
             lambda s: (s.load_balancer_ip or s.cluster_ip) if s else None
         )
@@ -169,14 +164,3 @@ def _dnssec_secret_data(materials: dict[str, str]) -> dict[str, str]:
         for name, body in secret_files(zone, json.loads(material)).items():
             data[secret_key(name)] = body.decode()
     return data
-
-
-def _render_keys(
-    serials: dict[str, Any],
-    *,
-    render: Callable[[Mapping[str, int]], RenderedInstance],
-    placeholders: dict[str, int],
-    keys: list[str],
-) -> dict[str, str]:
-    real = {**placeholders, **{z: int(v) for z, v in serials.items()}}
-    return manifests.data_for_keys(render(real), keys)

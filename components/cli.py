@@ -86,7 +86,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from bind9_topology.dns.serials import SerialStore
-    from bind9_topology.render.bind_files import render_instance, write_tree
+    from bind9_topology.render.bind_files import write_tree
+    from bind9_topology.render.plan import plan_instance
 
     from .preview import kubernetes_objects, run_components
 
@@ -99,7 +100,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         mocks = run_components(topo, store)
         base = Path(args.out) / stack
         for inst in topo.spec.instances:
-            rendered = render_instance(topo.spec, inst, topo.contents, mocks.serials)
+            plan = plan_instance(topo.spec, inst, topo.contents)
+            rendered = plan.with_serials(mocks.serials)
             write_tree(rendered, base / inst.name, include_secrets=False)
         manifest_dir = base / "manifests"
         manifest_dir.mkdir(parents=True, exist_ok=True)

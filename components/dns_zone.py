@@ -1,97 +1,69 @@
-"""DNSZone: one zone of the topology, its serial in state, and (when gated) its transfer gate."""
+"""DNSZone: one zone of the topology and, for a primary zone, its serial in state."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 
-from bind9_topology.dns.gate import map_address
-from bind9_topology.spec.model import StackSpec, Zone
+from bind9_topology.dns.targets import Target
 from bind9_topology.spec.zone_records import ZoneContent
 
-from .zone_serial import ZoneSerial
+from .args import KubeAccess, TsigArgs
+from .zone_serial import ZoneSerial, ZoneSerialArgs
 
 TYPE = "bind9-topology:index:DNSZone"
 
 
 @dataclass
 class DNSZoneArgs:
-    spec: StackSpec
-    zone: Zone
-    content: ZoneContent | None  # primary zones only
-    # the TSIG secret: the serial proves served content by AXFR before it reuses a serial
-    tsig_secret: pulumi.Input[str] | None = None
-
-
-def probe_endpoints(spec: StackSpec, zone: Zone) -> list[dict[str, Any]]:
-    """Every server that may hold the zone: its primaries, secondaries, NOTIFY targets.
-
-    With gate.via kubernetes-api, the stack's own instances are asked pod by pod
-    through the API (as the gate asks them); other addresses directly.
-    """
-    via_api = spec.gate.via == "kubernetes-api"
-    addresses: list[str] = []
-    endpoints: list[dict[str, Any]] = []
-    owned: set[str] = set()
-    for z in spec.zones:
-        if z.zoneName == zone.zoneName:
-            for inst in spec.instances_for(z):
-                if inst.service.fixed_address:
-                    owned.add(inst.service.fixed_address)
-                if via_api:
-                    item = {"name": inst.name, "instance": inst.name,
-                            "namespace": spec.namespace, "via": "kubernetes-api"}
-                    if item not in endpoints:
-                        endpoints.append(item)
-                elif inst.service.fixed_address:
-                    addresses.append(inst.service.fixed_address)
-    addresses += [a for a in zone.alsoNotify if not (via_api and a in owned)]
-    for address in dict.fromkeys(addresses):
-        host, port = map_address(address, spec.gate.addressMap)
-        endpoints.append({"host": host, "port": port})
-    return endpoints
-
-
-def provider_kube_settings() -> tuple[pulumi.Output[str] | None, str | None]:
-    """The kubeconfig (a secret) and context of the stack's Kubernetes provider, which
-    the gate and the serials use to reach pods through the API."""
-    kube = pulumi.Config("kubernetes")
-    kubeconfig = kube.get_secret("kubeconfig") if kube.get("kubeconfig") else None
-    return kubeconfig, kube.get("context")
+    zone_name: str
+    type: str  # "primary" | "secondary"
+    instances: Sequence[str]  # the instances that serve it (an output for scripts)
+    #: primary zones only: the records without a serial
+    content: ZoneContent | None = None
+    #: servers that may hold the zone, asked before a serial is picked
+    probe: Sequence[Target] = field(default_factory=list)
+    #: the key whose AXFR proves a served serial holds this content before it is reused
+    tsig: TsigArgs | None = None
+    kube: KubeAccess | None = None
 
 
 class DNSZone(pulumi.ComponentResource):
+    """A zone; for a primary zone its ZoneSerial (the gate is parented here too)."""
+
+    #: the zone's serial (primary zones), else None
     serial: pulumi.Output[int] | None
+    serial_resource: ZoneSerial | None
 
     def __init__(
         self, name: str, args: DNSZoneArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(TYPE, name, None, opts)
-        self.zone = args.zone
+        self.zone_name = args.zone_name
+        self.zone_type = args.type
         self.serial = None
+        self.serial_resource = None
         if args.content is not None:
-            kubeconfig, kube_context = provider_kube_settings()
             self.serial_resource = ZoneSerial(
                 f"{name}-serial",
-                zone_name=args.zone.zoneName,
-                content_hash=args.content.content_hash,
-                probe=probe_endpoints(args.spec, args.zone),
+                ZoneSerialArgs(
+                    zone_name=args.zone_name,
+                    content_hash=args.content.content_hash,
+                    probe=args.probe,
+                    digest=args.content.digest if args.tsig is not None else None,
+                    tsig=args.tsig,
+                    kube=args.kube,
+                ),
                 opts=pulumi.ResourceOptions(parent=self),
-                digest=args.content.digest if args.tsig_secret is not None else None,
-                tsig_key_name=args.spec.tsigKey.name,
-                tsig_algorithm=args.spec.tsigKey.algorithm,
-                tsig_secret=args.tsig_secret,
-                kubeconfig=kubeconfig,
-                kube_context=kube_context,
             )
             self.serial = self.serial_resource.serial
         self.register_outputs(
             {
-                "zoneName": args.zone.zoneName,
-                "type": args.zone.type,
+                "zoneName": args.zone_name,
+                "type": args.type,
                 "serial": self.serial,
-                "instances": [i.name for i in args.spec.instances_for(args.zone)],
+                "instances": list(args.instances),
             }
         )

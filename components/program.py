@@ -172,13 +172,13 @@ def outputs(region: Bind9Region, topology: Topology) -> dict[str, Any]:
         "zones":
         {
             name: {
-                "zoneName": z.zone.zoneName,
-                "type": z.zone.type,
+                "zoneName": z.zone_name,
+                "type": z.zone_type,
                 "serial": z.serial,
-                "ready": region.gates[z.zone.zoneName].ready
-                if z.zone.zoneName in region.gates else None,
-                "servedSerial": region.gates[z.zone.zoneName].servedSerial
-                if z.zone.zoneName in region.gates else None,
+                "ready": region.gates[z.zone_name].ready
+                if z.zone_name in region.gates else None,
+                "servedSerial": region.gates[z.zone_name].servedSerial
+                if z.zone_name in region.gates else None,
             }
             for name, z in region.zones.items()
         },

@@ -21,8 +21,9 @@ verifiedAt, attempts, reason}}, readyAfterSeconds, checkedAt.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import pulumi
 from pulumi.dynamic import (
@@ -35,6 +36,11 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
+
+from components.args import KubeAccess, TsigArgs
+
+if TYPE_CHECKING:  # the provider host loads this module with Pulumi and the stdlib only
+    from bind9_topology.dns.targets import Target
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 INPUT_KEYS = (
@@ -235,6 +241,18 @@ class TransferGateProvider(ResourceProvider):
         return None
 
 
+class ServerStatus(TypedDict):
+    """One server as the gate last saw it (a pod through the API: host kubernetes-api)."""
+
+    host: str
+    port: int
+    role: str
+    serial: int | None
+    verifiedAt: str | None
+    attempts: int | None
+    reason: str
+
+
 def _where(ep: Any) -> dict[str, Any]:
     """host and port of a server for the outputs; a pod reached through the API has no
     address of its own here (its local forward port changes on every run)."""
@@ -243,12 +261,32 @@ def _where(ep: Any) -> dict[str, Any]:
     return {"host": ep.host, "port": ep.port}
 
 
-def _server_out(d: dict[str, Any], ep: Any = None) -> dict[str, Any]:
-    out = {k: d[k] for k in ("host", "port", "role", "serial", "verifiedAt", "attempts",
-                             "reason")}
-    if ep is not None:
-        out.update(_where(ep))
-    return out
+def _server_out(d: dict[str, Any], ep: Any = None) -> ServerStatus:
+    where = _where(ep) if ep is not None else {"host": d["host"], "port": d["port"]}
+    return ServerStatus(host=str(where["host"]), port=int(where["port"]), role=str(d["role"]),
+                        serial=d["serial"], verifiedAt=d["verifiedAt"],
+                        attempts=d["attempts"], reason=str(d["reason"]))
+
+
+@dataclass
+class TransferGateArgs:
+    """One zone's gate: whom to ask, what they must serve, how long to wait."""
+
+    zone_name: str
+    primaries: Sequence[pulumi.Input[Target]]
+    secondaries: Sequence[pulumi.Input[Target]]
+    #: the serial every primary must serve exactly (None: whatever the primaries serve)
+    expected_serial: pulumi.Input[int] | None
+    #: the content digest the primaries' AXFR must prove (None: no content proof)
+    expected_digest: str | None
+    tsig: TsigArgs
+    deadline_seconds: float
+    poll_interval_seconds: float
+    #: the cluster to reach pods through (gate.via kubernetes-api), else None
+    kube: KubeAccess | None = None
+    #: a signed zone's DS records: DNSKEY and signatures are checked against them
+    expected_ds: pulumi.Input[list[str]] | None = None
+    triggers: pulumi.Input[dict[str, Any]] | None = None
 
 
 class TransferGate(Resource, module="bind9", name="TransferGate"):
@@ -256,50 +294,34 @@ class TransferGate(Resource, module="bind9", name="TransferGate"):
 
     ready: pulumi.Output[bool]
     servedSerial: pulumi.Output[int]
-    # Pulumi reads these annotations at run time to translate the engine's outputs, and it
-    # refuses a dict whose declared value type is a TypedDict ("Unexpected type"): the
-    # entries are {host, port, role, serial, verifiedAt, attempts, reason}.
+    #: server label -> its ServerStatus (typed as plain dicts: Pulumi's output
+    #: translation takes no TypedDict)
     servers: pulumi.Output[dict[str, dict[str, Any]]]
     readyAfterSeconds: pulumi.Output[float]
+    checkedAt: pulumi.Output[str]
 
     def __init__(
-        self,
-        name: str,
-        *,
-        zone_name: str,
-        primaries: pulumi.Input[list[Any]],
-        secondaries: pulumi.Input[list[Any]],
-        expected_serial: pulumi.Input[int] | None,
-        expected_digest: str | None,
-        tsig_key_name: str,
-        tsig_algorithm: str,
-        tsig_secret: pulumi.Input[str],
-        deadline_seconds: float,
-        poll_interval_seconds: float,
-        triggers: pulumi.Input[dict[str, Any]] | None = None,
-        kubeconfig: pulumi.Input[str] | None = None,
-        kube_context: str | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-        expected_ds: pulumi.Input[list[str]] | None = None,
+        self, name: str, args: TransferGateArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
+        kube = args.kube or KubeAccess()
         props: dict[str, Any] = {
-            "zoneName": zone_name,
-            "primaries": primaries,
-            "secondaries": secondaries,
-            "expectedSerial": expected_serial,
-            "expectedDigest": expected_digest,
-            "tsigKeyName": tsig_key_name,
-            "tsigAlgorithm": tsig_algorithm,
-            "tsigSecret": pulumi.Output.secret(tsig_secret),
-            "deadlineSeconds": deadline_seconds,
-            "pollIntervalSeconds": poll_interval_seconds,
-            "triggers": triggers or {},
-            "kubeconfig": pulumi.Output.secret(kubeconfig) if kubeconfig else None,
-            "kubeContext": kube_context,
+            "zoneName": args.zone_name,
+            "primaries": list(args.primaries),
+            "secondaries": list(args.secondaries),
+            "expectedSerial": args.expected_serial,
+            "expectedDigest": args.expected_digest,
+            "tsigKeyName": args.tsig.key_name,
+            "tsigAlgorithm": args.tsig.algorithm,
+            "tsigSecret": pulumi.Output.secret(args.tsig.secret),
+            "deadlineSeconds": args.deadline_seconds,
+            "pollIntervalSeconds": args.poll_interval_seconds,
+            "triggers": args.triggers or {},
+            "kubeconfig": pulumi.Output.secret(kube.kubeconfig) if kube.kubeconfig else None,
+            "kubeContext": kube.context,
             **dict.fromkeys(OUTPUT_KEYS),
         }
-        if expected_ds is not None:  # a signed zone: DNSKEY and signatures checked too
-            props["expectedDs"] = expected_ds
+        if args.expected_ds is not None:  # a signed zone: DNSKEY and signatures checked too
+            props["expectedDs"] = args.expected_ds
         secret_opts = pulumi.ResourceOptions(
             additional_secret_outputs=["tsigSecret", "kubeconfig"])
         super().__init__(

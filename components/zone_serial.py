@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import (
@@ -31,6 +32,11 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
+
+from components.args import KubeAccess, TsigArgs
+
+if TYPE_CHECKING:  # the provider host loads this module with Pulumi and the stdlib only
+    from bind9_topology.dns.targets import Target
 
 
 class ZoneSerialProvider(ResourceProvider):
@@ -173,6 +179,21 @@ def _serve_this_content(zone: str, endpoints: list[Any], digest: str | None, key
     return all(p.ok and p.digest == digest.lower() for p in probes)
 
 
+@dataclass
+class ZoneSerialArgs:
+    """A primary zone's serial: its content, and whom to ask what they already serve."""
+
+    zone_name: str
+    #: sha256 of the zone's text without its serial: the serial moves only with it
+    content_hash: str
+    #: every server that may hold the zone (bind9_topology.dns.targets.probe_targets)
+    probe: Sequence[Target] = ()
+    #: the content digest and key that prove a served serial holds this very content
+    digest: str | None = None
+    tsig: TsigArgs | None = None
+    kube: KubeAccess | None = None
+
+
 class ZoneSerial(Resource, module="bind9", name="ZoneSerial"):
     """`serial` only grows; it changes only when `contentHash` changes."""
 
@@ -180,37 +201,29 @@ class ZoneSerial(Resource, module="bind9", name="ZoneSerial"):
     contentHash: pulumi.Output[str]
 
     def __init__(
-        self,
-        name: str,
-        zone_name: str,
-        content_hash: str,
-        probe: list[dict[str, Any]] | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-        *,
-        digest: str | None = None,
-        tsig_key_name: str | None = None,
-        tsig_algorithm: str | None = None,
-        tsig_secret: pulumi.Input[str] | None = None,
-        kubeconfig: pulumi.Input[str] | None = None,
-        kube_context: str | None = None,
+        self, name: str, args: ZoneSerialArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
+        probe = list(args.probe)
         props: dict[str, Any] = {
-            "zoneName": zone_name,
-            "contentHash": content_hash,
-            "probe": probe or [],
+            "zoneName": args.zone_name,
+            "contentHash": args.content_hash,
+            "probe": probe,
             "serial": None,
         }
-        if any(p.get("via") == "kubernetes-api" for p in probe or []):
-            props["kubeconfig"] = pulumi.Output.secret(kubeconfig) if kubeconfig else None
-            props["kubeContext"] = kube_context
+        if any(p.get("via") == "kubernetes-api" for p in probe):
+            kube = args.kube or KubeAccess()
+            props["kubeconfig"] = (pulumi.Output.secret(kube.kubeconfig)
+                                   if kube.kubeconfig else None)
+            props["kubeContext"] = kube.context
             opts = pulumi.ResourceOptions.merge(
                 opts, pulumi.ResourceOptions(additional_secret_outputs=["kubeconfig"]))
-        if digest is not None:  # the content proof for a serial the servers already serve
+        if args.digest is not None and args.tsig is not None:
+            # the content proof for a serial the servers already serve
             props.update({
-                "digest": digest,
-                "tsigKeyName": tsig_key_name,
-                "tsigAlgorithm": tsig_algorithm,
-                "tsigSecret": pulumi.Output.secret(tsig_secret or ""),
+                "digest": args.digest,
+                "tsigKeyName": args.tsig.key_name,
+                "tsigAlgorithm": args.tsig.algorithm,
+                "tsigSecret": pulumi.Output.secret(args.tsig.secret or ""),
             })
             opts = pulumi.ResourceOptions.merge(
                 opts, pulumi.ResourceOptions(additional_secret_outputs=["tsigSecret"]))

@@ -24,8 +24,8 @@ import pytest
 
 from bind9_topology.render.bind_files import ZONE_DIR, render_instance
 from bind9_topology.render.manifests import ANNOTATION_CHECKSUM
+from bind9_topology.render.plan import PLACEHOLDER_SERIAL
 from bind9_topology.spec.topology import Topology, list_stacks, load_topology, read_stack_file
-from components.bind9_instance import PLACEHOLDER_SERIAL
 from components.preview import (
     REDACTED,
     SECRET_SIG,

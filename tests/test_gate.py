@@ -288,7 +288,7 @@ def test_named_killed_and_restarted_converges(cluster: Cluster) -> None:
 def test_serial_never_goes_backwards_when_state_is_lost(cluster: Cluster) -> None:
     """A fresh ZoneSerial (state lost, stack recreated) starts past what the servers serve;
     and a primary whose serial did go backwards never passes the gate."""
-    from components.dns_zone import probe_endpoints
+    from bind9_topology.dns.targets import probe_targets
     from components.zone_serial import ZoneSerialProvider
 
     cluster.serial = 2099010105  # served now, far ahead of today's YYYYMMDD00
@@ -298,7 +298,7 @@ def test_serial_never_goes_backwards_when_state_is_lost(cluster: Cluster) -> Non
     spec = cluster.topo.spec.model_copy(update={"gate": cluster.topo.spec.gate.model_copy(
         update={"addressMap": cluster.address_map, "via": "direct"})})
     primary_zone = next(z for z in spec.zones if z.type == "primary")
-    probe = probe_endpoints(spec, primary_zone)
+    probe = probe_targets(spec, primary_zone)
     assert {(p["host"], p["port"]) for p in probe} == {
         (HOST, port) for port in cluster.ports.values()}
     created = ZoneSerialProvider().create(

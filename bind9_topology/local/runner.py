@@ -674,7 +674,8 @@ def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budge
         ours: list[str]) -> int:
     from bind9_topology.dns.checks import make_tsig_key
     from bind9_topology.dns.serials import SerialStore
-    from bind9_topology.render.bind_files import Placement, render_instance
+    from bind9_topology.render.bind_files import Placement
+    from bind9_topology.render.plan import plan_instance
 
     budget.check("loading the stacks")
     # Check the requested stacks before anything is written (not even the secret file):
@@ -717,11 +718,10 @@ def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budge
         placement = Placement(root=str(server.directory.resolve()), port=server.port,
                               listen_v4=HOST, listen_v6="none", notify_delay=0,
                               address_map=address_map, stats_port=server.stats_port)
-        rendered = render_instance(
-            topo.spec, server.inst, topo.contents,
-            {z: serials[(server.stack, z)] for z in topo.contents}, placement, secret,
+        rendered = plan_instance(
+            topo.spec, server.inst, topo.contents, placement, secret,
             dnssec_material(project, topo),
-        )
+        ).with_serials({z: serials[(server.stack, z)] for z in topo.contents})
         changed = _write(rendered, server.directory)
         budget.check(f"starting {server.key}")
         with budget.critical():  # the pid is recorded before a timeout may interrupt

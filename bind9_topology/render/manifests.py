@@ -57,7 +57,7 @@ def secret_name(instance: Instance) -> str:
     return f"{instance.name}-tsig"
 
 
-def _key(path: str) -> str:
+def config_map_key(path: str) -> str:
     """ConfigMap keys cannot hold '/'; files are keyed by their base name."""
     return path.rsplit("/", 1)[-1]
 
@@ -70,7 +70,8 @@ def config_maps(spec: StackSpec, rendered: RenderedInstance) -> list[Obj]:
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": metadata(spec, inst, config_map_name(inst)),
-            "data": {_key(p): d.decode() for p, d in sorted(rendered.config_files.items())},
+            "data": {config_map_key(p): d.decode()
+                     for p, d in sorted(rendered.config_files.items())},
         }
     ]
     for index, shard in enumerate(shard_files(rendered.zone_files)):
@@ -79,7 +80,7 @@ def config_maps(spec: StackSpec, rendered: RenderedInstance) -> list[Obj]:
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": metadata(spec, inst, zone_map_name(inst, index)),
-                "data": {_key(p): d.decode() for p, d in sorted(shard.items())},
+                "data": {config_map_key(p): d.decode() for p, d in sorted(shard.items())},
             }
         )
     return maps
@@ -455,9 +456,3 @@ def pod_disruption_budget(spec: StackSpec, instance: Instance) -> Obj | None:
         "metadata": metadata(spec, instance, instance.name),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"instance": instance.name}}},
     }
-
-
-def data_for_keys(rendered: RenderedInstance, keys: list[str]) -> dict[str, str]:
-    """The ConfigMap data for the given keys, taken from a rendering with real serials."""
-    files = {_key(p): d for p, d in {**rendered.config_files, **rendered.zone_files}.items()}
-    return {k: files[k].decode() for k in keys}

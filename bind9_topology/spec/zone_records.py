@@ -100,6 +100,19 @@ class ZoneContent:
     def text(self, serial: int) -> str:
         return f"$ORIGIN {self.zone_name}.\n" + self.soa_line(serial) + self.body
 
+    def serial_split(self) -> tuple[str, str]:
+        """(before, after) with ``text(s) == before + str(s) + after`` for every serial.
+
+        Where a rendering keeps the serial's place open: the text is built once and a
+        serial known later (a Pulumi Output) is put in without rendering again. In the
+        SOA's presentation form the serial is the third field (names escape spaces).
+        """
+        fields = self.soa.replace(serial=0).to_text().split(" ")
+        assert fields[2] == "0", fields
+        head = f"$ORIGIN {self.zone_name}.\n@ {self.soa_ttl} IN SOA "
+        return (head + " ".join(fields[:2]) + " ",
+                " " + " ".join(fields[3:]) + "\n" + self.body)
+
 
 class RecordsFileError(Exception):
     """The records file cannot be used; `issues` says why, with paths."""

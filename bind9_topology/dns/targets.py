@@ -1,0 +1,81 @@
+"""What the dynamic providers are told to probe: the wire shape of a server, typed.
+
+A target is either a server at an address (``DirectTarget``) or every pod of an
+instance the stack deploys, reached through the Kubernetes API (``PodsTarget``,
+expanded by bind9_topology.kube.forward.gate_endpoints). They travel as plain dicts
+in the providers' inputs and state (what Pulumi serializes), so these are TypedDicts:
+the same bytes in state as before they had a type, checked by mypy where built.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired, TypedDict
+
+from bind9_topology.dns.gate import map_address
+from bind9_topology.spec.model import StackSpec, Zone
+
+VIA_API: Literal["kubernetes-api"] = "kubernetes-api"
+
+
+class DirectTarget(TypedDict):
+    """A server probed at its address (an external primary, a NOTIFY target, `direct`)."""
+
+    name: NotRequired[str]
+    host: str
+    port: int
+
+
+class PodsTarget(TypedDict):
+    """Every pod of the instance's current ReplicaSet, through a port-forward of the API."""
+
+    name: str
+    instance: str
+    namespace: str
+    via: Literal["kubernetes-api"]
+
+
+Target = DirectTarget | PodsTarget
+
+
+def direct(host: str, port: int, name: str | None = None) -> DirectTarget:
+    target = DirectTarget(host=host, port=port)
+    if name is not None:
+        target["name"] = name
+    return target
+
+
+def pods_of(instance: str, namespace: str) -> PodsTarget:
+    return PodsTarget(name=instance, instance=instance, namespace=namespace, via=VIA_API)
+
+
+def through_api(target: DirectTarget | PodsTarget) -> bool:
+    return target.get("via") == VIA_API
+
+
+def probe_targets(spec: StackSpec, zone: Zone) -> list[Target]:
+    """Every server that may hold *zone*: its primaries, secondaries and NOTIFY targets.
+
+    ZoneSerial asks them which serial they serve before it picks one. With gate.via
+    kubernetes-api the stack's own instances are asked pod by pod through the API (as
+    the gate asks them), other addresses directly (through gate.addressMap).
+    """
+    via_api = spec.gate.via == VIA_API
+    addresses: list[str] = []
+    targets: list[Target] = []
+    owned: set[str] = set()
+    for z in spec.zones:
+        if z.zoneName != zone.zoneName:
+            continue
+        for inst in spec.instances_for(z):
+            if inst.service.fixed_address:
+                owned.add(inst.service.fixed_address)
+            if via_api:
+                pods = pods_of(inst.name, spec.namespace)
+                if pods not in targets:
+                    targets.append(pods)
+            elif inst.service.fixed_address:
+                addresses.append(inst.service.fixed_address)
+    addresses += [a for a in zone.alsoNotify if not (via_api and a in owned)]
+    for address in dict.fromkeys(addresses):
+        targets.append(direct(*map_address(address, spec.gate.addressMap)))
+    return targets

@@ -1,0 +1,35 @@
+"""Args shared by the components and the dynamic providers: the TSIG key and the cluster.
+
+Plain dataclasses of ``pulumi.Input`` values, as Pulumi's component convention has
+them; no DNS code here (the providers load this module in the engine's provider host).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+
+@dataclass(frozen=True)
+class TsigArgs:
+    """The stack's TSIG key: its name and algorithm, and the secret (kept a pulumi secret)."""
+
+    key_name: str
+    algorithm: str
+    secret: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class KubeAccess:
+    """The kubeconfig (a secret) and context of the stack's Kubernetes provider, with which
+    the gate and the serials reach pods through the API."""
+
+    kubeconfig: pulumi.Input[str] | None = None
+    context: str | None = None
+
+    @staticmethod
+    def of_stack() -> KubeAccess:
+        kube = pulumi.Config("kubernetes")
+        kubeconfig = kube.get_secret("kubeconfig") if kube.get("kubeconfig") else None
+        return KubeAccess(kubeconfig, kube.get("context"))
