@@ -11,7 +11,7 @@ import base64
 import copy
 import ipaddress
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +137,12 @@ def big_topology() -> Topology:
     return load_topology(
         big_zone_raw(), stack="big", project_dir=PROJECT_DIR, tsig_secret=new_secret()
     )
+
+
+@pytest.fixture
+def loopback(tmp_path: Path) -> Iterator[Any]:
+    """One primary and two secondaries of real named on 127.0.0.1 (tests/namedkit.py)."""
+    from tests.namedkit import loopback_topology
+
+    with loopback_topology(tmp_path) as topology:
+        yield topology

@@ -5,7 +5,7 @@
   secondary at the target serial, so a reused serial is reported, never "ready";
 * a secondary that holds another TSIG key is named as a TSIG failure within seconds.
 
-The topology, rendering and servers are tests/test_gate.Cluster's (each test its own
+The topology, rendering and servers are tests/namedkit.LoopbackTopology's (each test its own
 tmp dir, its own ports, every named stopped by pid, every wait bounded).
 """
 
@@ -13,40 +13,23 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from bind9_topology.dns.checks import Endpoint, Reason, axfr, make_tsig_key, query_soa
 from bind9_topology.dns.serials import date_serial
 from components.zone_serial import ZoneSerialProvider
-from tests.test_gate import HOST, ZONE, Cluster, new_secret
+from tests.conftest import new_secret
+from tests.namedkit import HOST, ZONE, LoopbackTopology, start_all
 
 pytestmark = [pytest.mark.bind]
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, new_secret())
-    try:
-        yield c
-    finally:
-        c.stop_all()
-        assert not any(p.is_running() for p in c.procs.values())
 
 
 def today00() -> int:
     return date_serial(datetime.datetime.now(datetime.UTC).date())
 
 
-def start_all(c: Cluster) -> None:
-    c.start("primary-dns")
-    c.start("sec-a", wait=False)
-    c.start("sec-b", wait=False)
-
-
-def serial_inputs(c: Cluster, content_hash: str, *, secret: str | None = None) -> dict:
+def serial_inputs(c: LoopbackTopology, content_hash: str, *, secret: str | None = None) -> dict:
     prims, secs = c.endpoints()
     return {
         "zoneName": ZONE, "contentHash": content_hash,
@@ -56,7 +39,7 @@ def serial_inputs(c: Cluster, content_hash: str, *, secret: str | None = None) -
     }
 
 
-def change_content(c: Cluster) -> None:
+def change_content(c: LoopbackTopology) -> None:
     c.raw["zones"][0]["records"][2]["data"] = "192.0.2.77"
     c.raw["zones"][0]["records"].append({"name": "new", "type": "A", "data": "192.0.2.78"})
     c.topo = c.load()
@@ -65,60 +48,60 @@ def change_content(c: Cluster) -> None:
 # ----------------------------------------------------------------------------- item 8
 
 
-def test_lost_state_at_todays_first_serial_moves_past_it(cluster: Cluster) -> None:
+def test_lost_state_at_todays_first_serial_moves_past_it(loopback: LoopbackTopology) -> None:
     """State lost; today's YYYYMMDD00 is what every server serves, with other content."""
-    cluster.serial = today00()
-    start_all(cluster)
-    assert cluster.gate().ok
-    served_hash = cluster.topo.contents[ZONE].content_hash
+    loopback.serial = today00()
+    start_all(loopback)
+    assert loopback.gate().ok
+    served_hash = loopback.topo.contents[ZONE].content_hash
 
     # Same content, state lost: every server proves it serves this content -> kept.
-    same = ZoneSerialProvider().create(serial_inputs(cluster, served_hash))
+    same = ZoneSerialProvider().create(serial_inputs(loopback, served_hash))
     assert same.outs["serial"] == today00()
 
     # Other content, state lost: next_serial alone would say today00 again; it moves past.
-    change_content(cluster)
-    created = ZoneSerialProvider().create(serial_inputs(cluster, "lost-state-new-content"))
+    change_content(loopback)
+    created = ZoneSerialProvider().create(serial_inputs(loopback, "lost-state-new-content"))
     assert created.outs["serial"] == today00() + 1
 
     # No key to prove content with: never reuse a served serial.
-    nokey = serial_inputs(cluster, served_hash)
+    nokey = serial_inputs(loopback, served_hash)
     nokey["tsigSecret"] = ""
     assert ZoneSerialProvider().create(nokey).outs["serial"] == today00() + 1
     # A wrong key proves nothing either.
     assert ZoneSerialProvider().create(
-        serial_inputs(cluster, served_hash, secret=new_secret())).outs["serial"] == today00() + 1
+        serial_inputs(loopback, served_hash, secret=new_secret())).outs["serial"] == today00() + 1
 
 
-def test_lost_state_asks_secondaries_too(cluster: Cluster) -> None:
+def test_lost_state_asks_secondaries_too(loopback: LoopbackTopology) -> None:
     """Only the secondaries still serve the lost serial (the primary is new and empty of
     it): the serial still moves past what they serve."""
-    cluster.serial = today00() + 3
-    start_all(cluster)
-    assert cluster.gate().ok
-    cluster.procs["primary-dns"].stop()
-    change_content(cluster)
-    created = ZoneSerialProvider().create(serial_inputs(cluster, "after-loss"))
+    loopback.serial = today00() + 3
+    start_all(loopback)
+    assert loopback.gate().ok
+    loopback.procs["primary-dns"].stop()
+    change_content(loopback)
+    created = ZoneSerialProvider().create(serial_inputs(loopback, "after-loss"))
     assert created.outs["serial"] == today00() + 4
 
 
-def test_gate_catches_a_reused_serial_on_secondaries(cluster: Cluster) -> None:
+def test_gate_catches_a_reused_serial_on_secondaries(loopback: LoopbackTopology) -> None:
     """The primary serves new content at the very serial the secondaries hold with the old
     content (what a reused serial does): the gate names both secondaries, never ready."""
-    cluster.serial = today00()
-    start_all(cluster)
-    assert cluster.gate().ok
-    old_digest = cluster.digest
+    loopback.serial = today00()
+    start_all(loopback)
+    assert loopback.gate().ok
+    old_digest = loopback.digest
 
-    cluster.procs["primary-dns"].stop(timeout=5)
-    for journal in (cluster.root / "primary-dns/var/cache/bind").glob("*.jnl"):
+    loopback.procs["primary-dns"].stop(timeout=5)
+    for journal in (loopback.root / "primary-dns/var/cache/bind").glob("*.jnl"):
         journal.unlink()
-    change_content(cluster)  # same serial (cluster.serial unchanged), other content
-    assert cluster.digest != old_digest
-    cluster.start("primary-dns")
+    change_content(loopback)  # same serial (loopback.serial unchanged), other content
+    assert loopback.digest != old_digest
+    loopback.start("primary-dns")
 
     t0 = time.monotonic()
-    report = cluster.gate(deadline=20, poll=0.2)
+    report = loopback.gate(deadline=20, poll=0.2)
     elapsed = time.monotonic() - t0
     assert not report.ok
     assert elapsed < 10, elapsed  # it does not fix itself: reported well before the deadline
@@ -127,21 +110,21 @@ def test_gate_catches_a_reused_serial_on_secondaries(cluster: Cluster) -> None:
     lag = {s.endpoint.label: s for s in report.lagging()}
     assert set(lag) == {"sec-a", "sec-b"}, report.message
     for status in lag.values():
-        assert status.reason is Reason.CONTENT_MISMATCH and status.serial == cluster.serial
+        assert status.reason is Reason.CONTENT_MISMATCH and status.serial == loopback.serial
     assert "CONTENT_MISMATCH" in report.message and "serial was reused" in report.message
     assert "fix: " in report.message
 
 
-def test_gate_proves_secondary_content_when_it_matches(cluster: Cluster) -> None:
-    start_all(cluster)
-    report = cluster.gate()
+def test_gate_proves_secondary_content_when_it_matches(loopback: LoopbackTopology) -> None:
+    start_all(loopback)
+    report = loopback.gate()
     assert report.ok, report.message
     for status in report.servers:
         if status.role == "secondary":
             assert "content digest verified" in status.detail, status
     # secondaries transfer with the project's key only
-    _, secs = cluster.endpoints()
-    key = make_tsig_key("transfer-key", "hmac-sha256", cluster.secret)
+    _, secs = loopback.endpoints()
+    key = make_tsig_key("transfer-key", "hmac-sha256", loopback.secret)
     for ep in secs:
         assert axfr(ep, ZONE, key=key, timeout=3)[0].ok
         assert axfr(ep, ZONE, key=None, timeout=3)[0].reason is Reason.REFUSED
@@ -150,7 +133,7 @@ def test_gate_proves_secondary_content_when_it_matches(cluster: Cluster) -> None
 # ----------------------------------------------------------------------------- item 10
 
 
-def start_with_wrong_key(c: Cluster, name: str) -> None:
+def start_with_wrong_key(c: LoopbackTopology, name: str) -> None:
     right = c.secret
     c.secret = new_secret()
     try:
@@ -161,46 +144,46 @@ def start_with_wrong_key(c: Cluster, name: str) -> None:
 
 @pytest.mark.parametrize("bad", ["sec-b", "sec-a"])
 def test_secondary_with_wrong_key_is_a_tsig_failure_within_seconds(
-    cluster: Cluster, bad: str
+    loopback: LoopbackTopology, bad: str
 ) -> None:
-    cluster.start("primary-dns")
+    loopback.start("primary-dns")
     good = "sec-a" if bad == "sec-b" else "sec-b"
-    cluster.start(good, wait=False)
-    start_with_wrong_key(cluster, bad)
+    loopback.start(good, wait=False)
+    start_with_wrong_key(loopback, bad)
     t0 = time.monotonic()
-    report = cluster.gate(deadline=60, poll=0.5)
+    report = loopback.gate(deadline=60, poll=0.5)
     elapsed = time.monotonic() - t0
     assert not report.ok
     assert elapsed < 10, (elapsed, report.message)
-    assert f"TSIG rejected by {bad} ({HOST}#{cluster.ports[bad]})" in report.message
+    assert f"TSIG rejected by {bad} ({HOST}#{loopback.ports[bad]})" in report.message
     lag = report.lagging()
     assert [s.endpoint.label for s in lag] == [bad], report.message
     assert lag[0].reason in (Reason.TSIG_BADSIG, Reason.TSIG_BADKEY)
     assert "rejects the project's TSIG key" in lag[0].detail
     assert "SERVFAIL" not in report.message
-    assert cluster.secret not in report.message
+    assert loopback.secret not in report.message
     # and the secondary really cannot transfer: named's own log says so
-    cluster.procs[bad].wait_for_log(r"(?i)tsig|bad ?sig|failed", timeout=10)
+    loopback.procs[bad].wait_for_log(r"(?i)tsig|bad ?sig|failed", timeout=10)
 
 
-def test_secondary_with_another_key_name_is_badkey(cluster: Cluster) -> None:
-    cluster.start("primary-dns")
-    cluster.start("sec-a", wait=False)
-    cluster.raw["tsigKey"] = {"name": "other-key"}
-    cluster.topo = cluster.load()
-    cluster.start("sec-b", wait=False)
-    cluster.raw.pop("tsigKey")
-    cluster.topo = cluster.load()
-    report = cluster.gate(deadline=30, poll=0.5)
+def test_secondary_with_another_key_name_is_badkey(loopback: LoopbackTopology) -> None:
+    loopback.start("primary-dns")
+    loopback.start("sec-a", wait=False)
+    loopback.raw["tsigKey"] = {"name": "other-key"}
+    loopback.topo = loopback.load()
+    loopback.start("sec-b", wait=False)
+    loopback.raw.pop("tsigKey")
+    loopback.topo = loopback.load()
+    report = loopback.gate(deadline=30, poll=0.5)
     assert not report.ok
     (lag,) = report.lagging()
     assert lag.endpoint.label == "sec-b" and lag.reason is Reason.TSIG_BADKEY, report.message
 
 
-def test_signed_soa_query_with_the_right_key_is_ok(cluster: Cluster) -> None:
-    start_all(cluster)
-    assert cluster.gate().ok
-    key = make_tsig_key("transfer-key", "hmac-sha256", cluster.secret)
+def test_signed_soa_query_with_the_right_key_is_ok(loopback: LoopbackTopology) -> None:
+    start_all(loopback)
+    assert loopback.gate().ok
+    key = make_tsig_key("transfer-key", "hmac-sha256", loopback.secret)
     for name in ("sec-a", "sec-b"):
-        probe = query_soa(Endpoint(HOST, cluster.ports[name]), ZONE, key=key)
-        assert probe.ok and probe.serial == cluster.serial, probe
+        probe = query_soa(Endpoint(HOST, loopback.ports[name]), ZONE, key=key)
+        assert probe.ok and probe.serial == loopback.serial, probe
