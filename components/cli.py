@@ -11,9 +11,7 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import os
-import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,16 +21,16 @@ import yaml
 from bind9_topology.spec.model import ConfigIssue, TopologyError
 from bind9_topology.spec.topology import (
     PREFIX,
+    SECRET_ENV,
     SECRET_KEY,
     Topology,
     clear_secret_issue,
     list_stacks,
     load_topology,
+    new_tsig_secret,
     project_dir_default,
     read_stack_file,
 )
-
-SECRET_ENV = "BIND9_TSIG_SECRET"
 
 
 def secret_for_cli(raw: dict[str, Any], stack: str) -> tuple[str | None, list[ConfigIssue]]:
@@ -118,7 +116,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    print(base64.b64encode(secrets.token_bytes(32)).decode())
+    print(new_tsig_secret())
     return 0
 
 

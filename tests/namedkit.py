@@ -73,6 +73,8 @@ class LoopbackTopology:
     procs: dict[str, NamedProcess] = field(default_factory=dict)
     serial: int = 2024051700
     overrides: dict[str, dict[tuple[str, int], tuple[str, int]]] = field(default_factory=dict)
+    #: DNSSEC key material for ZONE when the raw config signs it (dnssec: {policy: ...})
+    dnssec_material: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for inst in self.raw["instances"]:
@@ -97,8 +99,9 @@ class LoopbackTopology:
         amap.update(self.overrides.get(name, {}))
         placement = Placement(root=str(self.root / name), port=self.ports[name], listen_v4=HOST,
                               listen_v6="none", notify_delay=0, address_map=amap)
+        keys = {ZONE: self.dnssec_material} if self.dnssec_material is not None else None
         rendered = render_instance(self.topo.spec, inst, self.topo.contents, {ZONE: self.serial},
-                                   placement, self.secret)
+                                   placement, self.secret, keys)
         write_tree(rendered, self.root / name, include_secrets=True)
 
     def start(self, name: str, *, wait: bool = True) -> NamedProcess:
@@ -129,12 +132,16 @@ class LoopbackTopology:
 
         return ([ep(n, a) for n, a in plan.primaries], [ep(n, a) for n, a in plan.secondaries])
 
+    def ep(self, name: str) -> Endpoint:
+        return Endpoint(HOST, self.ports[name], name)
+
     def gate(self, *, secret: str | None = None, deadline: float = 20.0,
-             serial: int | None = None, poll: float = 0.5) -> GateReport:
+             serial: int | None = None, poll: float = 0.5,
+             ds: list[str] | None = None) -> GateReport:
         prims, secs = self.endpoints()
         key = make_tsig_key("transfer-key", "hmac-sha256", secret or self.secret)
         return wait_until_transferred(ZONE, prims, secs, serial or self.serial, self.digest,
-                                      key, deadline, poll)
+                                      key, deadline, poll, expected_ds=ds)
 
     def change_records(self) -> None:
         """A record change: new content, next serial, zone file rewritten, SIGHUP."""
@@ -151,9 +158,12 @@ class LoopbackTopology:
 
 
 @contextlib.contextmanager
-def loopback_topology(root: Path) -> Iterator[LoopbackTopology]:
+def loopback_topology(root: Path, raw: dict[str, Any] | None = None,
+                      dnssec_material: dict[str, Any] | None = None,
+                      ) -> Iterator[LoopbackTopology]:
     """A LoopbackTopology under *root* whose named processes are stopped (by pid) after."""
-    c = LoopbackTopology(root, new_secret())
+    c = LoopbackTopology(root, new_secret(), raw=copy.deepcopy(raw or RAW),
+                         dnssec_material=dnssec_material)
     try:
         yield c
     finally:

@@ -1,7 +1,7 @@
 """DNSSEC (zones with `dnssec: {policy: ...}`) on REAL named on 127.0.0.1.
 
 Rendered by the product's path (load_topology -> render_instance with the zone's key
-material -> write_tree), as tests/test_gate.py does: the primary signs with the keys
+material -> write_tree), as tests/namedkit.py does: the primary signs with the keys
 generated in Python (never its own), a secondary transfers the signed zone, and both
 validate (dnspython) against the DS the stack outputs.
 """
@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from bind9_topology.dns import dnssec
-from bind9_topology.dns.checks import Endpoint, make_tsig_key
-from bind9_topology.dns.gate import GateReport, wait_until_transferred
-from bind9_topology.render.bind_files import Placement, render_instance, write_tree
+from bind9_topology.dns.checks import Endpoint
+from bind9_topology.render.bind_files import Placement, render_instance
 from bind9_topology.spec.model import Zone
-from tests.test_gate import HOST, RAW, ZONE, Cluster, new_secret
+from tests.conftest import new_secret
+from tests.namedkit import HOST, PROJECT, RAW, ZONE, LoopbackTopology, loopback_topology
 
 POLICY = "signed"
 
@@ -34,42 +34,13 @@ def signed_raw() -> dict[str, Any]:
     return raw
 
 
-class SignedCluster(Cluster):
-    material: dict[str, Any]
-
-    def render(self, name: str) -> None:
-        inst = next(i for i in self.topo.spec.instances if i.name == name)
-        amap = {(ip, 53): (HOST, self.ports[n]) for n, ip in self.lb.items()}
-        placement = Placement(root=str(self.root / name), port=self.ports[name], listen_v4=HOST,
-                              listen_v6="none", notify_delay=0, address_map=amap)
-        rendered = render_instance(self.topo.spec, inst, self.topo.contents, {ZONE: self.serial},
-                                   placement, self.secret, {ZONE: self.material})
-        write_tree(rendered, self.root / name, include_secrets=True)
-
-    def gate(self, *, secret: str | None = None, deadline: float = 20.0,
-             serial: int | None = None, poll: float = 0.5,
-             ds: list[str] | None = None) -> GateReport:
-        prims, secs = self.endpoints()
-        key = make_tsig_key("transfer-key", "hmac-sha256", secret or self.secret)
-        return wait_until_transferred(ZONE, prims, secs, serial or self.serial, self.digest,
-                                      key, deadline, poll, expected_ds=ds)
-
-    def ep(self, name: str) -> Endpoint:
-        return Endpoint(HOST, self.ports[name], name)
-
-
 @pytest.fixture
-def signed(tmp_path: Path) -> Iterator[SignedCluster]:
-    c = SignedCluster(tmp_path, new_secret(), raw=signed_raw())
-    c.material = dnssec.generate_material()
-    try:
+def signed(tmp_path: Path) -> Iterator[LoopbackTopology]:
+    with loopback_topology(tmp_path, signed_raw(), dnssec.generate_material()) as c:
         yield c
-    finally:
-        c.stop_all()
-        assert not any(p.is_running() for p in c.procs.values())
 
 
-def wait_signed(c: SignedCluster, name: str, ds: list[str], timeout: float = 20.0
+def wait_signed(c: LoopbackTopology, name: str, ds: list[str], timeout: float = 20.0
                 ) -> tuple[bool, str]:
     deadline = time.monotonic() + timeout
     ok, detail = False, "not probed"
@@ -83,8 +54,8 @@ def wait_signed(c: SignedCluster, name: str, ds: list[str], timeout: float = 20.
 
 @pytest.mark.bind
 def test_signed_zone_validates_on_primary_and_secondary_and_gate_passes(
-        signed: SignedCluster) -> None:
-    info = dnssec.public_info(ZONE, signed.material)
+        signed: LoopbackTopology) -> None:
+    info = dnssec.public_info(ZONE, signed.dnssec_material)
     signed.start("primary-dns")
     signed.start("sec-a", wait=False)
     signed.start("sec-b", wait=False)
@@ -110,8 +81,8 @@ def test_signed_zone_validates_on_primary_and_secondary_and_gate_passes(
 
 
 @pytest.mark.bind
-def test_restarted_primary_keeps_key_tags(signed: SignedCluster) -> None:
-    info = dnssec.public_info(ZONE, signed.material)
+def test_restarted_primary_keeps_key_tags(signed: LoopbackTopology) -> None:
+    info = dnssec.public_info(ZONE, signed.dnssec_material)
     signed.start("primary-dns")
     assert wait_signed(signed, "primary-dns", info["ds"])[0]
     before = dnssec.served_key_tags(signed.ep("primary-dns"), ZONE)
@@ -131,7 +102,7 @@ def test_restarted_primary_keeps_key_tags(signed: SignedCluster) -> None:
 
 
 @pytest.mark.config
-def test_named_checkconf_passes_for_signed_primary(signed: SignedCluster) -> None:
+def test_named_checkconf_passes_for_signed_primary(signed: LoopbackTopology) -> None:
     for name in ("primary-dns", "sec-a"):
         signed.render(name)
         conf = signed.root / name / "etc/bind/named.conf"
@@ -177,7 +148,6 @@ def test_ds_and_tags_are_stable_for_the_same_material() -> None:
 
 def signed_topology() -> Any:
     from bind9_topology.spec.topology import load_topology
-    from tests.test_gate import PROJECT
 
     return load_topology(signed_raw(), stack="test", project_dir=PROJECT,
                          tsig_secret=new_secret())

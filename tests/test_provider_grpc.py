@@ -6,7 +6,7 @@ the project root so the dill-serialized provider can import ``components``.
 Its port is read from its stdout. Properties carry the provider under
 ``__provider`` serialized exactly as the SDK does (serialize_provider), and
 travel as the engine sends them to a provider that does not accept secrets
-(plain values). The zone is served by real named (tests/test_gate.Cluster).
+(plain values). The zone is served by real named (tests/namedkit.LoopbackTopology).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import pytest
 from google.protobuf import struct_pb2
 
 from components.transfer_gate import TransferGateProvider
-from tests.test_gate import HOST, ZONE, Cluster, new_secret
+from tests.conftest import new_secret
+from tests.namedkit import HOST, ZONE, LoopbackTopology, loopback_topology, start_all
 
 PROJECT = Path(__file__).resolve().parent.parent
 URN = "urn:pulumi:test::bind9-topology::pulumi-python:dynamic/bind9:TransferGate::example-com-gate"
@@ -79,18 +80,14 @@ def host(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path / "dns", new_secret())
-    try:
-        c.start("primary-dns")
-        c.start("sec-a", wait=False)
-        c.start("sec-b", wait=False)
+def cluster(tmp_path: Path) -> Iterator[LoopbackTopology]:
+    with loopback_topology(tmp_path / "dns") as c:
+        start_all(c)
         yield c
-    finally:
-        c.stop_all()
 
 
-def inputs(c: Cluster, *, secret: str | None = None, deadline: float = 20) -> dict[str, Any]:
+def inputs(c: LoopbackTopology, *, secret: str | None = None,
+           deadline: float = 20) -> dict[str, Any]:
     from pulumi.dynamic.dynamic import serialize_provider
 
     prims, secs = c.endpoints()
@@ -110,7 +107,8 @@ def inputs(c: Cluster, *, secret: str | None = None, deadline: float = 20) -> di
     }
 
 
-def test_provider_host_configure_check_diff_create_update_read(host: Any, cluster: Cluster) -> None:
+def test_provider_host_configure_check_diff_create_update_read(
+        host: Any, cluster: LoopbackTopology) -> None:
     from pulumi.runtime.proto import provider_pb2 as pb
 
     host.Configure(pb.ConfigureRequest(args=struct_pb2.Struct(), acceptSecrets=True))
@@ -163,7 +161,7 @@ def test_provider_host_configure_check_diff_create_update_read(host: Any, cluste
 
 
 def test_provider_host_wrong_key_create_fails_with_tsig_reason(
-    host: Any, cluster: Cluster
+    host: Any, cluster: LoopbackTopology
 ) -> None:
     from pulumi.runtime.proto import provider_pb2 as pb
 
@@ -182,7 +180,7 @@ def test_provider_host_wrong_key_create_fails_with_tsig_reason(
     assert "fix: " in details and "tsigSecret" in details, details
 
 
-def test_provider_host_bug_keeps_its_traceback(host: Any, cluster: Cluster) -> None:
+def test_provider_host_bug_keeps_its_traceback(host: Any, cluster: LoopbackTopology) -> None:
     """Only the gate's own verdict is shown bare; an unexpected error keeps its traceback."""
     from pulumi.runtime.proto import provider_pb2 as pb
 
@@ -196,7 +194,7 @@ def test_provider_host_bug_keeps_its_traceback(host: Any, cluster: Cluster) -> N
 
 
 def test_provider_host_stale_secondary_message_names_server_serial_reason_fix(
-    host: Any, cluster: Cluster
+    host: Any, cluster: LoopbackTopology
 ) -> None:
     from pulumi.runtime.proto import provider_pb2 as pb
 

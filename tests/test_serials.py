@@ -15,12 +15,12 @@ from bind9_topology.dns.serials import (
     SERIAL_MODULUS,
     SerialState,
     SerialStore,
-    content_hash,
     date_serial,
     next_serial,
     serial_compare,
     serial_is_newer,
 )
+from bind9_topology.spec.digest import content_hash
 
 pytestmark = pytest.mark.unit
 

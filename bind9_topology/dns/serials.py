@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import hashlib
 import json
 import os
 import tempfile
@@ -40,11 +39,6 @@ class SerialState:
     def __post_init__(self) -> None:
         if not 0 <= self.serial < SERIAL_MODULUS:
             raise ValueError(f"serial {self.serial} is not a 32-bit unsigned integer")
-
-
-def content_hash(zone_text_without_serial: str) -> str:
-    """sha256 hex of the zone's text as rendered without its serial."""
-    return hashlib.sha256(zone_text_without_serial.encode("utf-8")).hexdigest()
 
 
 def serial_is_newer(new: int, old: int) -> bool:

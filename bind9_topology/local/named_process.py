@@ -27,7 +27,6 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
@@ -138,37 +137,24 @@ def _port_free(host: str, port: int) -> bool:
 # a minimal stdlib SOA probe, only for readiness
 
 
-def _encode_name(zone: str) -> bytes:
-    out = b""
-    for label in zone.strip(".").split("."):
-        if label:
-            raw = label.encode("idna") if not label.isascii() else label.encode()
-            out += bytes([len(raw)]) + raw
-    return out + b"\x00"
-
-
 def soa_status(host: str, port: int, zone: str, timeout: float = 0.5) -> tuple[int, bool] | None:
-    """Send one UDP SOA query; return ``(rcode, aa_bit)`` or None if no answer."""
-    qid = random.randint(0, 0xFFFF)
-    packet = (
-        struct.pack("!HHHHHH", qid, 0, 1, 0, 0, 0) + _encode_name(zone) + struct.pack("!HH", 6, 1)
-    )
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    """Send one UDP SOA query; return ``(rcode, aa_bit)`` or None if no answer.
+
+    Not a TSIG check (that is bind9_topology.dns.checks.query_soa): the start-up wait only
+    needs to know that named answers authoritatively for the zone.
+    """
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    query = dns.message.make_query(zone, dns.rdatatype.SOA)
     try:
-        s.settimeout(timeout)
-        s.connect((host, port))
-        s.send(packet)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            data = s.recv(4096)
-            if len(data) >= 12 and struct.unpack("!H", data[:2])[0] == qid:
-                flags = struct.unpack("!H", data[2:4])[0]
-                return flags & 0x000F, bool(flags & 0x0400)
+        answer = dns.query.udp(query, host, port=port, timeout=timeout)
+    except (dns.exception.DNSException, OSError):  # timeout, refused port, a bad reply
         return None
-    except OSError:  # timeout, ICMP port unreachable -> ECONNREFUSED, ...
-        return None
-    finally:
-        s.close()
+    return answer.rcode(), bool(answer.flags & dns.flags.AA)
 
 
 def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:

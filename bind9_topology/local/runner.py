@@ -29,7 +29,6 @@ import datetime
 import json
 import os
 import re
-import secrets
 import signal
 import sys
 import threading
@@ -40,13 +39,19 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from bind9_topology.spec.model import Instance, TopologyError
-from bind9_topology.spec.topology import Topology, list_stacks, load_topology, read_stack_file
+from bind9_topology.spec.topology import (
+    SECRET_ENV,
+    Topology,
+    list_stacks,
+    load_topology,
+    new_tsig_secret,
+    read_stack_file,
+)
 
 RUN_DIR = ".local-run"
 BASE_PORT = 15301
 STATS_BASE_PORT = 18301
 HOST = "127.0.0.1"
-SECRET_ENV = "BIND9_TSIG_SECRET"
 STATE_VERSION = 1
 
 
@@ -144,7 +149,7 @@ def tsig_secret(project: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = base64.b64encode(secrets.token_bytes(32)).decode()
+    value = new_tsig_secret()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(value + "\n")

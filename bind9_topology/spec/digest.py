@@ -7,6 +7,7 @@ server transferred" compare by content alone. Pure: dnspython only.
 
 from __future__ import annotations
 
+import hashlib
 from typing import cast
 
 import dns.name
@@ -15,6 +16,11 @@ import dns.rdatatype
 import dns.rdtypes.ANY.SOA
 import dns.zone
 import dns.zonetypes
+
+
+def content_hash(zone_text_without_serial: str) -> str:
+    """sha256 hex of a zone's text rendered with serial 0: what a serial is keyed on."""
+    return hashlib.sha256(zone_text_without_serial.encode("utf-8")).hexdigest()
 
 
 def zone_digest(zone: dns.zone.Zone, *, ignore_soa_serial: bool = True) -> str:

@@ -12,6 +12,7 @@ import base64
 import binascii
 import difflib
 import ipaddress
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,6 +243,15 @@ def _check_cross(
                     f"instance {inst.name!r} would serve {zone.zoneName} twice ({other} and "
                     f"{zone.resource_name}); one zone per instance")))
     return issues
+
+
+#: where the CLI and the local runner take a TSIG secret from (never from a stack file)
+SECRET_ENV = "BIND9_TSIG_SECRET"
+
+
+def new_tsig_secret() -> str:
+    """A new TSIG secret: base64 of 32 random bytes (the size of an HMAC-SHA256 key)."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def clear_secret_issue(stack: str) -> ConfigIssue:

@@ -36,6 +36,7 @@ import yaml
 from pydantic import ValidationError
 
 from bind9_topology.spec import fast_records, safeyaml
+from bind9_topology.spec.digest import content_hash
 from bind9_topology.spec.model import (
     IDNA,
     ConfigIssue,
@@ -82,7 +83,7 @@ class ZoneContent:
 
     @property
     def content_hash(self) -> str:
-        return hashlib.sha256(self.text(0).encode()).hexdigest()
+        return content_hash(self.text(0))
 
     @property
     def digest(self) -> str:
