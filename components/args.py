@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
+from pulumi.runtime import rpc
+
+#: the key of Pulumi's wire marker for special values such as secrets
+#: ({SECRET_SIG: <secret sig>, "value": ...}), as the SDK defines it
+SECRET_SIG: str = rpc._special_sig_key
 
 
 @dataclass(frozen=True)

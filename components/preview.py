@@ -21,7 +21,8 @@ from pulumi.runtime.sync_await import _sync_await
 from bind9_topology.dns.serials import SerialStore, next_serial
 from bind9_topology.spec.topology import Topology
 
-SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's wire marker of a secret value
+from .args import SECRET_SIG
+
 REDACTED = "<redacted: pulumi secret>"
 
 

@@ -37,12 +37,11 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from components.args import KubeAccess, TsigArgs
+from components.args import SECRET_SIG, KubeAccess, TsigArgs
 
 if TYPE_CHECKING:  # the provider host loads this module with Pulumi and the stdlib only
     from bind9_topology.dns.targets import Target
 
-SECRET_SIG = "4dabf18193072939515e22adb298388d"
 INPUT_KEYS = (
     "zoneName", "primaries", "secondaries", "expectedSerial", "expectedDigest",
     "tsigKeyName", "tsigAlgorithm", "tsigSecret", "deadlineSeconds", "pollIntervalSeconds",
