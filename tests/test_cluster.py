@@ -24,8 +24,10 @@ from typing import Any
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import pytest
 import yaml
@@ -505,6 +507,66 @@ def test_deleted_secondary_pod_is_ready_only_once_it_serves_its_zones(
             break
         time.sleep(0.2)
     assert checked, "no replacement pod became Ready within 180 s"
+
+
+def _dnskey_tags(ip: str, zone: str) -> set[int]:
+    """The key tags of the DNSKEYs a pod serves for *zone* (over TCP, straight to the pod)."""
+    import dns.dnssec
+
+    answer = dns.query.tcp(dns.message.make_query(zone, dns.rdatatype.DNSKEY, want_dnssec=True),
+                           ip, port=53, timeout=3)
+    rrset = answer.find_rrset(answer.answer, dns.name.from_text(zone), dns.rdataclass.IN,
+                              dns.rdatatype.DNSKEY)
+    return {dns.dnssec.key_id(k) for k in rrset}
+
+
+def test_signed_zone_keeps_its_keys_across_a_primary_pod_restart(deployed: Deployment) -> None:
+    """dnssec on example.net: `pulumi up` signs it in the primary's pods with keys from the
+    Secret, and the gate validates DNSKEY and RRSIG on every pod and every secondary against
+    the DS output. A deleted primary pod comes back with the same keys (never regenerated),
+    and a later change is gated against the same DS."""
+    project = deployed.engine.project
+    stack_file = project / f"Pulumi.{PRIMARY_STACK}.yaml"
+    doc = yaml.safe_load(stack_file.read_text())
+    zone = next(z for z in doc["config"]["bind9-topology:zones"]
+                if z["zoneName"] == "example.net" and z["type"] == "primary")
+    zone["dnssec"] = {"policy": "signed"}
+    stack_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    deployed.pulumi("up", "--yes", "--skip-preview", stack=PRIMARY_STACK)
+    signed = deployed.outputs(PRIMARY_STACK)["dnssec"]["example.net"]
+    assert signed["ds"], signed
+    tags = {int(signed["keyTags"]["ksk"]), int(signed["keyTags"]["zsk"])}
+    assert deployed.outputs(PRIMARY_STACK)["zones"]["example-net"]["ready"] is True
+
+    namespace = deployed.namespaces[PRIMARY_STACK]
+
+    def serving() -> list[dict[str, Any]]:  # Ready pods not on their way out (the old
+        return [p for p in deployed.cluster.pods(namespace, "instance=primary-dns")  # RS)
+                if _ready(p) and not p["metadata"].get("deletionTimestamp")]
+
+    pods = serving()
+    assert pods and all(_dnskey_tags(p["status"]["podIP"], "example.net") == tags for p in pods)
+
+    victim = pods[0]["metadata"]["name"]
+    deployed.cluster.kubectl("delete", "pod", "-n", namespace, victim, "--wait=false")
+    deadline = time.monotonic() + 180
+    fresh: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not fresh:
+        fresh = [p for p in serving()
+                 if p["metadata"]["name"] not in {q["metadata"]["name"] for q in pods}]
+        time.sleep(0.5)
+    assert fresh, "no replacement primary pod became Ready within 180 s"
+    assert _dnskey_tags(fresh[0]["status"]["podIP"], "example.net") == tags
+
+    # A record change re-runs the zone's gate against the DS in state: it passes only if
+    # every pod (the replacement too) and every secondary serves signatures of these keys.
+    records = project / "configs" / "zones" / "example.net.yaml"
+    records.write_text(records.read_text()
+                       + "  - {name: signed-check, type: A, data: 192.0.2.77}\n")
+    deployed.pulumi("up", "--yes", "--skip-preview", stack=PRIMARY_STACK)
+    after = deployed.outputs(PRIMARY_STACK)
+    assert after["dnssec"]["example.net"]["ds"] == signed["ds"]
+    assert after["zones"]["example-net"]["ready"] is True
 
 
 def test_destroy_leaves_no_object_in_the_namespaces(deployed: Deployment) -> None:
