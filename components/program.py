@@ -169,20 +169,25 @@ def outputs(region: Bind9Region, topology: Topology) -> dict[str, Any]:
             for spec_inst in spec.instances
             if spec_inst.name == name
         },
-        "zones":
-        {
-            name: {
-                "zoneName": z.zone_name,
-                "type": z.zone_type,
-                "serial": z.serial,
-                "ready": region.gates[z.zone_name].ready
-                if z.zone_name in region.gates else None,
-                "servedSerial": region.gates[z.zone_name].servedSerial
-                if z.zone_name in region.gates else None,
+        "zones": {
+            zone.resource_name: {
+                "zoneName": zone.zoneName,
+                "type": zone.type,
+                "serial": region.zone_serials[zone.zoneName].serial
+                if zone.type == "primary" else None,
+                "ready": _gate_status(region, zone.zoneName, "ready"),
+                "servedSerial": _gate_status(region, zone.zoneName, "servedSerial"),
             }
-            for name, z in region.zones.items()
+            for zone in spec.zones
         },
     }
+
+
+def _gate_status(region: Bind9Region, zone: str, key: str) -> pulumi.Output[Any] | None:
+    """One zone's entry of the stack gate's status (None without a gate)."""
+    if region.gate is None:
+        return None
+    return region.gate.status.apply(lambda status: ((status or {}).get(zone) or {}).get(key))
 
 
 def with_local_runner(topology: Topology, project_dir: Path) -> Topology:

@@ -15,11 +15,13 @@ from bind9_topology.spec.topology import Topology
 
 from .args import KubeAccess, TsigArgs
 from .bind9_instance import Bind9Instance, Bind9InstanceArgs
-from .dns_zone import DNSZone, DNSZoneArgs
 from .dnssec_keys import DnssecKeys
-from .transfer_gate import TransferGate, TransferGateArgs
+from .transfer_gate import TransferGate, TransferGateArgs, ZoneGateArgs
+from .zone_serial import ZoneSerial, ZoneSerialArgs
 
 TYPE = "bind9-topology:index:Bind9Region"
+#: the per-zone component that once parented ZoneSerial and DnssecKeys (aliases)
+DNS_ZONE_TYPE = "bind9-topology:index:DNSZone"
 
 
 @dataclass
@@ -32,9 +34,9 @@ class Bind9Region(pulumi.ComponentResource):
     """A region stack's instances, zones, DNSSEC keys and transfer gates."""
 
     instances: dict[str, Bind9Instance]
-    zones: dict[str, DNSZone]  # by resource name
+    zone_serials: dict[str, ZoneSerial]  # by zone name (primary zones)
     dnssec_keys: dict[str, DnssecKeys]  # by zone name (signed primary zones)
-    gates: dict[str, TransferGate]  # by zone name (gate.enabled)
+    gate: TransferGate | None  # every zone of the stack (gate.enabled)
 
     def __init__(
         self, name: str, args: Bind9RegionArgs, opts: pulumi.ResourceOptions | None = None
@@ -42,37 +44,34 @@ class Bind9Region(pulumi.ComponentResource):
         super().__init__(TYPE, name, None, opts)
         topo = args.topology
         spec = topo.spec
-        child = pulumi.ResourceOptions(parent=self)
         tsig = TsigArgs(spec.tsigKey.name, spec.tsigKey.algorithm, args.tsig_secret)
         kube = KubeAccess.of_stack()  # the stack provider's cluster
 
-        self.zones = {}
-        for zone in spec.zones:
-            self.zones[zone.resource_name] = DNSZone(
-                zone.resource_name,
-                DNSZoneArgs(
-                    zone_name=zone.zoneName,
-                    type=zone.type,
-                    instances=[i.name for i in spec.instances_for(zone)],
-                    content=topo.contents.get(zone.zoneName) if zone.type == "primary" else None,
-                    probe=probe_targets(spec, zone),
-                    tsig=tsig,
-                    kube=kube,
-                ),
-                opts=child,
-            )
-        # Signed zones (dnssec): keys made once, kept in state as secrets (DnssecKeys).
+        # One ZoneSerial per primary zone, parented here. Until issue 13 each sat under a
+        # DNSZone component per zone; the alias keeps the serials in state (no replace).
+        self.zone_serials = {}
         self.dnssec_keys = {}
         for zone in spec.zones:
-            if zone.type == "primary" and zone.dnssec is not None:
+            if zone.type != "primary":
+                continue
+            was_under = pulumi.Alias(parent=pulumi.create_urn(
+                zone.resource_name, DNS_ZONE_TYPE, parent=self))
+            content = topo.contents[zone.zoneName]
+            self.zone_serials[zone.zoneName] = ZoneSerial(
+                f"{zone.resource_name}-serial",
+                ZoneSerialArgs(zone_name=zone.zoneName, content_hash=content.content_hash,
+                               probe=probe_targets(spec, zone), digest=content.digest,
+                               tsig=tsig, kube=kube),
+                opts=pulumi.ResourceOptions(parent=self, aliases=[was_under]),
+            )
+            # Signed zones (dnssec): keys made once, kept in state as secrets (DnssecKeys).
+            if zone.dnssec is not None:
                 adopt = topo.dnssec_material.get(zone.zoneName)
                 self.dnssec_keys[zone.zoneName] = DnssecKeys(
                     f"{zone.resource_name}-dnssec-keys", zone.zoneName,
                     material=json.dumps(adopt) if adopt is not None else None,
-                    opts=pulumi.ResourceOptions(parent=self.zones[zone.resource_name]))
-        serial_of = {
-            z.zone_name: z.serial for z in self.zones.values() if z.serial is not None
-        }
+                    opts=pulumi.ResourceOptions(parent=self, aliases=[was_under]))
+        serial_of = {z: r.serial for z, r in self.zone_serials.items()}
 
         self.instances = {}
         previous_in_region: dict[str, Bind9Instance] = {}
@@ -103,30 +102,30 @@ class Bind9Region(pulumi.ComponentResource):
             )
             previous_in_region[region] = self.instances[inst.name]
 
-        self.gates = self._transfer_gates(topo, tsig, kube)
+        self.gate = self._transfer_gate(name, topo, tsig, kube)
 
         self.register_outputs(
             {
                 "instances": {n: i.address for n, i in self.instances.items()},
-                "zones": {n: z.serial for n, z in self.zones.items()},
-                "ready": {n: g.ready for n, g in self.gates.items()},
+                "serials": {z: r.serial for z, r in self.zone_serials.items()},
+                "ready": self.gate.ready if self.gate is not None else None,
             }
         )
 
-    def _transfer_gates(
-        self, topo: Topology, tsig: TsigArgs, kube: KubeAccess
-    ) -> dict[str, TransferGate]:
-        """One TransferGate per zone name (gate.enabled), parented to its DNSZone.
+    def _transfer_gate(
+        self, name: str, topo: Topology, tsig: TsigArgs, kube: KubeAccess
+    ) -> TransferGate | None:
+        """The stack's TransferGate (gate.enabled): every zone, keyed by zone name.
 
-        Its inputs are the zone's own (servers, expected serial and digest, key), so a
-        change to one zone re-runs one gate. A pod roll needs no gate: the readiness
-        probe holds a new pod back until every zone it serves answers authoritatively,
-        and `pulumi up` waits for the rollout.
+        A zone's entry holds its own inputs (servers, expected serial and digest, DS), so
+        a change to one zone re-checks that zone only. A pod roll needs no gate: the
+        readiness probe holds a new pod back until every zone it serves answers
+        authoritatively, and `pulumi up` waits for the rollout.
         """
         spec = topo.spec
         gate = spec.gate
         if not gate.enabled:
-            return {}
+            return None
         via_api = gate.via == "kubernetes-api"
 
         def target(name: str, address: str | None) -> pulumi.Input[Target]:
@@ -137,31 +136,31 @@ class Bind9Region(pulumi.ComponentResource):
             # no fixed IP: the Service's address
             return self.instances[name].address.apply(functools.partial(_at_port_53, name))
 
-        gates = {}
+        zones = []
+        involved: dict[str, Bind9Instance] = {}
         for plan in gate_plans(spec):
-            zone = self.zones[plan.resource_name]
             content = topo.contents.get(plan.zone) if plan.primary_zone else None
-            involved = [self.instances[n] for n in plan.instances if n in self.instances]
+            serial = self.zone_serials.get(plan.zone) if plan.primary_zone else None
             keys = self.dnssec_keys.get(plan.zone)
-            gates[plan.zone] = TransferGate(
-                f"{plan.resource_name}-gate",
-                TransferGateArgs(
-                    zone_name=plan.zone,
-                    primaries=[target(n, a) for n, a in plan.primaries],
-                    secondaries=[target(n, a) for n, a in plan.secondaries],
-                    expected_serial=zone.serial if plan.primary_zone else None,
-                    expected_digest=content.digest if content is not None else None,
-                    tsig=tsig,
-                    deadline_seconds=gate.deadlineSeconds,
-                    poll_interval_seconds=gate.pollIntervalSeconds,
-                    kube=kube if via_api else None,
-                    expected_ds=keys.ds if keys is not None else None,
-                ),
-                opts=pulumi.ResourceOptions(
-                    parent=zone, depends_on=[i.deployment for i in involved]
-                ),
-            )
-        return gates
+            involved.update({n: self.instances[n] for n in plan.instances if n in self.instances})
+            zones.append(ZoneGateArgs(
+                zone_name=plan.zone,
+                primaries=[target(n, a) for n, a in plan.primaries],
+                secondaries=[target(n, a) for n, a in plan.secondaries],
+                expected_serial=serial.serial if serial is not None else None,
+                expected_digest=content.digest if content is not None else None,
+                expected_ds=keys.ds if keys is not None else None,
+            ))
+        if not zones:
+            return None
+        return TransferGate(
+            f"{name}-transfer-gate",
+            TransferGateArgs(zones=zones, tsig=tsig, deadline_seconds=gate.deadlineSeconds,
+                             poll_interval_seconds=gate.pollIntervalSeconds,
+                             kube=kube if via_api else None),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[i.deployment for i in involved.values()]),
+        )
 
 
 def _at_port_53(name: str, address: str | None) -> Target:

@@ -1,21 +1,24 @@
-"""TransferGate: a dynamic resource per zone that is ready only once the zone really transferred.
+"""TransferGate: one dynamic resource per stack, ready only once its zones really transferred.
 
 The provider runs in the engine's provider host (``python -m pulumi.dynamic``)
 from a dill-serialized copy, so this module imports only Pulumi and the standard
 library at the top; the DNS work (dnspython, bind9_topology.dns.gate) is imported
-inside the methods.
-The provider object carries no state: its serialized form never changes, so
-it never shows up as a diff.
+inside the methods. The provider object carries no state: its serialized form never
+changes, so it never shows up as a diff.
 
-Inputs: zoneName, primaries/secondaries ([{name, host, port}] probed directly, or
-[{name, instance, namespace, via: "kubernetes-api"}]: every pod of the instance's
-current ReplicaSet through a port-forward of the API), kubeconfig (secret) and
-kubeContext (those of the stack's Kubernetes provider), expectedSerial
-(None: whatever the primaries serve), expectedDigest (None: no content proof),
-tsigKeyName, tsigAlgorithm, tsigSecret (secret), deadlineSeconds,
-pollIntervalSeconds, triggers (e.g. the instances' config checksums).
-Outputs: ready, servedSerial, servers {name: {host, port, role, serial,
-verifiedAt, attempts, reason}}, readyAfterSeconds, checkedAt.
+Inputs: ``zones`` {zoneName: {primaries, secondaries, expectedSerial, expectedDigest,
+expectedDs, triggers}} (servers: [{name, host, port}] probed directly, or [{name,
+instance, namespace, via: "kubernetes-api"}]: every pod of the instance's current
+ReplicaSet through a port-forward of the API), and for all zones: tsigKeyName,
+tsigAlgorithm, tsigSecret (secret), deadlineSeconds, pollIntervalSeconds, kubeconfig
+(secret) and kubeContext (those of the stack's Kubernetes provider).
+Outputs: ready (every zone), status {zoneName: {ready, servedSerial, servers {name:
+{host, port, role, serial, verifiedAt, attempts, reason}}, readyAfterSeconds, checkedAt}}.
+
+One resource per stack instead of one per zone keeps a 1,000-zone stack to a few
+resources; an update re-checks only the zones whose inputs changed (and any zone not
+yet ready), concurrently, and keeps the others' status. `pulumi preview --diff` shows
+which zones' inputs change.
 """
 
 from __future__ import annotations
@@ -42,12 +45,16 @@ from components.args import SECRET_SIG, KubeAccess, TsigArgs
 if TYPE_CHECKING:  # the provider host loads this module with Pulumi and the stdlib only
     from bind9_topology.dns.targets import Target
 
-INPUT_KEYS = (
-    "zoneName", "primaries", "secondaries", "expectedSerial", "expectedDigest",
+#: inputs shared by every zone of the gate
+SHARED_KEYS = (
     "tsigKeyName", "tsigAlgorithm", "tsigSecret", "deadlineSeconds", "pollIntervalSeconds",
-    "triggers", "kubeconfig", "kubeContext",
+    "kubeconfig", "kubeContext",
 )
-OUTPUT_KEYS = ("ready", "servedSerial", "servers", "readyAfterSeconds", "checkedAt")
+#: one zone's inputs, under zones[zoneName]
+ZONE_KEYS = ("primaries", "secondaries", "expectedSerial", "expectedDigest", "expectedDs",
+             "triggers")
+INPUT_KEYS = (*SHARED_KEYS, "zones")
+OUTPUT_KEYS = ("ready", "status")
 
 
 def _plain(value: Any) -> Any:
@@ -169,8 +176,6 @@ class TransferGateProvider(ResourceProvider):
         if not report.ok:
             raise GateFailed(report.message)
         return {
-            **{k: props.get(k) for k in INPUT_KEYS},
-            **({"expectedDs": props["expectedDs"]} if props.get("expectedDs") else {}),
             "ready": True,
             "servedSerial": report.target_serial,
             "servers": {s.endpoint.label or str(s.endpoint): _server_out(s.as_dict(), s.endpoint)
@@ -179,41 +184,83 @@ class TransferGateProvider(ResourceProvider):
             "checkedAt": max((s.verified_at or "" for s in report.servers), default=None),
         }
 
+    def _check_zones(self, props: dict[str, Any], zones: list[str],
+                     previous: dict[str, Any]) -> dict[str, Any]:
+        """Gate *zones* concurrently; keep *previous* status for the other zones."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from bind9_topology.dns.gate import MAX_WORKERS
+
+        report_cleanly()
+        every = dict(props.get("zones") or {})
+        status = {z: previous[z] for z in every if z in previous and z not in zones}
+        failures: dict[str, str] = {}
+        if zones:
+            with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(zones))) as pool:
+                futures = {z: pool.submit(self._wait, zone_props(props, z)) for z in zones}
+                for zone, future in futures.items():
+                    try:
+                        status[zone] = future.result()
+                    except GateFailed as exc:
+                        failures[zone] = str(exc)
+        if failures:
+            head = (f"{len(failures)} of {len(every)} zone(s) not ready"
+                    if len(every) > 1 else "")
+            raise GateFailed("\n".join([*([head] if head else []),
+                                        *(failures[z] for z in sorted(failures))]))
+        return {**{k: props.get(k) for k in INPUT_KEYS}, "ready": True,
+                "status": dict(sorted(status.items()))}
+
     # -- CRUD ---------------------------------------------------------------
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = []
-        if not news.get("zoneName"):
-            failures.append(CheckFailure("zoneName", "zoneName is required"))
-        for prop in ("primaries", "secondaries"):
-            value = news.get(prop)
-            if value is not None and not isinstance(value, list):
-                failures.append(
-                    CheckFailure(prop, f"{prop} must be a list of {{name, host, port}}"))
+        zones = news.get("zones")
+        if not isinstance(zones, dict):
+            failures.append(CheckFailure("zones", "zones must be a map of zone name -> inputs"))
+            zones = {}
+        for zone, value in zones.items():
+            for prop in ("primaries", "secondaries"):
+                servers = (value or {}).get(prop) if isinstance(value, dict) else None
+                if servers is not None and not isinstance(servers, list):
+                    failures.append(CheckFailure(
+                        "zones", f"zones.{zone}.{prop} must be a list of {{name, host, port}}"))
         deadline = news.get("deadlineSeconds")
         if deadline is not None and not isinstance(deadline, str) and float(deadline) <= 0:
             failures.append(CheckFailure("deadlineSeconds", "deadlineSeconds must be positive"))
         return CheckResult(news, failures)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=f"gate-{props['zoneName']}", outs=self._wait(props))
+        zones = sorted(props.get("zones") or {})
+        return CreateResult(id_="transfer-gate", outs=self._check_zones(props, zones, {}))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [k for k in (*INPUT_KEYS, "expectedDs")
-                   if _plain(olds.get(k)) != _plain(news.get(k))]
-        return DiffResult(changes=bool(changed), replaces=[], stables=["zoneName"],
+        changed = changed_zones(olds, news)
+        removed = set(olds.get("zones") or {}) - set(news.get("zones") or {})
+        return DiffResult(changes=bool(changed or removed), replaces=[], stables=[],
                           delete_before_replace=False)
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self._wait(news))
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        previous = {z: s for z, s in (olds.get("status") or {}).items()
+                    if isinstance(s, dict) and s.get("ready") is True}
+        zones = sorted(set(changed_zones(olds, news))
+                       | {z for z in news.get("zones") or {} if z not in previous})
+        return UpdateResult(outs=self._check_zones(news, zones, previous))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        """Probe every server once: the serials they serve now (drift shows on refresh)."""
+        """Probe every server of every zone once: what they serve now (drift on refresh)."""
+        status = {zone: self._probe(zone_props(props, zone),
+                                    (props.get("status") or {}).get(zone) or {})
+                  for zone in sorted(props.get("zones") or {})}
+        ready = all(s.get("ready") is True for s in status.values())
+        return ReadResult(id_=id_, outs={**props, "status": status, "ready": ready})
+
+    def _probe(self, props: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
         from bind9_topology.dns.checks import query_soa
         from bind9_topology.dns.serials import serial_at_least
 
         zone = str(props.get("zoneName"))
-        served = props.get("servedSerial")
+        served = old.get("servedSerial")
         servers: dict[str, Any] = {}
         ready = True
         try:
@@ -221,23 +268,38 @@ class TransferGateProvider(ResourceProvider):
                 for role, eps in (("primary", primaries), ("secondary", secondaries)):
                     for ep in eps:
                         soa = query_soa(ep, zone, timeout=2.0)
-                        old = (props.get("servers") or {}).get(ep.label or str(ep)) or {}
+                        before = (old.get("servers") or {}).get(ep.label or str(ep)) or {}
                         ok = soa.ok and (served is None or (
                             soa.serial is not None
                             and serial_at_least(soa.serial, int(served))))
                         ready = ready and ok
                         servers[ep.label or str(ep)] = {
                             **_where(ep), "role": role, "serial": soa.serial,
-                            "reason": soa.reason.name, "verifiedAt": old.get("verifiedAt"),
-                            "attempts": old.get("attempts"),
+                            "reason": soa.reason.name, "verifiedAt": before.get("verifiedAt"),
+                            "attempts": before.get("attempts"),
                         }
         except GateFailed:  # the API cannot be asked: nothing is known to be ready
-            return ReadResult(id_=id_, outs={**props, "ready": False})
-        outs = {**props, "servers": servers, "ready": ready}
-        return ReadResult(id_=id_, outs=outs)
+            return {**old, "ready": False}
+        return {**old, "servers": servers, "ready": ready}
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         return None
+
+
+def zone_props(props: dict[str, Any], zone: str) -> dict[str, Any]:
+    """One zone's inputs with the shared ones: what the per-zone checks read."""
+    own = (props.get("zones") or {}).get(zone) or {}
+    return {**{k: props.get(k) for k in SHARED_KEYS}, "zoneName": zone,
+            **{k: own.get(k) for k in ZONE_KEYS if k in own}}
+
+
+def changed_zones(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
+    """Zones whose inputs differ (all of them when a shared input differs)."""
+    new_zones = dict(news.get("zones") or {})
+    if any(_plain(olds.get(k)) != _plain(news.get(k)) for k in SHARED_KEYS):
+        return sorted(new_zones)
+    old_zones = dict(olds.get("zones") or {})
+    return sorted(z for z, v in new_zones.items() if old_zones.get(z) != v)
 
 
 class ServerStatus(TypedDict):
@@ -268,59 +330,66 @@ def _server_out(d: dict[str, Any], ep: Any = None) -> ServerStatus:
 
 
 @dataclass
-class TransferGateArgs:
-    """One zone's gate: whom to ask, what they must serve, how long to wait."""
+class ZoneGateArgs:
+    """One zone of the gate: whom to ask and what they must serve."""
 
     zone_name: str
     primaries: Sequence[pulumi.Input[Target]]
     secondaries: Sequence[pulumi.Input[Target]]
     #: the serial every primary must serve exactly (None: whatever the primaries serve)
-    expected_serial: pulumi.Input[int] | None
+    expected_serial: pulumi.Input[int] | None = None
     #: the content digest the primaries' AXFR must prove (None: no content proof)
-    expected_digest: str | None
+    expected_digest: str | None = None
+    #: a signed zone's DS records: DNSKEY and signatures are checked against them
+    expected_ds: pulumi.Input[list[str]] | None = None
+
+
+@dataclass
+class TransferGateArgs:
+    """A stack's gate: its zones, the key, how long to wait, the cluster to reach pods in."""
+
+    zones: Sequence[ZoneGateArgs]
     tsig: TsigArgs
     deadline_seconds: float
     poll_interval_seconds: float
     #: the cluster to reach pods through (gate.via kubernetes-api), else None
     kube: KubeAccess | None = None
-    #: a signed zone's DS records: DNSKEY and signatures are checked against them
-    expected_ds: pulumi.Input[list[str]] | None = None
-    triggers: pulumi.Input[dict[str, Any]] | None = None
 
 
 class TransferGate(Resource, module="bind9", name="TransferGate"):
-    """Ready only when every server of the zone serves the transferred, verified serial."""
+    """Ready only when every server of every zone serves the transferred, verified serial."""
 
     ready: pulumi.Output[bool]
-    servedSerial: pulumi.Output[int]
-    #: server label -> its ServerStatus (typed as plain dicts: Pulumi's output
-    #: translation takes no TypedDict)
-    servers: pulumi.Output[dict[str, dict[str, Any]]]
-    readyAfterSeconds: pulumi.Output[float]
-    checkedAt: pulumi.Output[str]
+    #: zone -> {ready, servedSerial, servers {label: ServerStatus}, readyAfterSeconds,
+    #: checkedAt} (plain dicts: Pulumi's output translation takes no TypedDict)
+    status: pulumi.Output[dict[str, dict[str, Any]]]
 
     def __init__(
         self, name: str, args: TransferGateArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         kube = args.kube or KubeAccess()
+        zones: dict[str, Any] = {}
+        for zone in args.zones:
+            entry: dict[str, Any] = {
+                "primaries": list(zone.primaries),
+                "secondaries": list(zone.secondaries),
+                "expectedSerial": zone.expected_serial,
+                "expectedDigest": zone.expected_digest,
+            }
+            if zone.expected_ds is not None:  # a signed zone: DNSKEY and signatures too
+                entry["expectedDs"] = zone.expected_ds
+            zones[zone.zone_name] = entry
         props: dict[str, Any] = {
-            "zoneName": args.zone_name,
-            "primaries": list(args.primaries),
-            "secondaries": list(args.secondaries),
-            "expectedSerial": args.expected_serial,
-            "expectedDigest": args.expected_digest,
+            "zones": zones,
             "tsigKeyName": args.tsig.key_name,
             "tsigAlgorithm": args.tsig.algorithm,
             "tsigSecret": pulumi.Output.secret(args.tsig.secret),
             "deadlineSeconds": args.deadline_seconds,
             "pollIntervalSeconds": args.poll_interval_seconds,
-            "triggers": args.triggers or {},
             "kubeconfig": pulumi.Output.secret(kube.kubeconfig) if kube.kubeconfig else None,
             "kubeContext": kube.context,
             **dict.fromkeys(OUTPUT_KEYS),
         }
-        if args.expected_ds is not None:  # a signed zone: DNSKEY and signatures checked too
-            props["expectedDs"] = args.expected_ds
         secret_opts = pulumi.ResourceOptions(
             additional_secret_outputs=["tsigSecret", "kubeconfig"])
         super().__init__(

@@ -1,6 +1,7 @@
 """State written by an older revision previews with no change under this one.
 
-    python3 scripts/check-no-change.py <old-rev> [<new-rev>, default HEAD]
+    python3 scripts/check-no-change.py <old-rev> [<new-rev>, default HEAD; "worktree":
+                                                   this checkout as it is on disk]
 
 On a throwaway file backend: the local runner starts the local stack, `pulumi up`
 runs with <old-rev>'s program and components, then `pulumi preview
@@ -74,7 +75,7 @@ def main() -> int:
         if failed is not None:
             print(failed.stdout[-3000:], failed.stderr[-3000:], file=sys.stderr)
             return 1
-        swap(project, checkout(new_rev, base / "new"))
+        swap(project, ROOT if new_rev == "worktree" else checkout(new_rev, base / "new"))
         preview = run("pulumi", "preview", "--expect-no-changes", "--diff", "--stack", "local",
                       "--non-interactive")
         print(preview.stdout[-4000:])

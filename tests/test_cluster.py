@@ -209,11 +209,12 @@ def test_no_changes_and_no_drift_after_up(deployed: Deployment) -> None:
 
 
 def _gate_outputs(deployed: Deployment, stack: str) -> dict[str, dict[str, Any]]:
-    """TransferGate outputs by resource name, from the stack's state."""
+    """The stack's TransferGate status by zone, from the stack's state (one gate a stack)."""
     state = json.loads(deployed.pulumi("stack", "export", stack=stack).stdout)
-    return {r["urn"].split("::")[-1]: r.get("outputs") or {}
-            for r in state["deployment"].get("resources") or []
-            if r["type"].endswith(":TransferGate")}
+    (gate,) = [r.get("outputs") or {} for r in state["deployment"].get("resources") or []
+               if r["type"].endswith(":TransferGate")]
+    assert gate["ready"] is True, gate
+    return dict(gate["status"])
 
 
 def test_the_gate_verified_every_pod_through_the_api(deployed: Deployment) -> None:
@@ -433,7 +434,7 @@ def test_record_change_rolls_the_primary_with_zero_failed_queries(deployed: Depl
     changed = _steps(deployed.pulumi("preview", "--json", stack=PRIMARY_STACK).stdout)
     assert changed == sorted([
         ("pulumi-python:dynamic/bind9:ZoneSerial", "example-com-serial"),
-        ("pulumi-python:dynamic/bind9:TransferGate", "example-com-gate"),
+        ("pulumi-python:dynamic/bind9:TransferGate", "cluster-transfer-gate"),
         ("kubernetes:core/v1:ConfigMap", "primary-dns-zones-0"),
         ("kubernetes:apps/v1:Deployment", "primary-dns"),
     ]), changed

@@ -91,13 +91,13 @@ def test_pulumi_program_probes_only_the_runner_servers(monkeypatch, project: Pat
         (project / "Pulumi.local.yaml").read_text())["config"]["bind9-topology:gate"]
 
     mocks = run_local_program(monkeypatch, project, local_raw(project))
-    gates = {n: i for n, i in mocks.inputs.items() if n.endswith("-gate")}
+    gate = mocks.inputs["local-transfer-gate"]
     serials = {n: i for n, i in mocks.inputs.items() if n.endswith("-serial")}
-    assert set(gates) == {"local-example-gate", "local-test-gate"}
+    assert set(gate["zones"]) == {"local.example", "local.test"}
     assert set(serials) == {"local-example-serial", "local-test-serial"}
     reached = set()
-    for inputs in gates.values():
-        for ep in [*inputs["primaries"], *inputs["secondaries"]]:
+    for zone in gate["zones"].values():
+        for ep in [*zone["primaries"], *zone["secondaries"]]:
             reached.add(f"{ep['host']}:{int(ep['port'])}")
     for inputs in serials.values():
         for ep in inputs["probe"]:

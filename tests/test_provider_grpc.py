@@ -28,7 +28,8 @@ from tests.conftest import new_secret
 from tests.namedkit import HOST, ZONE, LoopbackTopology, loopback_topology, start_all
 
 PROJECT = Path(__file__).resolve().parent.parent
-URN = "urn:pulumi:test::bind9-topology::pulumi-python:dynamic/bind9:TransferGate::example-com-gate"
+URN = ("urn:pulumi:test::bind9-topology::pulumi-python:dynamic/bind9:TransferGate::"
+       "test-transfer-gate")
 
 pytestmark = [
     pytest.mark.provider,
@@ -92,17 +93,18 @@ def inputs(c: LoopbackTopology, *, secret: str | None = None,
 
     prims, secs = c.endpoints()
     return {
-        "zoneName": ZONE,
-        "primaries": [{"name": e.label, "host": e.host, "port": e.port} for e in prims],
-        "secondaries": [{"name": e.label, "host": e.host, "port": e.port} for e in secs],
-        "expectedSerial": c.serial,
-        "expectedDigest": c.digest,
+        "zones": {ZONE: {
+            "primaries": [{"name": e.label, "host": e.host, "port": e.port} for e in prims],
+            "secondaries": [{"name": e.label, "host": e.host, "port": e.port} for e in secs],
+            "expectedSerial": c.serial,
+            "expectedDigest": c.digest,
+            "triggers": {},
+        }},
         "tsigKeyName": "transfer-key",
         "tsigAlgorithm": "hmac-sha256",
         "tsigSecret": secret or c.secret,
         "deadlineSeconds": deadline,
         "pollIntervalSeconds": 0.5,
-        "triggers": {},
         "__provider": serialize_provider(TransferGateProvider()),
     }
 
@@ -120,14 +122,16 @@ def test_provider_host_configure_check_diff_create_update_read(
     news = inputs(cluster)
     checked = host.Check(pb.CheckRequest(urn=URN, olds=struct_pb2.Struct(), news=_serialize(news)))
     assert not checked.failures
-    assert _deserialize(checked.inputs)["zoneName"] == ZONE
+    assert set(_deserialize(checked.inputs)["zones"]) == {ZONE}
 
     created = host.Create(pb.CreateRequest(urn=URN, properties=_serialize(news), timeout=60))
-    assert created.id == f"gate-{ZONE}"
+    assert created.id == "transfer-gate"
     outs = _deserialize(created.properties)
-    assert outs["ready"] is True and outs["servedSerial"] == cluster.serial
-    assert set(outs["servers"]) == {"primary-dns", "sec-a", "sec-b"}
-    for server in outs["servers"].values():
+    status = outs["status"][ZONE]
+    assert outs["ready"] is True and status["ready"] is True
+    assert status["servedSerial"] == cluster.serial
+    assert set(status["servers"]) == {"primary-dns", "sec-a", "sec-b"}
+    for server in status["servers"].values():
         assert server["serial"] == cluster.serial and server["verifiedAt"]
         assert server["attempts"] >= 1
 
@@ -144,8 +148,8 @@ def test_provider_host_configure_check_diff_create_update_read(
     updated = host.Update(pb.UpdateRequest(id=created.id, urn=URN, olds=_serialize(outs),
                                            news=_serialize(news2), timeout=60))
     outs2 = _deserialize(updated.properties)
-    assert outs2["servedSerial"] == cluster.serial
-    assert {s["serial"] for s in outs2["servers"].values()} == {cluster.serial}
+    assert outs2["status"][ZONE]["servedSerial"] == cluster.serial
+    assert {s["serial"] for s in outs2["status"][ZONE]["servers"].values()} == {cluster.serial}
 
     # drift: a secondary goes away; refresh (Read) reports what each server serves now
     cluster.procs["sec-b"].stop()
@@ -153,11 +157,12 @@ def test_provider_host_configure_check_diff_create_update_read(
                                     inputs=_serialize(news2)))
     now = _deserialize(read.properties)
     assert read.id == created.id
-    assert now["servers"]["primary-dns"]["serial"] == cluster.serial
-    assert now["servers"]["sec-a"]["serial"] == cluster.serial
-    assert now["servers"]["sec-b"].get("serial") is None  # None does not travel
-    assert now["servers"]["sec-b"]["reason"] in ("TIMEOUT", "CONNECTION_REFUSED")
-    assert now["ready"] is False
+    servers = now["status"][ZONE]["servers"]
+    assert servers["primary-dns"]["serial"] == cluster.serial
+    assert servers["sec-a"]["serial"] == cluster.serial
+    assert servers["sec-b"].get("serial") is None  # None does not travel
+    assert servers["sec-b"]["reason"] in ("TIMEOUT", "CONNECTION_REFUSED")
+    assert now["ready"] is False and now["status"][ZONE]["ready"] is False
 
 
 def test_provider_host_wrong_key_create_fails_with_tsig_reason(
@@ -186,7 +191,7 @@ def test_provider_host_bug_keeps_its_traceback(host: Any, cluster: LoopbackTopol
 
     host.Configure(pb.ConfigureRequest(args=struct_pb2.Struct(), acceptSecrets=True))
     props = inputs(cluster)
-    props["primaries"] = [{"name": "x", "host": "127.0.0.1", "port": "not-a-port"}]
+    props["zones"][ZONE]["primaries"] = [{"name": "x", "host": "127.0.0.1", "port": "not-a-port"}]
     with pytest.raises(grpc.RpcError) as info:
         host.Create(pb.CreateRequest(urn=URN, properties=_serialize(props), timeout=60))
     details = info.value.details() or ""

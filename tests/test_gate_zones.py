@@ -1,0 +1,118 @@
+"""The stack's one TransferGate: which zones an update re-checks, and what it keeps.
+
+The per-zone check (``TransferGateProvider._wait``) runs against real named in
+test_gate, test_faults and test_provider_grpc; here it is replaced by a recorder so
+the dispatch itself is pinned down: a change to one zone re-checks that zone only,
+a shared input re-checks all, a zone not yet ready is re-checked, the others keep
+their status, and failures of several zones come back in one message.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from components.transfer_gate import (
+    GateFailed,
+    TransferGateProvider,
+    changed_zones,
+    zone_props,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def zone(serial: int) -> dict[str, Any]:
+    return {"primaries": [{"name": "p", "host": "127.0.0.1", "port": 53}], "secondaries": [],
+            "expectedSerial": serial, "expectedDigest": "ab" * 48}
+
+
+def inputs(**zones: int) -> dict[str, Any]:
+    return {"zones": {f"{name}.example": zone(s) for name, s in zones.items()},
+            "tsigKeyName": "k", "tsigAlgorithm": "hmac-sha256", "tsigSecret": "c2VjcmV0",
+            "deadlineSeconds": 5, "pollIntervalSeconds": 0.5, "kubeconfig": None,
+            "kubeContext": None}
+
+
+class Recorder(TransferGateProvider):
+    def __init__(self, failing: set[str] | None = None) -> None:
+        self.checked: list[str] = []
+        self.failing = failing or set()
+        self.lock = threading.Lock()
+
+    def _wait(self, props: dict[str, Any]) -> dict[str, Any]:
+        zone_name = str(props["zoneName"])
+        with self.lock:
+            self.checked.append(zone_name)
+        assert props["tsigKeyName"] == "k" and props["expectedSerial"] is not None
+        if zone_name in self.failing:
+            raise GateFailed(f"zone {zone_name}: not ready after 5s")
+        return {"ready": True, "servedSerial": props["expectedSerial"], "servers": {}}
+
+
+def test_zone_props_merge_the_shared_inputs() -> None:
+    props = zone_props(inputs(a=1), "a.example")
+    assert props["zoneName"] == "a.example" and props["expectedSerial"] == 1
+    assert props["tsigSecret"] == "c2VjcmV0" and props["deadlineSeconds"] == 5
+
+
+def test_changed_zones() -> None:
+    old = inputs(a=1, b=1)
+    assert changed_zones(old, inputs(a=1, b=1)) == []
+    assert changed_zones(old, inputs(a=1, b=2)) == ["b.example"]
+    assert changed_zones(old, inputs(a=1, b=1, c=1)) == ["c.example"]
+    shared = {**inputs(a=1, b=1), "deadlineSeconds": 9}
+    assert changed_zones(old, shared) == ["a.example", "b.example"]
+
+
+def test_create_checks_every_zone_then_update_only_the_changed_one() -> None:
+    gate = Recorder()
+    created = gate.create(inputs(a=1, b=1, c=1)).outs
+    assert sorted(gate.checked) == ["a.example", "b.example", "c.example"]
+    assert created["ready"] is True and set(created["status"]) == set(gate.checked)
+
+    gate.checked.clear()
+    news = inputs(a=1, b=2, c=1)
+    assert gate.diff("id", created, news).changes is True
+    updated = gate.update("id", created, news).outs
+    assert gate.checked == ["b.example"]
+    assert updated["status"]["b.example"]["servedSerial"] == 2
+    assert updated["status"]["a.example"] == created["status"]["a.example"]
+
+    assert gate.diff("id", updated, news).changes is False
+    removed = inputs(a=1, b=2)
+    assert gate.diff("id", updated, removed).changes is True
+    gate.checked.clear()
+    assert set(gate.update("id", updated, removed).outs["status"]) == {"a.example", "b.example"}
+    assert gate.checked == []
+
+
+def test_a_zone_not_ready_is_checked_again() -> None:
+    gate = Recorder()
+    created = gate.create(inputs(a=1, b=1)).outs
+    created["status"]["a.example"]["ready"] = False  # e.g. a refresh saw it lagging
+    gate.checked.clear()
+    gate.update("id", created, inputs(a=1, b=1))
+    assert gate.checked == ["a.example"]
+
+
+def test_failures_of_several_zones_come_back_together() -> None:
+    gate = Recorder(failing={"b.example", "c.example"})
+    with pytest.raises(GateFailed) as failed:
+        gate.create(inputs(a=1, b=1, c=1))
+    lines = str(failed.value).splitlines()
+    assert lines[0] == "2 of 3 zone(s) not ready"
+    assert lines[1:] == ["zone b.example: not ready after 5s", "zone c.example: not ready after 5s"]
+
+
+def test_one_zone_fails_with_its_message_alone() -> None:
+    with pytest.raises(GateFailed) as failed:
+        Recorder(failing={"a.example"}).create(inputs(a=1))
+    assert str(failed.value) == "zone a.example: not ready after 5s"
+
+
+def test_check_refuses_a_zones_input_that_is_not_a_map() -> None:
+    result = TransferGateProvider().check({}, {**inputs(a=1), "zones": ["a.example"]})
+    assert [f.property for f in result.failures] == ["zones"]
