@@ -25,8 +25,9 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -49,6 +50,7 @@ import dns.xfr
 import dns.zone
 import dns.zonetypes
 
+from bind9_topology.dns import fastxfr
 from bind9_topology.dns.serials import serial_at_least, serial_compare_safe
 from bind9_topology.spec.digest import zone_digest
 
@@ -59,10 +61,15 @@ __all__ = [
     "TransferProbe",
     "XfrKind",
     "axfr",
+    "axfr_probe",
+    "axfr_probes",
     "ixfr",
+    "judge_primary_transfer",
     "make_tsig_key",
     "query_soa",
     "send_notify",
+    "soa_answer",
+    "soa_query",
     "verify_primary",
     "verify_secondary",
 ]
@@ -138,6 +145,7 @@ class TransferProbe:
     detail: str
     elapsed_s: float
     kind: XfrKind | None = None
+    authoritative: bool | None = None  # the AA bit of the answer, where the reader kept it
 
     @property
     def ok(self) -> bool:
@@ -274,10 +282,7 @@ def query_soa(
         return SoaProbe(endpoint, zname, reason, serial, detail, clock())
 
     try:
-        q = dns.message.make_query(name, dns.rdatatype.SOA)
-        q.flags &= ~dns.flags.RD  # we ask the authority, not a resolver
-        if key is not None:
-            q.use_tsig(_keyring(key), key.name, algorithm=key.algorithm)
+        q = soa_query(name, key)
         if endpoint.tcp_only:
             r = dns.query.tcp(q, endpoint.host, timeout=timeout, port=endpoint.port)
         else:
@@ -288,20 +293,37 @@ def query_soa(
         reason, detail = _exception_reason(exc)
         return result(reason, detail)
 
+    return soa_answer(endpoint, name, r, clock())
+
+
+def soa_query(name: dns.name.Name, key: dns.tsig.Key | None) -> dns.message.Message:
+    """The SOA query :func:`query_soa` sends: no RD, signed with *key* when given."""
+    q = dns.message.make_query(name, dns.rdatatype.SOA)
+    q.flags &= ~dns.flags.RD  # we ask the authority, not a resolver
+    if key is not None:
+        q.use_tsig(_keyring(key), key.name, algorithm=key.algorithm)
+    return q
+
+
+def soa_answer(endpoint: Endpoint, name: dns.name.Name, r: dns.message.Message,
+               elapsed_s: float) -> SoaProbe:
+    """What an answer to :func:`soa_query` says: OK only for NOERROR with the AA bit
+    and the zone's SOA in the answer (shared by :func:`query_soa` and the poller)."""
+    zname = name.to_text()
     rcode = r.rcode()
     if rcode != dns.rcode.NOERROR:
-        return result(_rcode_reason(rcode), f"answered {dns.rcode.to_text(rcode)}")
+        return SoaProbe(endpoint, zname, _rcode_reason(rcode),
+                        None, f"answered {dns.rcode.to_text(rcode)}", elapsed_s)
     soa_rrset = r.get_rrset(r.answer, name, dns.rdataclass.IN, dns.rdatatype.SOA)
     serial = cast(dns.rdtypes.ANY.SOA.SOA, soa_rrset[0]).serial if soa_rrset else None
     if not r.flags & dns.flags.AA:
-        return result(
-            Reason.NOT_AUTHORITATIVE,
-            "answered without the AA bit (not loaded as authoritative)",
-            serial,
-        )
+        return SoaProbe(endpoint, zname, Reason.NOT_AUTHORITATIVE,
+                        serial, "answered without the AA bit (not loaded as authoritative)",
+                        elapsed_s)
     if serial is None:
-        return result(Reason.ERROR, "authoritative answer without the zone's SOA")
-    return result(Reason.OK, f"serial {serial}", serial)
+        return SoaProbe(endpoint, zname, Reason.ERROR, None,
+                        "authoritative answer without the zone's SOA", elapsed_s)
+    return SoaProbe(endpoint, zname, Reason.OK, serial, f"serial {serial}", elapsed_s)
 
 
 def send_notify(
@@ -432,6 +454,59 @@ def axfr(
     return probe, zobj
 
 
+def axfr_probe(
+    endpoint: Endpoint,
+    zone: str | dns.name.Name,
+    *,
+    key: dns.tsig.Key | None = None,
+    timeout: float = 5.0,
+    lifetime: float | None = 120.0,
+) -> TransferProbe:
+    """``axfr(...)[0]`` -- the same probe -- read straight from the wire, no zone kept.
+
+    The plain, well-formed transfer is read by :class:`bind9_topology.dns.fastxfr.AxfrDigest`
+    (a fraction of dnspython's cost per record); network failures are named as
+    :func:`axfr` names them, and an answer that reader does not take as plain (an error
+    rcode, a TSIG error, anything out of place) is asked again through :func:`axfr`,
+    whose verdict stands.
+    """
+    return axfr_probes([endpoint], zone, key=key, timeout=timeout, lifetime=lifetime)[0]
+
+
+def axfr_probes(
+    endpoints: Sequence[Endpoint],
+    zone: str | dns.name.Name,
+    *,
+    key: dns.tsig.Key | None = None,
+    timeout: float = 5.0,
+    lifetime: float | None = 120.0,
+    slot: Callable[[Endpoint], threading.Semaphore] | None = None,
+) -> list[TransferProbe]:
+    """:func:`axfr_probe` of *zone* from every endpoint at once (one thread, one selector).
+
+    *slot*: a semaphore per server that a transfer must hold to run
+    (:func:`bind9_topology.dns.fastxfr.transfer_many`).
+    """
+    clock = _Clock()
+    name = _zone_name(zone)
+    zname = name.to_text()
+    outcomes = fastxfr.transfer_many(endpoints, name, key, timeout, lifetime, slot)
+    probes: list[TransferProbe] = []
+    for endpoint, outcome in zip(endpoints, outcomes, strict=True):
+        if isinstance(outcome, fastxfr.NotPlain):
+            probes.append(axfr(endpoint, name, key=key, timeout=timeout, lifetime=lifetime)[0])
+        elif isinstance(outcome, BaseException):
+            reason, detail = _exception_reason(outcome, transfer=True)
+            probes.append(TransferProbe(endpoint, zname, reason, None, None, 0, f"AXFR: {detail}",
+                                        clock(), XfrKind.FULL))
+        else:
+            probes.append(TransferProbe(
+                endpoint, zname, Reason.OK, outcome.serial, outcome.digest, outcome.records,
+                f"AXFR: serial {outcome.serial}, {outcome.records} records", clock(),
+                XfrKind.FULL, outcome.authoritative))
+    return probes
+
+
 def ixfr(
     endpoint: Endpoint,
     zone: str | dns.name.Name,
@@ -558,25 +633,33 @@ def verify_primary(
             f"serves serial {soa.serial}, {where} the expected {expected_serial}",
             clock(),
         )
-    probe, _ = axfr(endpoint, zone, key=key, timeout=timeout)
-    elapsed = clock()
+    probe = axfr_probe(endpoint, zone, key=key, timeout=timeout)
+    return judge_primary_transfer(probe, expected_serial, expected_digest, clock())
+
+
+def judge_primary_transfer(probe: TransferProbe, expected_serial: int, expected_digest: str,
+                           elapsed_s: float) -> TransferProbe:
+    """What a primary's AXFR proves: OK only at exactly *expected_serial* (the serial its
+    SOA answered) with the content digest *expected_digest* (shared by
+    :func:`verify_primary` and the transfer gate)."""
     if not probe.ok:
-        return _replace_elapsed(probe, elapsed)
+        return _replace_elapsed(probe, elapsed_s)
     if probe.serial != expected_serial:
         return TransferProbe(
-            endpoint,
+            probe.endpoint,
             probe.zone,
             Reason.STALE_SERIAL,
             probe.serial,
             probe.digest,
             probe.records,
             f"AXFR carried serial {probe.serial}, expected {expected_serial}",
-            elapsed,
+            elapsed_s,
             XfrKind.FULL,
+            probe.authoritative,
         )
     if probe.digest != expected_digest.lower():
         return TransferProbe(
-            endpoint,
+            probe.endpoint,
             probe.zone,
             Reason.CONTENT_MISMATCH,
             probe.serial,
@@ -584,10 +667,11 @@ def verify_primary(
             probe.records,
             f"content digest {_short(probe.digest)} differs from the rendered "
             f"{_short(expected_digest)} at serial {probe.serial} ({probe.records} records served)",
-            elapsed,
+            elapsed_s,
             XfrKind.FULL,
+            probe.authoritative,
         )
-    return _replace_elapsed(probe, elapsed)
+    return _replace_elapsed(probe, elapsed_s)
 
 
 def verify_secondary(
@@ -628,4 +712,5 @@ def _replace_elapsed(probe: TransferProbe, elapsed: float) -> TransferProbe:
         probe.detail,
         elapsed,
         probe.kind,
+        probe.authoritative,
     )

@@ -1,0 +1,774 @@
+"""A zone's content digest straight from the AXFR wire, without dnspython objects per record.
+
+What :func:`bind9_topology.dns.checks.axfr` proves -- the TSIG-signed AXFR of a zone
+and the content digest of what came (``spec.digest.zone_digest``: ZONEMD SIMPLE,
+SHA-384, the SOA serial as 0, no apex ZONEMD, nothing a DNSSEC signer adds) -- for
+the transfer gate's hot path: the gate pulls every primary and every secondary at the
+target serial, so a 1,000-zone stack pulls thousands of zones per run, and dnspython
+spends about 2 ms building a query, messages, a transaction and a zone for ten records.
+
+Here a message is walked once, in place: names are decompressed and lowercased into
+their canonical wire form, and the record types users write most (A, AAAA, NS,
+CNAME, PTR, MX, SRV, TXT and the SOA) are put in canonical form from their wire
+bytes. Every other type is parsed by dnspython (``Rdata.to_digestable``), so it
+needs no code here. The query is dnspython's (``make_query(zone, AXFR)``, kept per
+zone) with a new id; TSIG (:class:`Tsig`) is the HMAC of RFC 8945 over exactly what
+``dns.tsig`` hashes, the first and the last message of an answer signed, unsigned
+messages in the middle covered by the next signature (5.3.1). Transfers run many at
+once from one selector (:func:`transfer_many`) over kept connections
+(:data:`CONNECTIONS`).
+
+Anything this reader does not take as the plain, well-formed case (an rcode other
+than NOERROR, a TSIG that does not verify or carries an error, a question or an SOA
+out of place, a record of another class, a bad pointer, differing TTLs in one RRset,
+a singleton type with two values) raises :class:`NotPlain`; ``checks.axfr_probes``
+then asks dnspython's full transfer (``checks.axfr``), which stays the judge of every
+odd case and the oracle of tests/test_fastxfr.py (the two must agree on serial,
+digest and record count, and on what TSIG accepts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import hashlib
+import hmac
+import os
+import secrets
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import dns.exception
+import dns.inet
+import dns.message
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.tsig
+
+from bind9_topology.spec.digest import _SIGNER_TYPES
+
+if TYPE_CHECKING:
+    from bind9_topology.dns.checks import Endpoint
+
+__all__ = ["CONNECTIONS", "AxfrDigest", "NotPlain", "Tsig", "axfr_query", "transfer",
+           "transfer_many"]
+
+_IN = 1
+_ANY = 255
+_SOA, _TSIG, _OPT, _ZONEMD, _AXFR = 6, 250, 41, 63, 252
+#: dnspython keeps one rdata of these per name (a second replaces the first).
+_SINGLETONS = frozenset({5, 6, 39, 47, 30})
+#: types whose rdata ends with one (compressible) name: the bytes before it
+_ONE_NAME: dict[int, int] = {2: 0, 5: 0, 12: 0, 15: 2, 33: 6}
+_HEADER = struct.Struct("!HHHHHH")
+_RR = struct.Struct("!HHIH")
+_FLAG_QR = 0x8000
+_FLAG_AA = 0x0400
+_OPCODE_MASK = 0x7800
+
+
+class NotPlain(Exception):
+    """The transfer is not the plain case this reader takes; dnspython decides."""
+
+
+def _name(wire: bytes, at: int,
+          memo: dict[int, tuple[bytes, tuple[bytes, ...]]] | None = None,
+          ) -> tuple[bytes, tuple[bytes, ...], int]:
+    """The name at *at*: (canonical wire form, lowercase labels, offset after it).
+
+    Pointers must point backwards (each before the last one followed), as dnspython's
+    reader requires; anything else is NotPlain. *memo* (per message) keeps the names
+    already read by the offset they start at, so a pointer to one costs a lookup.
+    """
+    labels: list[bytes] = []
+    starts: list[int] = []
+    end = -1
+    biggest = at
+    n = len(wire)
+    tail: tuple[bytes, tuple[bytes, ...]] | None = None
+    while True:
+        if memo is not None:
+            tail = memo.get(at)
+            if tail is not None:
+                if end < 0:
+                    end = _skip_name(wire, at)
+                break
+        if at >= n:
+            raise NotPlain("name runs past the message")
+        length = wire[at]
+        if length == 0:
+            at += 1
+            break
+        if length < 64:
+            label = wire[at + 1:at + 1 + length]
+            if len(label) != length:
+                raise NotPlain("label runs past the message")
+            labels.append(label.lower())
+            starts.append(at)
+            at += length + 1
+        elif length >= 192:
+            if at + 1 >= n:
+                raise NotPlain("pointer runs past the message")
+            target = ((length & 0x3F) << 8) | wire[at + 1]
+            if target >= biggest:
+                raise NotPlain("bad compression pointer")
+            biggest = target
+            if end < 0:
+                end = at + 2
+            at = target
+        else:
+            raise NotPlain("unknown label type")
+    if end < 0:
+        end = at
+    tail_wire, tail_labels = tail if tail is not None else (b"\x00", ())
+    all_labels = tuple(labels) + tail_labels
+    pieces = [bytes((len(lb),)) + lb for lb in labels]
+    canonical = b"".join(pieces) + tail_wire
+    if len(canonical) > 255:
+        raise NotPlain("name too long")
+    if memo is not None:
+        # every suffix that starts at a label of this name is a name too
+        for i, start in enumerate(starts):
+            if start not in memo:
+                memo[start] = (b"".join(pieces[i:]) + tail_wire, all_labels[i:])
+    return canonical, all_labels, end
+
+
+def _skip_name(wire: bytes, at: int) -> int:
+    n = len(wire)
+    while True:
+        if at >= n:
+            raise NotPlain("name runs past the message")
+        length = wire[at]
+        if length == 0:
+            return at + 1
+        if length < 64:
+            at += length + 1
+        elif length >= 192:
+            return at + 2
+        else:
+            raise NotPlain("unknown label type")
+
+
+class Tsig:
+    """TSIG (RFC 8945) for one AXFR exchange: sign the query, verify every answer.
+
+    HMAC over exactly what ``dns.tsig`` hashes (``_digest``): the prior MAC, the
+    message with its original id and without the TSIG record, the TSIG variables
+    (in full for the query and the first answer, only the timers after it), unsigned
+    messages in the middle of a transfer included in the next signed one. Only the
+    full-length HMAC algorithms are done here (:meth:`for_key` returns None for the
+    others, and dnspython's transfer is used); any answer that does not verify, or
+    that carries a TSIG error, is NotPlain (dnspython then names the error). Signed
+    and verified against dnspython both ways in tests/test_fastxfr.py.
+    """
+
+    def __init__(self, key: dns.tsig.Key, digestmod: Any) -> None:
+        self.secret = key.secret if isinstance(key.secret, bytes) else bytes(key.secret)
+        self.digestmod = digestmod
+        self.size = hmac.new(b"", digestmod=digestmod).digest_size
+        self.name_wire = key.name.to_digestable()
+        self.alg_wire = key.algorithm.to_digestable()
+        self.prior_mac = b""  # the query's MAC, then each signed answer's
+        self.unsigned: list[bytes] = []  # answers since the last signed one
+        self.first = True
+
+    @classmethod
+    def for_key(cls, key: dns.tsig.Key) -> Tsig | None:
+        hashinfo = dns.tsig.HMACTSig._hashes.get(key.algorithm)
+        if hashinfo is None or isinstance(hashinfo, tuple):
+            return None  # truncated MACs, GSS-TSIG: dnspython's
+        return cls(key, hashinfo)
+
+    def sign(self, wire: bytes, now: int, fudge: int = 300) -> bytes:
+        """*wire* (an unsigned query) with a TSIG record appended; its MAC is kept."""
+        timers = struct.pack("!HIH", (now >> 32) & 0xFFFF, now & 0xFFFFFFFF, fudge)
+        variables = (self.name_wire + b"\x00\xff\x00\x00\x00\x00" + self.alg_wire + timers
+                     + b"\x00\x00\x00\x00")
+        mac = hmac.new(self.secret, wire + variables, self.digestmod).digest()
+        rdata = (self.alg_wire + timers + struct.pack("!H", len(mac)) + mac + wire[:2]
+                 + b"\x00\x00\x00\x00")
+        record = self.name_wire + struct.pack("!HHIH", _TSIG, _ANY, 0, len(rdata)) + rdata
+        (arcount,) = struct.unpack_from("!H", wire, 10)
+        self.prior_mac = mac
+        return wire[:10] + struct.pack("!H", arcount + 1) + wire[12:] + record
+
+    def unsigned_answer(self, wire: bytes) -> None:
+        self.unsigned.append(wire)
+
+    def verify(self, wire: bytes, rr_start: int, rdata_at: int, rdlen: int, now: int) -> None:
+        """Verify the TSIG record at *rr_start* (the message's last) of an answer."""
+        owner = _name(wire, rr_start)[0]
+        if owner != self.name_wire:
+            raise NotPlain("answer signed with another key")
+        end = rdata_at + rdlen
+        alg, _, pos = _name(wire, rdata_at)
+        if alg != self.alg_wire:
+            raise NotPlain("answer signed with another algorithm")
+        if pos + 10 > end:
+            raise NotPlain("short TSIG")
+        timers = wire[pos:pos + 8]
+        high, low, fudge, mac_size = struct.unpack_from("!HIHH", wire, pos)
+        pos += 10
+        mac = wire[pos:pos + mac_size]
+        pos += mac_size
+        if pos + 6 > end or mac_size != self.size:
+            raise NotPlain("TSIG MAC of another size")
+        original_id, error, other_len = struct.unpack_from("!HHH", wire, pos)
+        other = wire[pos + 6:pos + 6 + other_len]
+        if pos + 6 + other_len != end or error != 0:
+            raise NotPlain("TSIG error or malformed TSIG")
+        (arcount,) = struct.unpack_from("!H", wire, 10)
+        h = hmac.new(self.secret, digestmod=self.digestmod)
+        h.update(struct.pack("!H", len(self.prior_mac)) + self.prior_mac)
+        for message in self.unsigned:
+            h.update(message)
+        h.update(struct.pack("!H", original_id) + wire[2:10] + struct.pack("!H", arcount - 1)
+                 + wire[12:rr_start])
+        if self.first:
+            h.update(self.name_wire + b"\x00\xff\x00\x00\x00\x00" + self.alg_wire + timers
+                     + struct.pack("!HH", error, other_len) + other)
+        else:
+            h.update(timers)
+        if not hmac.compare_digest(h.digest(), mac):
+            raise NotPlain("TSIG does not verify")
+        if abs(((high << 32) | low) - now) > fudge:
+            raise NotPlain("TSIG time outside the fudge")
+        self.prior_mac = mac
+        self.unsigned = []
+        self.first = False
+
+
+class AxfrDigest:
+    """Fed the messages of one AXFR answer in order; tells when the transfer is complete.
+
+    *query_id* is the id of the query that was sent, *tsig* its TSIG session when it was
+    signed. After :meth:`feed` returned True, ``serial``, ``digest`` and ``records``
+    hold what ``checks.axfr`` would report for the same answer.
+    """
+
+    def __init__(self, origin: dns.name.Name, query_id: int, tsig: Tsig | None) -> None:
+        self.origin = origin.canonicalize()
+        self.origin_wire = self.origin.to_wire()
+        self.origin_labels = tuple(lb for lb in self.origin.labels if lb)
+        self.query_id = query_id
+        self.tsig = tsig
+        self.signed = tsig is not None
+        self.first = True
+        self.done = False
+        self.soa: bytes | None = None  # canonical rdata of the first SOA
+        self.soa_ttl = 0
+        self.serial: int | None = None
+        self.digest: str | None = None
+        self.records = 0
+        self.authoritative = False  # the AA bit of the first message
+        # (owner labels, rdtype, covers) -> [ttl, {canonical rdata: None}]
+        self._sets: dict[tuple[tuple[bytes, ...], int, int], tuple[list[int], dict[bytes, None]]]
+        self._sets = {}
+        self._owners: dict[tuple[bytes, ...], bytes] = {}
+        self._memo: dict[int, tuple[bytes, tuple[bytes, ...]]] = {}
+
+    # ------------------------------------------------------------------ messages
+
+    def feed(self, wire: bytes) -> bool:
+        if self.done:
+            raise NotPlain("message after the final SOA")
+        if len(wire) < 12:
+            raise NotPlain("short header")
+        qid, flags, qd, an, ns, ar = _HEADER.unpack_from(wire)
+        rcode = flags & 0x000F
+        at = 12
+        questions: list[tuple[bytes, int, int]] = []
+        memo: dict[int, tuple[bytes, tuple[bytes, ...]]] = {}
+        self._memo = memo
+        for _ in range(qd):
+            qname, _labels, at = _name(wire, at, memo)
+            if at + 4 > len(wire):
+                raise NotPlain("question runs past the message")
+            qtype, qclass = struct.unpack_from("!HH", wire, at)
+            at += 4
+            questions.append((qname, qtype, qclass))
+        # (owner, its labels, where its type is): read before the TSIG is checked,
+        # taken only after
+        answers: list[tuple[bytes, tuple[bytes, ...], int]] = []
+        for _ in range(an):
+            owner, labels, at = _name(wire, at, memo)
+            if at + 10 > len(wire):
+                raise NotPlain("record runs past the message")
+            answers.append((owner, labels, at))
+            at += 10 + (wire[at + 8] << 8 | wire[at + 9])
+        for _ in range(ns):
+            at = _skip_name(wire, at)
+            if at + 10 > len(wire):
+                raise NotPlain("record runs past the message")
+            at += 10 + struct.unpack_from("!H", wire, at + 8)[0]
+        had_tsig = False
+        for i in range(ar):
+            start = at
+            at = _skip_name(wire, at)
+            if at + 10 > len(wire):
+                raise NotPlain("record runs past the message")
+            rdtype, rdclass, ttl, rdlen = _RR.unpack_from(wire, at)
+            if rdtype == _OPT:
+                rcode |= (ttl >> 20) & 0xFF0  # the extended rcode's upper 8 bits
+            elif rdtype == _TSIG:
+                if i != ar - 1 or rdclass != _ANY:
+                    raise NotPlain("TSIG not the last additional record")
+                if self.tsig is None:
+                    raise NotPlain("signed answer to an unsigned query")
+                self.tsig.verify(wire, start, at + 10, rdlen, int(time.time()))
+                had_tsig = True
+            at += 10 + rdlen
+        if at != len(wire):
+            raise NotPlain("trailing bytes")
+        if (flags & _FLAG_QR) == 0 or qid != self.query_id or flags & _OPCODE_MASK:
+            raise NotPlain("not an answer to the query")
+        if rcode != 0:
+            raise NotPlain(f"rcode {rcode}")
+        if (questions or self.first) and questions != [(self.origin_wire, _AXFR, _IN)]:
+            raise NotPlain("another question")
+        if self.tsig is not None and not had_tsig:
+            if self.first:
+                raise NotPlain("first message without TSIG")
+            self.tsig.unsigned_answer(wire)
+        first = self.first
+        if first:
+            self.authoritative = bool(flags & _FLAG_AA)
+        self.first = False
+        for index, (owner, labels, rr) in enumerate(answers):
+            if self._record(wire, owner, labels, rr, first and index == 0):
+                if index != len(answers) - 1:
+                    raise NotPlain("records after the final SOA")
+                if self.signed and not had_tsig:
+                    raise NotPlain("last message without TSIG")
+                self._finish()
+                return True
+        if first and self.soa is None:
+            raise NotPlain("no SOA first")
+        return False
+
+    # ------------------------------------------------------------------ records
+
+    def _record(self, wire: bytes, owner: bytes, labels: tuple[bytes, ...], at: int,
+                first_rr: bool) -> bool:
+        """Take one answer record; True when it is the final SOA."""
+        rdtype, rdclass, ttl, rdlen = _RR.unpack_from(wire, at)
+        rd = at + 10
+        if rdclass != _IN:
+            raise NotPlain("record of another class")
+        if ttl > 0x7FFFFFFF:
+            raise NotPlain("TTL out of range")
+        origin = self.origin_labels
+        inside = len(labels) >= len(origin) and labels[len(labels) - len(origin):] == origin
+        if rdtype == _SOA:
+            if labels != origin:
+                raise NotPlain("SOA not at the origin")
+            canonical = self._canonical(wire, rdtype, rd, rdlen)
+            if first_rr:
+                self.soa, self.soa_ttl = canonical, ttl
+                return False
+            if canonical != self.soa:
+                raise NotPlain("another SOA inside the transfer")
+            if ttl != self.soa_ttl:
+                raise NotPlain("SOA TTLs differ")
+            self._add(owner, labels, rdtype, 0, ttl, canonical)
+            return True
+        if first_rr:
+            raise NotPlain("no SOA first")
+        if not inside:
+            return False  # dnspython leaves out what is not in the zone
+        canonical = self._canonical(wire, rdtype, rd, rdlen)
+        covers = 0
+        if rdtype == 46:  # RRSIG: its set is per covered type
+            covers = struct.unpack_from("!H", canonical)[0]
+        self._add(owner, labels, rdtype, covers, ttl, canonical)
+        return False
+
+    def _add(self, owner: bytes, labels: tuple[bytes, ...], rdtype: int, covers: int, ttl: int,
+             canonical: bytes) -> None:
+        key = (labels, rdtype, covers)
+        entry = self._sets.get(key)
+        if entry is None:
+            self._sets[key] = ([ttl], {canonical: None})
+            self._owners[labels] = owner
+            return
+        ttls, rdatas = entry
+        if ttls[0] != ttl:
+            raise NotPlain("TTLs differ in one RRset")
+        if rdtype in _SINGLETONS and canonical not in rdatas:
+            raise NotPlain("two values of a singleton type")
+        rdatas[canonical] = None
+
+    def _canonical(self, wire: bytes, rdtype: int, at: int, rdlen: int) -> bytes:
+        end = at + rdlen
+        if end > len(wire):
+            raise NotPlain("rdata runs past the message")
+        if rdtype == 1:
+            if rdlen != 4:
+                raise NotPlain("A of another length")
+            return wire[at:end]
+        if rdtype == 28:
+            if rdlen != 16:
+                raise NotPlain("AAAA of another length")
+            return wire[at:end]
+        if rdtype == 16:
+            pos = at
+            while pos < end:
+                pos += wire[pos] + 1
+            if pos != end or rdlen == 0:
+                raise NotPlain("TXT strings do not fill the rdata")
+            return wire[at:end]
+        before = _ONE_NAME.get(rdtype)
+        if before is not None:
+            name, _, after = _name(wire, at + before, self._memo)
+            if after != end:
+                raise NotPlain("name does not end the rdata")
+            return wire[at:at + before] + name
+        if rdtype == _SOA:
+            mname, _, pos = _name(wire, at, self._memo)
+            rname, _, pos = _name(wire, pos, self._memo)
+            if pos + 20 != end:
+                raise NotPlain("SOA of another length")
+            return mname + rname + wire[pos:end]
+        try:
+            rdata = dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.RdataType.make(rdtype),
+                                        wire, at, rdlen)
+            return rdata.to_digestable(self.origin)
+        except Exception as exc:
+            raise NotPlain(f"type {rdtype}: {exc}") from exc
+
+    def _finish(self) -> None:
+        assert self.soa is not None
+        soa = self.soa
+        mlen = len(_name(soa, 0)[0])
+        rlen = len(_name(soa, mlen)[0])
+        self.serial = struct.unpack_from("!I", soa, mlen + rlen)[0]
+        soa_zero = soa[:mlen + rlen] + b"\x00\x00\x00\x00" + soa[mlen + rlen + 4:]
+        hasher = hashlib.sha384()
+        records = 0
+        apex = self.origin_labels
+        by_owner: dict[tuple[bytes, ...], list[tuple[int, int, int, dict[bytes, None]]]] = {}
+        for (labels, rdtype, covers), (ttls, rdatas) in self._sets.items():
+            records += len(rdatas)
+            by_owner.setdefault(labels, []).append((rdtype, covers, ttls[0], rdatas))
+        for labels in sorted(by_owner, key=lambda lb: lb[::-1]):
+            owner = self._owners[labels]
+            for rdtype, covers, ttl, rdatas in sorted(by_owner[labels],
+                                                      key=lambda s: (s[0], s[1])):
+                if rdtype in _SIGNER_TYPES:
+                    continue
+                if labels == apex and _ZONEMD in (rdtype, covers):
+                    continue
+                fixed = owner + struct.pack("!HHI", rdtype, _IN, ttl)
+                values = [soa_zero] if rdtype == _SOA else sorted(rdatas)
+                for value in values:
+                    hasher.update(fixed + struct.pack("!H", len(value)) + value)
+        self.records = records
+        self.digest = hasher.hexdigest()
+        self.done = True
+
+
+@functools.lru_cache(maxsize=4096)
+def _unsigned_query(zone: dns.name.Name) -> bytes:
+    """The AXFR query ``checks.axfr`` sends (dns.xfr.make_query's: RD, no EDNS), id 0."""
+    q = dns.message.make_query(zone, dns.rdatatype.AXFR, dns.rdataclass.IN)
+    q.id = 0
+    return q.to_wire()
+
+
+def axfr_query(zone: dns.name.Name, key: dns.tsig.Key | None) -> tuple[bytes, int, Tsig | None]:
+    """(wire, id, TSIG session) of an AXFR query for *zone*, signed with *key* if given.
+
+    NotPlain for a key whose algorithm :class:`Tsig` leaves to dnspython.
+    """
+    tsig = None
+    if key is not None:
+        tsig = Tsig.for_key(key)
+        if tsig is None:
+            raise NotPlain(f"TSIG algorithm {key.algorithm}")
+    query_id = secrets.randbits(16)
+    wire = struct.pack("!H", query_id) + _unsigned_query(zone)[2:]
+    if tsig is not None:
+        wire = tsig.sign(wire, int(time.time()))
+    return wire, query_id, tsig
+
+
+class _Connections:
+    """Idle TCP connections to servers, kept for the next transfer (RFC 5936 4.1: a
+    connection may carry one query after another).
+
+    Opening and closing a connection costs about as much as reading a small zone, on
+    both ends. A connection goes back here only after a transfer read to its end with
+    nothing left over; one idle for longer than ``max_idle_s`` (named closes its idle
+    connections after ``tcp-idle-timeout``, 30 s) or that the server closed or wrote to
+    meanwhile is dropped when it is taken. Port-forward endpoints (``tcp_only``) are
+    never kept: their listeners last one gate.
+    """
+
+    def __init__(self, per_server: int = 4, max_idle_s: float = 10.0) -> None:
+        self.per_server = per_server
+        self.max_idle_s = max_idle_s
+        self._idle: dict[tuple[str, int], list[tuple[float, socket.socket]]] = {}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def take(self, endpoint: Endpoint) -> socket.socket | None:
+        if endpoint.tcp_only:
+            return None
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's connections are the parent's
+                self._idle, self._pid = {}, os.getpid()
+            idle = self._idle.get((endpoint.host, endpoint.port))
+            now = time.monotonic()
+            while idle:
+                since, sock = idle.pop()
+                if now - since <= self.max_idle_s and _still_open(sock):
+                    return sock
+                sock.close()
+        return None
+
+    def give(self, endpoint: Endpoint, sock: socket.socket) -> None:
+        if endpoint.tcp_only:
+            sock.close()
+            return
+        with self._lock:
+            idle = self._idle.setdefault((endpoint.host, endpoint.port), [])
+            if len(idle) >= self.per_server or self._pid != os.getpid():
+                sock.close()
+                return
+            idle.append((time.monotonic(), sock))
+
+    def close(self) -> None:
+        with self._lock:
+            for idle in self._idle.values():
+                for _, sock in idle:
+                    sock.close()
+            self._idle.clear()
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """An idle connection with nothing to read (the server neither closed nor wrote)."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return True
+    except OSError:
+        return False
+    return False  # it reads: closed by the server (nothing) or something unasked for
+
+
+CONNECTIONS = _Connections()
+
+
+class _Transfer:
+    """One AXFR in :func:`transfer_many`'s loop."""
+
+    __slots__ = ("buffer", "deadline", "end", "endpoint", "outcome", "query", "reader", "reused",
+                 "slot", "sock", "timeout", "wire")
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.sock: socket.socket | None = None
+        self.reused = False  # the connection carried a transfer before
+        self.buffer = b""
+        self.query = b""  # the framed query
+        self.wire = b""  # what is still to send of it
+        self.deadline = 0.0  # of the next message
+        self.end = 0.0  # of the whole transfer
+        self.reader: AxfrDigest | None = None
+        self.timeout = 0.0
+        self.outcome: AxfrDigest | BaseException | None = None
+        self.slot: threading.Semaphore | None = None  # held while it runs
+
+
+def _timeout() -> BaseException:
+    return dns.exception.Timeout()  # type: ignore[no-untyped-call]
+
+
+def transfer_many(
+    endpoints: Sequence[Endpoint],
+    zone: dns.name.Name,
+    key: dns.tsig.Key | None,
+    timeout: float,
+    lifetime: float | None,
+    slot: Callable[[Endpoint], threading.Semaphore] | None = None,
+) -> list[AxfrDigest | BaseException]:
+    """An AXFR of *zone* from each endpoint, all at once, in this thread (one selector).
+
+    Each comes back complete (an :class:`AxfrDigest`) or as the exception dnspython's
+    transfer raises for the network (``dns.exception.Timeout``, ``ConnectionRefusedError``,
+    ``EOFError``, ``OSError``), or NotPlain for the rest. *timeout* bounds the wait for
+    each message, *lifetime* each whole transfer. *slot*, when given, names a semaphore
+    per server: a transfer starts only once it holds one of its server's (taken without
+    blocking, so transfers from other servers go on meanwhile). Connections are taken
+    from and given back to :data:`CONNECTIONS`; a kept connection that fails before
+    any answer is replaced by a new one, once.
+    """
+    xfers = [_Transfer(ep) for ep in endpoints]
+    waiting = list(xfers)
+    sel = selectors.DefaultSelector()
+    live = 0
+    try:
+        while True:
+            now = time.monotonic()
+            still: list[_Transfer] = []
+            for x in waiting:
+                if slot is not None:
+                    held = slot(x.endpoint)
+                    if not held.acquire(blocking=False):
+                        still.append(x)
+                        continue
+                    x.slot = held
+                if _start(x, zone, key, timeout, lifetime, now, sel):
+                    live += 1
+            waiting = still
+            if not live and not waiting:
+                break
+            if live:
+                nearest = min(x.deadline for x in xfers
+                              if x.outcome is None and x.sock is not None)
+                wait = max(0.0, nearest - time.monotonic())
+                if waiting:
+                    wait = min(wait, 0.002)  # look for a free slot again soon
+                for sel_key, _ in sel.select(wait):
+                    x = sel_key.data
+                    if _step(x, sel):
+                        _end(x, sel)
+                        live -= 1
+                now = time.monotonic()
+                for x in xfers:
+                    if x.outcome is None and x.sock is not None and now >= x.deadline:
+                        x.outcome = _timeout()
+                        _end(x, sel)
+                        live -= 1
+            else:
+                time.sleep(0.002)
+    finally:
+        for x in xfers:
+            if x.sock is not None:
+                _end(x, sel, keep=False)
+        sel.close()
+    return [x.outcome if x.outcome is not None else _timeout() for x in xfers]
+
+
+def _start(x: _Transfer, zone: dns.name.Name, key: dns.tsig.Key | None, timeout: float,
+           lifetime: float | None, now: float, sel: selectors.BaseSelector) -> bool:
+    """Queue *x*'s query on a kept or a new connection; False when it ended already."""
+    try:
+        wire, query_id, tsig = axfr_query(zone, key)
+        x.reader = AxfrDigest(zone, query_id, tsig)
+    except BaseException as exc:
+        x.outcome = exc
+        _end(x, sel)
+        return False
+    x.query = struct.pack("!H", len(wire)) + wire
+    x.end = now + lifetime if lifetime is not None else float("inf")
+    x.deadline = min(now + timeout, x.end)
+    x.timeout = timeout
+    kept = CONNECTIONS.take(x.endpoint)
+    if kept is not None:
+        x.sock, x.reused, x.wire = kept, True, x.query
+        sel.register(kept, selectors.EVENT_WRITE, x)
+        return True
+    return _connect(x, sel)
+
+
+def _connect(x: _Transfer, sel: selectors.BaseSelector) -> bool:
+    try:
+        sock = socket.socket(dns.inet.af_for_address(x.endpoint.host), socket.SOCK_STREAM)
+    except OSError as exc:
+        x.outcome = exc
+        _end(x, sel)
+        return False
+    sock.setblocking(False)
+    x.sock, x.reused, x.wire = sock, False, x.query
+    err = sock.connect_ex((x.endpoint.host, x.endpoint.port))
+    if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+        x.outcome = OSError(err, os.strerror(err))
+        _end(x, sel)
+        return False
+    sel.register(sock, selectors.EVENT_WRITE, x)
+    return True
+
+
+def _step(x: _Transfer, sel: selectors.BaseSelector) -> bool:
+    """Move *x* on after its socket is ready; True when it ended (``outcome`` set)."""
+    sock = x.sock
+    assert sock is not None and x.reader is not None
+    try:
+        if x.wire:  # connecting, or sending the query
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, os.strerror(err))
+            sent = sock.send(x.wire)
+            x.wire = x.wire[sent:]
+            if not x.wire:
+                sel.modify(sock, selectors.EVENT_READ, x)
+            return False
+        data = sock.recv(65536)
+        if not data:
+            raise EOFError("EOF")
+        x.buffer += data
+        while len(x.buffer) >= 2:
+            (length,) = struct.unpack_from("!H", x.buffer)
+            if len(x.buffer) < 2 + length:
+                break
+            message, x.buffer = x.buffer[2:2 + length], x.buffer[2 + length:]
+            if x.reader.feed(message):
+                x.outcome = x.reader
+                return True
+            x.deadline = min(time.monotonic() + x.timeout, x.end)
+        return False
+    except (BlockingIOError, InterruptedError):
+        return False
+    except (EOFError, ConnectionError) as exc:
+        if x.reused and not x.buffer and x.reader.first:
+            # the kept connection was closed under us (idle timeout, restart): a new one
+            with contextlib.suppress(KeyError, ValueError):
+                sel.unregister(sock)
+            sock.close()
+            x.sock = None
+            return not _connect(x, sel)
+        x.outcome = exc
+        return True
+    except BaseException as exc:
+        x.outcome = exc
+        return True
+
+
+def _end(x: _Transfer, sel: selectors.BaseSelector, *, keep: bool = True) -> None:
+    """Close or keep *x*'s connection (kept: a complete transfer, nothing left over), and
+    give back its slot."""
+    sock, x.sock = x.sock, None
+    if sock is not None:
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(sock)
+        if keep and isinstance(x.outcome, AxfrDigest) and not x.buffer:
+            CONNECTIONS.give(x.endpoint, sock)
+        else:
+            sock.close()
+    held, x.slot = x.slot, None
+    if held is not None:
+        held.release()
+
+
+def transfer(endpoint: Endpoint, zone: dns.name.Name, key: dns.tsig.Key | None, timeout: float,
+             lifetime: float | None) -> AxfrDigest:
+    """One AXFR over TCP, read by :class:`AxfrDigest`; returns it complete.
+
+    *timeout* bounds the wait for each message, *lifetime* the whole transfer. Raises
+    what dnspython's transfer raises for the network (``dns.exception.Timeout``,
+    ``ConnectionRefusedError``, ``EOFError``, ``OSError``) and NotPlain for the rest.
+    """
+    (outcome,) = transfer_many([endpoint], zone, key, timeout, lifetime)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
