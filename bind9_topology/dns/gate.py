@@ -12,21 +12,37 @@ Semantics (DESIGN.md, "The transfer gate"):
    whose digest matches (pulled only once the serial is right); without one,
    a TSIG IXFR from its own serial (one TCP exchange: the key and the
    transfer ACL work). The newest serial the primaries serve is the target;
-2. every secondary answers AA with the target serial or a later one.
+2. every secondary answers AA with the target serial or a later one; one at
+   exactly the target also proves the primaries' content (TSIG AXFR digest)
+   when there is a digest and a key (ADR 2).
 
-Servers are probed concurrently (bounded thread pool); the wait between
-rounds starts at a few milliseconds and backs off, to 25 ms while a change is
-fresh (any server's serial moved in the last 10 s) and to ``poll_s`` after
-that; it goes back to the start on progress, and the gate returns the moment
-every server passed. On the deadline it returns a failed report whose
-message names every lagging server, the serial it serves and the last error.
-A TSIG rejection that persists (``tsig_grace_s``) fails at once: waiting
-would not fix a wrong key.
+The fan-out (ADR 2, "Cost"): every SOA question of a round goes out at once
+through the process's :class:`~bind9_topology.dns.poller.SoaPoller` (one UDP
+socket, one selector loop, shared by every gate of the process); every zone
+pull of a round runs at once in the calling thread
+(:func:`~bind9_topology.dns.checks.axfr_probes`: one selector, the wire read by
+:mod:`~bind9_topology.dns.fastxfr`), at most ``PULLS_PER_SERVER`` per server
+process-wide. A pull is skipped where :mod:`~bind9_topology.dns.proofs` holds
+a proof of the same digest by the same server at the same serial: a server
+whose serial did not move is not pulled twice. A secondary of a small zone
+(``DIRECT_PROOF_MAX_RECORDS``) is pulled without the SOA question first: the
+signed AXFR answers AA, serial and content in one exchange, and only "exactly
+the target, this digest" passes that way.
+
+The wait between rounds starts at a few milliseconds and backs off, to 25 ms
+while a change is fresh (any server's serial moved in the last 10 s) and to
+``poll_s`` after that; it goes back to the start on progress, and the gate
+returns the moment every server passed. On the deadline it returns a failed
+report whose message names every lagging server, the serial it serves and the
+last error. A TSIG rejection that persists (``tsig_grace_s``) fails at once:
+waiting would not fix a wrong key.
 """
 
 from __future__ import annotations
 
 import datetime
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,12 +54,15 @@ import dns.tsig
 from bind9_topology.dns.checks import (
     Endpoint,
     Reason,
-    axfr,
+    SoaProbe,
+    TransferProbe,
+    axfr_probes,
     ixfr,
-    query_soa,
+    judge_primary_transfer,
     send_notify,
-    verify_primary,
 )
+from bind9_topology.dns.poller import SoaPoller, SoaRequest, default_poller
+from bind9_topology.dns.proofs import ContentProofs, default_proofs
 from bind9_topology.dns.serials import serial_at_least, serial_compare_safe
 from bind9_topology.spec.model import parse_server
 
@@ -58,7 +77,14 @@ __all__ = [
 ]
 
 TSIG_REASONS = frozenset({Reason.TSIG_BADKEY, Reason.TSIG_BADSIG, Reason.TSIG_BADTIME})
-MAX_WORKERS = 16
+MAX_WORKERS = 16  # zones a caller gates at a time (bench, local runner)
+POOL_WORKERS = 32  # the shared pool of blocking probes (zone transfers, NOTIFYs)
+PULLS_PER_SERVER = 4  # zone transfers from one server at a time (see _pull_slot)
+# A secondary whose content must be proven is pulled without the SOA query first when
+# the zone (as the primary's proof counted it) has at most this many records: then
+# the transfer costs about what an SOA query costs, and it answers AA, serial and
+# content in one exchange.
+DIRECT_PROOF_MAX_RECORDS = 2000
 FIRST_DELAY_S = 0.005
 BACKOFF = 1.5
 # Near a change (within FAST_WINDOW_S of the last progress seen) the wait stays short, so
@@ -110,6 +136,7 @@ class GateReport:
     elapsed_s: float
     message: str
     ready_monotonic: float | None = None  # time.monotonic() when the last server passed
+    pulls: int = 0  # zone transfers this gate made to prove content
 
     def lagging(self) -> list[ServerStatus]:
         return [s for s in self.servers if not s.ok]
@@ -138,6 +165,7 @@ class _State:
         self.tsig_since: float | None = None
         self.behind_since: float | None = None  # first seen behind the target serial
         self.nudged_at = float("-inf")
+        self.pulled_directly = False  # a secondary's content asked for without an SOA first
 
     def freeze(self) -> ServerStatus:
         return ServerStatus(
@@ -150,77 +178,224 @@ def _now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
-def _probe_primary(
-    ep: Endpoint, zone: str, expected_serial: int | None, expected_digest: str | None,
-    key: dns.tsig.Key | None, timeout: float,
-) -> tuple[bool, int | None, Reason, str]:
-    soa = query_soa(ep, zone, timeout=timeout)
-    if not soa.ok or soa.serial is None:
-        return False, soa.serial, soa.reason, f"SOA: {soa.detail}"
-    if expected_serial is not None and not serial_at_least(soa.serial, expected_serial):
-        return (False, soa.serial, Reason.STALE_SERIAL,
-                f"serves serial {soa.serial}, expected at least {expected_serial}")
-    if expected_digest:
-        probe = verify_primary(ep, zone, soa.serial, expected_digest, key, timeout=timeout)
-        return probe.ok, probe.serial, probe.reason, probe.detail
-    if key is not None:
-        probe_x = ixfr(ep, zone, since_serial=soa.serial, key=key, timeout=timeout, lifetime=30)
-        if not probe_x.ok:
-            return False, soa.serial, probe_x.reason, probe_x.detail
-        return True, probe_x.serial, Reason.OK, f"serial {probe_x.serial}, TSIG transfer ok"
-    return True, soa.serial, Reason.OK, f"serial {soa.serial}"
+Result = tuple[bool, int | None, Reason, str]
 
 
-def _secondary_soa(ep: Endpoint, zone: str, key: dns.tsig.Key | None,
-                   timeout: float) -> tuple[Any, str]:
-    """The secondary's SOA, asked with the project's TSIG key when there is one.
+def _pool() -> ThreadPoolExecutor:
+    """The process's pool for blocking probes (IXFRs, NOTIFYs), shared by every gate."""
+    global _POOL, _POOL_PID
+    with _POOL_LOCK:
+        if _POOL is None or os.getpid() != _POOL_PID:
+            _POOL = ThreadPoolExecutor(max_workers=POOL_WORKERS, thread_name_prefix="gate")
+            _POOL_PID = os.getpid()
+        return _POOL
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_PID = 0
+_POOL_LOCK = threading.Lock()
+
+
+_SLOTS: dict[tuple[str, int], threading.Semaphore] = {}
+
+
+def _pull_slot(ep: Endpoint) -> threading.Semaphore:
+    """At most PULLS_PER_SERVER zone transfers from one server at a time, process-wide:
+    named serves ``transfers-out`` (10) at once and answers SERVFAIL past that, its TCP
+    listen queue is short, and the gate must leave room for the real secondaries."""
+    with _POOL_LOCK:
+        slot = _SLOTS.get((ep.host, ep.port))
+        if slot is None:
+            slot = _SLOTS[(ep.host, ep.port)] = threading.BoundedSemaphore(PULLS_PER_SERVER)
+        return slot
+
+
+def _each(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """fn over items, at once: all but the first in the shared pool, the first here."""
+    if not items:
+        return []
+    futures = [_pool().submit(fn, item) for item in items[1:]]
+    first = fn(items[0])
+    return [first, *(f.result() for f in futures)]
+
+
+class _Prober:
+    """One gate's probes, a round at a time: every SOA question through the poller at once,
+    every zone pull at once from one selector in the gate's thread, a pull skipped where
+    a proof of the same digest at the same serial was made before
+    (:mod:`bind9_topology.dns.proofs`)."""
+
+    def __init__(self, zone: str, expected_serial: int | None, expected_digest: str | None,
+                 key: dns.tsig.Key | None, proofs: ContentProofs, poller: SoaPoller) -> None:
+        self.zone = zone
+        self.expected_serial = expected_serial
+        self.digest = expected_digest.lower() if expected_digest else None
+        self.key = key
+        self.proofs = proofs
+        self.poller = poller
+        self.pulls = 0
+        self.zone_records: int | None = None  # as a primary's proof counted them
+
+    def soa(self, states: Sequence[_State], key: dns.tsig.Key | None,
+            timeout: float) -> list[SoaProbe]:
+        return self.poller.query([SoaRequest(s.endpoint, self.zone, key) for s in states],
+                                 timeout=timeout)
+
+    def pull(self, eps: Sequence[Endpoint], timeout: float) -> list[TransferProbe]:
+        """The zone from each server, all at once (each holding one of its server's slots)."""
+        self.pulls += len(eps)
+        return axfr_probes(eps, self.zone, key=self.key, timeout=timeout, slot=_pull_slot)
+
+    def proven(self, ep: Endpoint, serial: int, probe: TransferProbe) -> None:
+        assert probe.digest is not None
+        self.proofs.put(ep, self.zone, serial, probe.digest, probe.records)
+
+    # ------------------------------------------------------------------ primaries
+
+    def primaries(self, states: Sequence[_State], timeout: float) -> list[Result]:
+        """Every primary answers AA at or past the expected serial and proves its content:
+        the digest of a TSIG AXFR at the serial it answered (pulled only when no pull at
+        that serial proved it before), or without a digest a TSIG IXFR from its serial."""
+        out: list[Result | None] = [None] * len(states)
+        pulls: list[tuple[int, int]] = []  # (index, serial)
+        for i, (st, soa) in enumerate(zip(states, self.soa(states, None, timeout), strict=True)):
+            if not soa.ok or soa.serial is None:
+                out[i] = (False, soa.serial, soa.reason, f"SOA: {soa.detail}")
+            elif (self.expected_serial is not None
+                  and not serial_at_least(soa.serial, self.expected_serial)):
+                out[i] = (False, soa.serial, Reason.STALE_SERIAL,
+                          f"serves serial {soa.serial}, expected at least {self.expected_serial}")
+            elif self.digest:
+                proof = self.proofs.get(st.endpoint, self.zone, soa.serial, self.digest)
+                if proof is not None:
+                    self.zone_records = proof.records
+                    out[i] = (True, soa.serial, Reason.OK,
+                              f"AXFR: serial {soa.serial}, {proof.records} records (proven by "
+                              "an earlier pull at this serial)")
+                else:
+                    pulls.append((i, soa.serial))
+            elif self.key is None:
+                out[i] = (True, soa.serial, Reason.OK, f"serial {soa.serial}")
+            else:
+                pulls.append((i, soa.serial))
+
+        if self.digest and pulls:
+            digest = self.digest
+            probes = self.pull([states[i].endpoint for i, _ in pulls], timeout)
+            for (i, serial), pulled in zip(pulls, probes, strict=True):
+                probe = judge_primary_transfer(pulled, serial, digest, pulled.elapsed_s)
+                if probe.ok:
+                    self.zone_records = probe.records
+                    self.proven(states[i].endpoint, serial, probe)
+                out[i] = (probe.ok, probe.serial, probe.reason, probe.detail)
+        elif pulls:
+            def prove(item: tuple[int, int]) -> Result:
+                i, serial = item
+                assert self.key is not None
+                probe_x = ixfr(states[i].endpoint, self.zone, since_serial=serial, key=self.key,
+                               timeout=timeout, lifetime=30)
+                if not probe_x.ok:
+                    return False, serial, probe_x.reason, probe_x.detail
+                return True, probe_x.serial, Reason.OK, f"serial {probe_x.serial}, TSIG transfer ok"
+
+            for (i, _), result in zip(pulls, _each(prove, pulls), strict=True):
+                out[i] = result
+        return [r for r in out if r is not None]
+
+    # ------------------------------------------------------------------ secondaries
+
+    def secondaries(self, states: Sequence[_State], target: int, timeout: float,
+                    ahead_is_stale: bool) -> list[Result]:
+        """Every secondary answers AA at or past *target*; one at exactly *target* proves
+        the primaries' content (TSIG AXFR digest) when there is a digest and a key.
+
+        A small zone whose content must be proven is pulled at once, without the SOA
+        query first: the signed transfer answers with AA, the serial and the content in
+        one exchange. Only "exactly the target, this digest, AA" passes that way; any
+        other answer is asked again the usual way, which names what is wrong.
+        """
+        out: list[Result | None] = [None] * len(states)
+        key, digest = self.key, self.digest
+        direct: list[int] = []
+        if key is not None and digest and self.zone_records is not None \
+                and self.zone_records <= DIRECT_PROOF_MAX_RECORDS:
+            for i, st in enumerate(states):
+                if not st.pulled_directly and self.proofs.get(
+                        st.endpoint, self.zone, target, digest) is None:
+                    st.pulled_directly = True
+                    direct.append(i)
+
+        pulled = self.pull([states[i].endpoint for i in direct], timeout) if direct else []
+        for i, probe in zip(direct, pulled, strict=True):
+            if (probe.ok and probe.authoritative and probe.serial == target
+                    and probe.digest == digest):
+                self.proven(states[i].endpoint, target, probe)
+                out[i] = (True, target, Reason.OK, f"serial {target}, content digest verified")
+        rest = [i for i in range(len(states)) if out[i] is None]
+        soas = self.soa([states[i] for i in rest], key, timeout)
+        pulls: list[tuple[int, int]] = []
+        for i, soa in zip(rest, soas, strict=True):
+            detail = _secondary_detail(soa)
+            if not soa.ok or soa.serial is None:
+                out[i] = (False, soa.serial, soa.reason, detail)
+            elif not serial_at_least(soa.serial, target):
+                out[i] = (False, soa.serial, Reason.STALE_SERIAL,
+                          f"serves serial {soa.serial}, expected at least {target}")
+            elif ahead_is_stale and soa.serial != target:
+                # Ahead of what the primaries serve: the serial went backwards (state lost,
+                # zone recreated) and this secondary keeps its old data until the serial
+                # passes it.
+                out[i] = (False, soa.serial, Reason.STALE_SERIAL,
+                          f"serves serial {soa.serial}, ahead of the primaries' {target}: the "
+                          "zone's serial went backwards, so this secondary keeps old data")
+            elif digest and key is not None and soa.serial == target:
+                # The same serial is not the same content: a serial reused after lost state
+                # leaves the old data on a secondary that sees nothing newer to transfer.
+                # Prove the content the primaries were proven to serve (TSIG AXFR digest).
+                if self.proofs.get(states[i].endpoint, self.zone, target, digest) is not None:
+                    out[i] = (True, target, Reason.OK,
+                              f"serial {target}, content digest verified (by an earlier pull "
+                              "at this serial)")
+                else:
+                    pulls.append((i, soa.serial))
+            else:
+                out[i] = (True, soa.serial, Reason.OK, f"serial {soa.serial}")
+
+        def prove(i: int, serial: int, probe: TransferProbe) -> Result:
+            assert digest is not None
+            if not probe.ok:
+                return (False, serial, probe.reason,
+                        f"serial {serial}, but its content could not be proven: {probe.detail} "
+                        "(secondaries must allow TSIG transfers with the project's key)")
+            if probe.serial == target and probe.digest != digest:
+                return (False, serial, Reason.CONTENT_MISMATCH,
+                        f"serves serial {serial} with other content than the primaries "
+                        f"(digest {(probe.digest or '-')[:16]}, rendered {digest[:16]}): "
+                        "the serial was reused, so this secondary keeps old data")
+            if probe.serial == target:
+                self.proven(states[i].endpoint, target, probe)
+            return True, serial, Reason.OK, f"serial {serial}, content digest verified"
+
+        if pulls:
+            probes = self.pull([states[i].endpoint for i, _ in pulls], timeout)
+            for (i, serial), probe in zip(pulls, probes, strict=True):
+                out[i] = prove(i, serial, probe)
+        return [r for r in out if r is not None]
+
+
+def _secondary_detail(soa: SoaProbe) -> str:
+    """What a secondary's signed SOA answer says, a TSIG rejection named as the key's fault.
 
     A secondary that holds another key (name, algorithm or secret) answers the signed
     query BADKEY or BADSIG: the very key it signs its transfer requests and checks
     NOTIFYs with is wrong, so its transfers are refused. That is named at once instead
     of the SERVFAIL it shows for a zone it never managed to transfer.
     """
-    soa = query_soa(ep, zone, timeout=timeout, key=key)
-    detail = soa.detail
     if soa.reason in TSIG_REASONS:
-        detail = (f"the secondary rejects the project's TSIG key ({soa.detail}); it holds "
-                  "another key, so the primaries refuse its transfers and it ignores their "
-                  "NOTIFYs")
-    return soa, detail
-
-
-def _probe_secondary(
-    ep: Endpoint, zone: str, target: int, timeout: float, ahead_is_stale: bool = False,
-    key: dns.tsig.Key | None = None, expected_digest: str | None = None,
-) -> tuple[bool, int | None, Reason, str]:
-    soa, detail = _secondary_soa(ep, zone, key, timeout)
-    if not soa.ok or soa.serial is None:
-        return False, soa.serial, soa.reason, detail
-    if not serial_at_least(soa.serial, target):
-        return (False, soa.serial, Reason.STALE_SERIAL,
-                f"serves serial {soa.serial}, expected at least {target}")
-    if ahead_is_stale and soa.serial != target:
-        # Ahead of what the primaries serve: the serial went backwards (state lost, zone
-        # recreated) and this secondary keeps its old data until the serial passes it.
-        return (False, soa.serial, Reason.STALE_SERIAL,
-                f"serves serial {soa.serial}, ahead of the primaries' {target}: the zone's "
-                "serial went backwards, so this secondary keeps old data")
-    if expected_digest and key is not None and soa.serial == target:
-        # The same serial is not the same content: a serial reused after lost state
-        # leaves the old data on a secondary that sees nothing newer to transfer. Prove
-        # the content the primaries were proven to serve (TSIG AXFR digest).
-        probe, _ = axfr(ep, zone, key=key, timeout=timeout)
-        if not probe.ok:
-            return (False, soa.serial, probe.reason,
-                    f"serial {soa.serial}, but its content could not be proven: {probe.detail} "
-                    "(secondaries must allow TSIG transfers with the project's key)")
-        if probe.serial == target and probe.digest != expected_digest.lower():
-            return (False, soa.serial, Reason.CONTENT_MISMATCH,
-                    f"serves serial {soa.serial} with other content than the primaries "
-                    f"(digest {(probe.digest or '-')[:16]}, rendered {expected_digest[:16]}): "
-                    "the serial was reused, so this secondary keeps old data")
-        return True, soa.serial, Reason.OK, f"serial {soa.serial}, content digest verified"
-    return True, soa.serial, Reason.OK, f"serial {soa.serial}"
+        return (f"the secondary rejects the project's TSIG key ({soa.detail}); it holds "
+                "another key, so the primaries refuse its transfers and it ignores their "
+                "NOTIFYs")
+    return soa.detail
 
 
 def wait_until_transferred(
@@ -237,11 +412,15 @@ def wait_until_transferred(
     probe_timeout_s: float = 1.0,
     tsig_grace_s: float | None = None,
     expected_ds: Sequence[str] | None = None,
+    proofs: ContentProofs | None = None,
+    poller: SoaPoller | None = None,
 ) -> GateReport:
     """Poll until every primary and secondary passes, or the deadline; never raises for DNS.
 
     With *expected_ds* (a signed zone), a server passes only once it also serves DNSKEY
     and a signed SOA whose RRSIG validates against the DNSKEY matching that DS.
+    *proofs*: content proofs made before (default: the process's); *poller*: the SOA
+    poller (default: the process's).
     """
     start = time.monotonic()
     end = start + deadline_s
@@ -256,9 +435,12 @@ def wait_until_transferred(
     last_progress = start
     rounds = 0
     fatal: _State | None = None
-    workers = max(1, min(MAX_WORKERS, len(states)))
+    prober = _Prober(zone, expected_serial, expected_digest, key,
+                     proofs if proofs is not None else default_proofs(),
+                     poller if poller is not None else default_poller())
+    timeout = probe_timeout_s
 
-    def record(st: _State, result: tuple[bool, int | None, Reason, str]) -> bool:
+    def record(st: _State, result: Result) -> bool:
         ok, serial, reason, detail = result
         if ok and expected_ds:
             from bind9_topology.dns.dnssec import check_signed
@@ -288,75 +470,63 @@ def wait_until_transferred(
             st.tsig_since = None
         return progressed
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gate") as pool:
-        while True:
-            rounds += 1
-            remaining = max(0.05, end - time.monotonic())
-            timeout = min(probe_timeout_s, remaining)
-            progressed = False
-            pending_p = [s for s in prim if not s.ok]
-            if pending_p:
-                futs = [
-                    (s, pool.submit(_probe_primary, s.endpoint, zone, expected_serial,
-                                    expected_digest, key, timeout))
-                    for s in pending_p
-                ]
-                for s, f in futs:
-                    progressed |= record(s, f.result())
-            if prim and all(s.ok for s in prim) and target is None:
-                served = [s.serial for s in prim if s.serial is not None]
-                target = served[0]
-                for value in served[1:]:
-                    if serial_compare_safe(value, target) > 0:
-                        target = value
-            pending_s = [s for s in sec if not s.ok]
-            if pending_s:
-                if target is not None:
-                    futs = [
-                        (s, pool.submit(_probe_secondary, s.endpoint, zone, target, timeout,
-                                        bool(prim), key, expected_digest))
-                        for s in pending_s
-                    ]
-                    for s, f in futs:
-                        progressed |= record(s, f.result())
-                    if key is not None:
-                        _nudge_lagging(pool, pending_s, zone, target, key, timeout)
-                elif rounds == 1 or rounds % 10 == 0:
-                    # no target yet: probe now and then so the report says what they serve
-                    soa_futs = [(s, pool.submit(_secondary_soa, s.endpoint, zone, key, timeout))
-                                for s in pending_s]
-                    for s, sf in soa_futs:
-                        soa, detail = sf.result()
-                        s.serial, s.reason = soa.serial, soa.reason
-                        s.detail = (detail if soa.reason in TSIG_REASONS
-                                    else f"waiting for the primaries ({detail})")
-                        s.attempts += 1
-                        if soa.reason in TSIG_REASONS:
-                            s.tsig_since = s.tsig_since or time.monotonic()
-            done = all(s.ok for s in states) and (target is not None or not prim)
-            now = time.monotonic()
-            if on_progress is not None:
-                on_progress(GateProgress(zone, sum(s.ok for s in states), len(states),
-                                         round(now - start, 3), rounds))
-            if done:
-                return _report(zone, True, target, states, start, now)
-            fatal = next(
-                (s for s in states if s.tsig_since is not None and now - s.tsig_since >= grace
-                 and s.attempts >= 3),
-                None,
-            )
-            if fatal is not None or now >= end:
-                return _report(zone, False, target, states, start, None,
-                               deadline_s=deadline_s, fatal=fatal)
-            if progressed:
-                last_progress = now
-            cap = min(poll_s, FAST_CAP_S) if now - last_progress < FAST_WINDOW_S else poll_s
-            delay = FIRST_DELAY_S if progressed else min(cap, delay * BACKOFF)
-            time.sleep(max(0.0, min(delay, end - now)))
+    while True:
+        rounds += 1
+        remaining = max(0.05, end - time.monotonic())
+        timeout = min(probe_timeout_s, remaining)
+        progressed = False
+        pending_p = [s for s in prim if not s.ok]
+        if pending_p:
+            for s, result in zip(pending_p, prober.primaries(pending_p, timeout), strict=True):
+                progressed |= record(s, result)
+        if prim and all(s.ok for s in prim) and target is None:
+            served = [s.serial for s in prim if s.serial is not None]
+            target = served[0]
+            for value in served[1:]:
+                if serial_compare_safe(value, target) > 0:
+                    target = value
+        pending_s = [s for s in sec if not s.ok]
+        if pending_s:
+            if target is not None:
+                results = prober.secondaries(pending_s, target, timeout, bool(prim))
+                for s, result in zip(pending_s, results, strict=True):
+                    progressed |= record(s, result)
+                if key is not None:
+                    _nudge_lagging(pending_s, zone, target, key, timeout)
+            elif rounds == 1 or rounds % 10 == 0:
+                # no target yet: probe now and then so the report says what they serve
+                for s, soa in zip(pending_s, prober.soa(pending_s, key, timeout), strict=True):
+                    detail = _secondary_detail(soa)
+                    s.serial, s.reason = soa.serial, soa.reason
+                    s.detail = (detail if soa.reason in TSIG_REASONS
+                                else f"waiting for the primaries ({detail})")
+                    s.attempts += 1
+                    if soa.reason in TSIG_REASONS:
+                        s.tsig_since = s.tsig_since or time.monotonic()
+        done = all(s.ok for s in states) and (target is not None or not prim)
+        now = time.monotonic()
+        if on_progress is not None:
+            on_progress(GateProgress(zone, sum(s.ok for s in states), len(states),
+                                     round(now - start, 3), rounds))
+        if done:
+            return _report(zone, True, target, states, start, now, pulls=prober.pulls)
+        fatal = next(
+            (s for s in states if s.tsig_since is not None and now - s.tsig_since >= grace
+             and s.attempts >= 3),
+            None,
+        )
+        if fatal is not None or now >= end:
+            return _report(zone, False, target, states, start, None,
+                           deadline_s=deadline_s, fatal=fatal, pulls=prober.pulls)
+        if progressed:
+            last_progress = now
+        cap = min(poll_s, FAST_CAP_S) if now - last_progress < FAST_WINDOW_S else poll_s
+        delay = FIRST_DELAY_S if progressed else min(cap, delay * BACKOFF)
+        time.sleep(max(0.0, min(delay, end - now)))
 
 
-def _nudge_lagging(pool: ThreadPoolExecutor, states: Sequence[_State], zone: str, target: int,
-                   key: dns.tsig.Key, timeout: float) -> None:
+def _nudge_lagging(states: Sequence[_State], zone: str, target: int, key: dns.tsig.Key,
+                   timeout: float) -> None:
     """Send a signed NOTIFY to each secondary still behind *target* (fire and forget)."""
     now = time.monotonic()
     for st in states:
@@ -368,13 +538,14 @@ def _nudge_lagging(pool: ThreadPoolExecutor, states: Sequence[_State], zone: str
         st.behind_since = st.behind_since or now
         if now - st.behind_since >= NUDGE_AFTER_S and now - st.nudged_at >= NUDGE_EVERY_S:
             st.nudged_at = now
-            pool.submit(send_notify, st.endpoint, zone, key=key, serial=target,
-                        timeout=timeout)
+            _pool().submit(send_notify, st.endpoint, zone, key=key, serial=target,
+                           timeout=timeout)
 
 
 def _report(
     zone: str, ok: bool, target: int | None, states: list[_State], start: float,
     ready_at: float | None, *, deadline_s: float = 0.0, fatal: _State | None = None,
+    pulls: int = 0,
 ) -> GateReport:
     elapsed = round(time.monotonic() - start, 4)
     servers = tuple(s.freeze() for s in states)
@@ -399,7 +570,7 @@ def _report(
         ]
         target_text = f"target serial {target}" if target is not None else "target serial unknown"
         message = f"zone {zone}: {why} ({target_text}); lagging:\n" + "\n".join(parts)
-    return GateReport(zone, ok, target, servers, elapsed, message, ready_at)
+    return GateReport(zone, ok, target, servers, elapsed, message, ready_at, pulls)
 
 
 def fix_for(status: ServerStatus) -> str:
