@@ -10,8 +10,11 @@ initial transfer of N zones (named's serial-query-rate would pace that).
 Timed: bind9_topology.dns.gate.wait_until_transferred (the gate's pure polling
 function) for every zone, over a thread pool of gate.MAX_WORKERS zones at a
 time; per zone it checks the primary (SOA with AA, exact serial, TSIG AXFR and
-content digest) and the 3 secondaries (AA, serial at or past). Also timed: the
-secondaries alone (the SOA fan-out only, primaries=[]).
+content digest) and the 3 secondaries (AA, serial at or past, and at the target the
+TSIG AXFR digest). Also timed: the secondaries alone (the SOA fan-out only,
+primaries=[]), and the full gate once more in the same process with nothing
+changed (``verify_again_s``: what the process's content proofs save; ``pulls`` counts
+the zone transfers of each pass where the gate reports them).
 
     python bench/verify_fanout.py [--zones 1000] [--records 10] [--json]
 """
@@ -120,7 +123,9 @@ def run(zones: int, records: int, workers: int | None = None) -> dict[str, Any]:
                 return gate.wait_until_transferred(z, [], secs, SERIAL, None, None, 60, 1.0)
 
             timings = {}
-            for label, fn in (("secondaries", secondaries_only), ("full", full)):
+            pulls: dict[str, int | None] = {}
+            for label, fn in (("secondaries", secondaries_only), ("full", full),
+                              ("again", full)):
                 t = time.perf_counter()
                 with ThreadPoolExecutor(max_workers=workers) as pool:
                     reports = list(pool.map(fn, zone_names))
@@ -128,6 +133,8 @@ def run(zones: int, records: int, workers: int | None = None) -> dict[str, Any]:
                 bad = [r.message for r in reports if not r.ok]
                 if bad:
                     raise RuntimeError(f"{len(bad)} zones failed ({label}): {bad[:3]}")
+                counted = [getattr(r, "pulls", None) for r in reports]
+                pulls[label] = None if None in counted else sum(c or 0 for c in counted)
         finally:
             for p in procs.values():
                 p.stop()
@@ -136,6 +143,8 @@ def run(zones: int, records: int, workers: int | None = None) -> dict[str, Any]:
         "workers": workers, "function": "bind9_topology.dns.gate.wait_until_transferred",
         "verify_s": round(timings["full"], 3),
         "verify_secondaries_only_s": round(timings["secondaries"], 3),
+        "verify_again_s": round(timings["again"], 3),
+        "pulls": pulls["full"], "pulls_again": pulls["again"],
         "setup_s": round(setup_s, 2), "named_start_s": round(start_s, 2),
     }
 
