@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import copy
 import random
+import socket
 import time
 from collections.abc import Callable
 
@@ -385,3 +386,34 @@ def test_a_name_with_a_forward_pointer_is_not_plain() -> None:
     looped = wire[:12] + b"\xc0\x0c" + wire[12 + len(ORIGIN.to_digestable()):]
     with pytest.raises(fastxfr.NotPlain):
         fastxfr.AxfrDigest(ORIGIN, qid, None).feed(looped)
+
+
+# ----------------------------------------------------------------------------- connections
+
+
+def test_kept_connections_idle_out_and_closed_ones_are_dropped() -> None:
+    from bind9_topology.dns.checks import Endpoint
+
+    now = [100.0]
+    pool = fastxfr._Connections(per_server=2, max_idle_s=10.0, clock=lambda: now[0])
+    ep = Endpoint("127.0.0.1", 53000, "x")
+    a, a_peer = socket.socketpair()
+    b, b_peer = socket.socketpair()
+    c, c_peer = socket.socketpair()
+    try:
+        for sock in (a, b, c):
+            sock.setblocking(False)
+            pool.give(ep, sock)
+        assert c.fileno() == -1  # two per server: the third is closed, not kept
+        b_peer.close()  # the server closed this one meanwhile
+        assert pool.take(ep) is a  # b (last in) is dropped on the way
+        assert b.fileno() == -1
+        assert pool.take(ep) is None
+        pool.give(ep, a)
+        assert pool.take(Endpoint("127.0.0.1", 53000, "x", tcp_only=True)) is None  # never
+        now[0] += 11
+        assert pool.take(ep) is None  # idled out
+        assert a.fileno() == -1
+    finally:
+        for sock in (a, a_peer, b, b_peer, c, c_peer):
+            sock.close()

@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import re
+import socket
+import threading
 
 import pytest
 
@@ -166,3 +168,45 @@ def test_a_secondary_behind_is_still_named_for_what_it_serves(loopback: Loopback
     for s in report.servers:
         if s.ok and s.role == "secondary":
             assert "content digest verified" in s.detail
+
+
+def test_a_kept_connection_the_server_closed_is_replaced(loopback: LoopbackTopology) -> None:
+    """Pulls go over kept connections. One the server closed while it was kept is dropped
+    when taken (named restarted on the same port); one that fails before any answer (here
+    a connection that reads the query and hangs up) is replaced once, unseen."""
+    from bind9_topology.dns import fastxfr
+
+    loopback.start("primary-dns")
+    key = make_tsig_key("transfer-key", "hmac-sha256", loopback.secret)
+    ep = loopback.ep("primary-dns")
+    assert axfr_probe(ep, ZONE, key=key).ok
+    kept = fastxfr.CONNECTIONS.take(ep)
+    assert kept is not None  # the first pull's connection was kept
+    fastxfr.CONNECTIONS.give(ep, kept)
+    loopback.procs["primary-dns"].stop(timeout=5)
+    loopback.start("primary-dns")
+    before = axfrs_started(loopback, "primary-dns")
+    probe = axfr_probe(ep, ZONE, key=key)
+    assert probe.ok and probe.digest == loopback.digest, probe
+    assert axfrs_started(loopback, "primary-dns") == before + 1
+
+    # a kept connection that hangs up on the next query
+    with socket.create_server((HOST, 0)) as listener:
+        hangup = socket.create_connection(listener.getsockname())
+        hangup.setblocking(False)
+        conn, _ = listener.accept()
+        while (spare := fastxfr.CONNECTIONS.take(ep)) is not None:
+            spare.close()
+        fastxfr.CONNECTIONS.give(ep, hangup)
+
+        def close_on_query() -> None:
+            with conn:
+                conn.settimeout(5)
+                conn.recv(2)
+
+        closer = threading.Thread(target=close_on_query)
+        closer.start()
+        probe = axfr_probe(ep, ZONE, key=key, timeout=2)
+        closer.join(timeout=5)
+    assert probe.ok and probe.digest == loopback.digest, probe
+    assert hangup.fileno() == -1

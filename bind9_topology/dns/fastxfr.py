@@ -513,9 +513,11 @@ class _Connections:
     never kept: their listeners last one gate.
     """
 
-    def __init__(self, per_server: int = 4, max_idle_s: float = 10.0) -> None:
+    def __init__(self, per_server: int = 4, max_idle_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.per_server = per_server
         self.max_idle_s = max_idle_s
+        self.clock = clock
         self._idle: dict[tuple[str, int], list[tuple[float, socket.socket]]] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -527,7 +529,7 @@ class _Connections:
             if self._pid != os.getpid():  # forked: the parent's connections are the parent's
                 self._idle, self._pid = {}, os.getpid()
             idle = self._idle.get((endpoint.host, endpoint.port))
-            now = time.monotonic()
+            now = self.clock()
             while idle:
                 since, sock = idle.pop()
                 if now - since <= self.max_idle_s and _still_open(sock):
@@ -539,12 +541,26 @@ class _Connections:
         if endpoint.tcp_only:
             sock.close()
             return
+        now = self.clock()
         with self._lock:
+            self._sweep(now)
             idle = self._idle.setdefault((endpoint.host, endpoint.port), [])
             if len(idle) >= self.per_server or self._pid != os.getpid():
                 sock.close()
                 return
-            idle.append((time.monotonic(), sock))
+            idle.append((now, sock))
+
+    def _sweep(self, now: float) -> None:
+        """Close what idled too long, whichever server it goes to (under the lock)."""
+        for server, idle in list(self._idle.items()):
+            keep = [(since, sock) for since, sock in idle if now - since <= self.max_idle_s]
+            for since, sock in idle:
+                if now - since > self.max_idle_s:
+                    sock.close()
+            if keep:
+                self._idle[server] = keep
+            else:
+                del self._idle[server]
 
     def close(self) -> None:
         with self._lock:
