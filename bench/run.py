@@ -47,7 +47,7 @@ TARGETS = {
 }
 # the stack with the most resources (bench/synth.py: the 1,000 primary zones)
 LARGEST_STACK = "bench"
-SIZES = {
+SIZES: dict[str, dict[str, Any]] = {
     "full": {"zones": 1000, "records": 100, "gate_zones": 50, "gate_rounds": 3,
              "edit_rounds": 40, "verify_zones": 1000, "max_start": 25_000,
              "max_cap": 800_000, "engine_stacks": "all"},
@@ -80,16 +80,20 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def child_json(args: list[str], timeout: float = 3600, env: dict | None = None) -> dict:
+def child_json(args: list[str], timeout: float = 3600,
+               env: dict[str, str] | None = None) -> dict[str, Any]:
     r = subprocess.run([sys.executable, *args], capture_output=True, text=True,
                        timeout=timeout, env={**os.environ, **(env or {})})
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {r.returncode}:\n{r.stderr[-2000:]}")
     text = r.stdout.strip()
     try:
-        return json.loads(text)  # one document, possibly indented
+        doc = json.loads(text)  # one document, possibly indented
     except ValueError:
-        return json.loads(text.splitlines()[-1])  # log lines, then one JSON line
+        doc = json.loads(text.splitlines()[-1])  # log lines, then one JSON line
+    if not isinstance(doc, dict):
+        raise RuntimeError(f"{' '.join(args)} printed {type(doc).__name__}, not an object")
+    return doc
 
 
 def project_for(zones: int, records: int) -> Path:
@@ -121,7 +125,8 @@ def bench_eval(project: Path) -> dict[str, Any]:
     return out
 
 
-def bench_gate(zones: int, rounds: int, edit: str = "all") -> tuple[dict | None, str]:
+def bench_gate(zones: int, rounds: int, edit: str = "all"
+               ) -> tuple[dict[str, Any] | None, str]:
     script = HERE / "gate_latency.py"
     try:
         return child_json([str(script), "--zones", str(zones), "--rounds", str(rounds),
