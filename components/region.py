@@ -11,6 +11,7 @@ import pulumi
 from bind9_topology.dns.gate import gate_plans, map_address
 from bind9_topology.dns.targets import Target, direct, pods_of, probe_targets
 from bind9_topology.render.plan import plan_instance
+from bind9_topology.spec.model import Zone
 from bind9_topology.spec.topology import Topology
 
 from .args import KubeAccess, TsigArgs
@@ -51,6 +52,9 @@ class Bind9Region(pulumi.ComponentResource):
         # DNSZone component per zone; the alias keeps the serials in state (no replace).
         self.zone_serials = {}
         self.dnssec_keys = {}
+        by_name: dict[str, list[Zone]] = {}
+        for zone in spec.zones:
+            by_name.setdefault(zone.zoneName, []).append(zone)
         for zone in spec.zones:
             if zone.type != "primary":
                 continue
@@ -60,8 +64,8 @@ class Bind9Region(pulumi.ComponentResource):
             self.zone_serials[zone.zoneName] = ZoneSerial(
                 f"{zone.resource_name}-serial",
                 ZoneSerialArgs(zone_name=zone.zoneName, content_hash=content.content_hash,
-                               probe=probe_targets(spec, zone), digest=content.digest,
-                               tsig=tsig, kube=kube),
+                               probe=probe_targets(spec, zone, by_name[zone.zoneName]),
+                               digest=content.digest, tsig=tsig, kube=kube),
                 opts=pulumi.ResourceOptions(parent=self, aliases=[was_under]),
             )
             # Signed zones (dnssec): keys made once, kept in state as secrets (DnssecKeys).

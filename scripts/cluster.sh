@@ -246,7 +246,7 @@ up() {
   start containerd containerd --config "$RUN/containerd.toml"
   wait_for containerd 30 ctr --address "$SOCKDIR/containerd.sock" version
   local ref tar
-  for tar in "$images/pause.tar" "$images/bind9.tar"; do
+  for tar in "$images"/*.tar; do
     ref="$(tar -xOf "$tar" manifest.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["RepoTags"][0])')"
     if ! ctr --address "$SOCKDIR/containerd.sock" -n k8s.io images ls -q | grep -qx "$ref"; then
       log "importing $ref"

@@ -510,6 +510,30 @@ def test_deleted_secondary_pod_is_ready_only_once_it_serves_its_zones(
     assert checked, "no replacement pod became Ready within 180 s"
 
 
+def test_the_exporter_sidecar_serves_named_statistics(deployed: Deployment) -> None:
+    """metrics.enabled on cluster-eu-west-1: every pod's exporter sidecar (Debian's
+    bind_exporter) reads named's statistics channel on the pod's loopback and serves them
+    on :9119, reachable through the NetworkPolicy; named's own channel stays private."""
+    import urllib.request
+
+    namespace = deployed.namespaces["cluster-eu-west-1"]
+    pods = deployed.cluster.pods(namespace, "instance=secondary-dns-euw1")
+    assert len(pods) == 3
+    for pod in pods:
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        assert names == ["bind9", "exporter"], names
+        assert all(s["ready"] for s in pod["status"]["containerStatuses"]), pod["status"]
+        ip = pod["status"]["podIP"]
+        with urllib.request.urlopen(f"http://{ip}:9119/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        assert "\nbind_up 1" in text, text[:2000]
+        for zone in ZONES:
+            assert f'zone_name="{zone}"' in text, (zone, text[:3000])
+        # named's statistics channel listens on the pod's 127.0.0.1 only
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://{ip}:8053/json", timeout=3)
+
+
 def _dnskey_tags(ip: str, zone: str) -> set[int]:
     """The key tags of the DNSKEYs a pod serves for *zone* (over TCP, straight to the pod)."""
     import dns.dnssec

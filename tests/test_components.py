@@ -145,8 +145,9 @@ def deployment_of(mocks: CaptureMocks, instance: str) -> dict[str, Any]:
 
 
 def container_of(mocks: CaptureMocks, instance: str) -> dict[str, Any]:
+    """The bind9 container (the exporter sidecar, with metrics.enabled, comes after it)."""
     containers = deployment_of(mocks, instance)["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1
+    assert [c["name"] for c in containers] in (["bind9"], ["bind9", "exporter"])
     return containers[0]
 
 
@@ -288,7 +289,9 @@ def test_pod_template(runs, stack: str) -> None:
         assert len(annotations[ANNOTATION_CHECKSUM]) == 64
 
         svc = one(mocks, SERVICE, f"{name}-svc").inputs["spec"]
-        assert {(int(p["port"]), p["protocol"]) for p in svc["ports"]} == ports
+        metrics = topo.spec.metrics_for(inst)
+        extra = {(metrics.port, "TCP")} if metrics.enabled else set()
+        assert {(int(p["port"]), p["protocol"]) for p in svc["ports"]} == ports | extra
         assert svc["selector"] == {"instance": name}
 
 

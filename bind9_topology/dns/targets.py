@@ -9,6 +9,7 @@ the same bytes in state as before they had a type, checked by mypy where built.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, NotRequired, TypedDict
 
 from bind9_topology.dns.gate import map_address
@@ -52,20 +53,23 @@ def through_api(target: DirectTarget | PodsTarget) -> bool:
     return target.get("via") == VIA_API
 
 
-def probe_targets(spec: StackSpec, zone: Zone) -> list[Target]:
+def probe_targets(spec: StackSpec, zone: Zone,
+                  same_name: Sequence[Zone] | None = None) -> list[Target]:
     """Every server that may hold *zone*: its primaries, secondaries and NOTIFY targets.
 
     ZoneSerial asks them which serial they serve before it picks one. With gate.via
     kubernetes-api the stack's own instances are asked pod by pod through the API (as
     the gate asks them), other addresses directly (through gate.addressMap).
+    *same_name*: the stack's zones named like *zone* (primary and secondary entries), when
+    the caller has them grouped already (a stack of many zones: one pass, not one each).
     """
     via_api = spec.gate.via == VIA_API
     addresses: list[str] = []
     targets: list[Target] = []
     owned: set[str] = set()
-    for z in spec.zones:
-        if z.zoneName != zone.zoneName:
-            continue
+    if same_name is None:
+        same_name = [z for z in spec.zones if z.zoneName == zone.zoneName]
+    for z in same_name:
         for inst in spec.instances_for(z):
             if inst.service.fixed_address:
                 owned.add(inst.service.fixed_address)

@@ -3,6 +3,8 @@
 #   localhost/bind9-topology/bind9:9.18-deb12  the layout of internetsystemsconsortium/bind9
 #       (named at /usr/sbin/named, dig, /etc/bind, /var/cache/bind, /var/lib/bind, a
 #       `bind` user and group with uid/gid 101) from Debian 12's bind9 9.18 packages;
+#   localhost/bind9-topology/bind-exporter:0.6.1-deb12  the metrics sidecar: Debian 12's
+#       prometheus-bind-exporter in the same root filesystem, run as uid 101;
 #   localhost/bind9-topology/pause:1           the sandbox image (cluster/pause).
 # Writes docker-archive tars into .cache/cluster/images/<stamp>/; a second run with the
 # same recipe is a no-op. Usage: build.sh PAUSE_BINARY. Prints the archive dir last.
@@ -13,6 +15,10 @@ SUITE=bookworm
 MIRROR="${CLUSTER_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 BIND_REF=localhost/bind9-topology/bind9:9.18-deb12
 PAUSE_REF=localhost/bind9-topology/pause:1
+# bind_exporter from the same Debian release (the metrics sidecar, metrics.exporterImage);
+# the tag is the package's upstream version, checked below.
+EXPORTER_VERSION=0.6.1
+EXPORTER_REF=localhost/bind9-topology/bind-exporter:$EXPORTER_VERSION-deb12
 STAMP="$(cat "$ROOT/cluster/image/"* "$ROOT/cluster/pause/"* | sha256sum | cut -c1-12)"
 OUT="$ROOT/.cache/cluster/images/$STAMP"
 if [[ -f "$OUT/.complete" ]]; then echo "cluster-images: up to date ($STAMP)" >&2; echo "$OUT"; exit 0; fi
@@ -38,7 +44,8 @@ useradd --system --uid 101 --gid 101 --home-dir /var/cache/bind --no-create-home
   --shell /usr/sbin/nologin bind
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends bind9 bind9-dnsutils >/dev/null
+apt-get install -y -qq --no-install-recommends bind9 bind9-dnsutils \
+  prometheus-bind-exporter >/dev/null
 apt-get clean
 rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man /usr/share/info /usr/share/locale
 mkdir -p /var/cache/bind /var/lib/bind /run/named
@@ -54,6 +61,14 @@ rm -f "$ROOTFS/tmp/setup.sh"
 chroot "$ROOTFS" /usr/sbin/named -V | head -n1 >"$OUT/named-version"
 python3 "$ROOT/cluster/image/docker_archive.py" "$ROOTFS" "$OUT/bind9.tar" "$BIND_REF" \
   --entrypoint /usr/sbin/named --cmd=-g --cmd=-c --cmd=/etc/bind/named.conf --user 101:101
+exporter="$(chroot "$ROOTFS" dpkg-query -W -f '${Version}' prometheus-bind-exporter)"
+if [[ "${exporter%%[+-]*}" != "$EXPORTER_VERSION" ]]; then
+  echo "cluster-images: $SUITE ships prometheus-bind-exporter $exporter, not $EXPORTER_VERSION;" \
+    "set EXPORTER_VERSION in $0 and the stacks' metrics.exporterImage" >&2
+  exit 1
+fi
+python3 "$ROOT/cluster/image/docker_archive.py" "$ROOTFS" "$OUT/bind-exporter.tar" "$EXPORTER_REF" \
+  --entrypoint /usr/bin/prometheus-bind-exporter --user 101:101
 
 PAUSE_ROOT="$OUT/pause-rootfs"
 mkdir -p "$PAUSE_ROOT"
@@ -61,7 +76,7 @@ install -m 0755 "$PAUSE_BIN" "$PAUSE_ROOT/pause"
 python3 "$ROOT/cluster/image/docker_archive.py" "$PAUSE_ROOT" "$OUT/pause.tar" "$PAUSE_REF" \
   --entrypoint /pause --user 65535:65535
 rm -rf "$ROOTFS" "$PAUSE_ROOT"
-printf '%s\n%s\n' "$BIND_REF" "$PAUSE_REF" >"$OUT/refs"
+printf '%s\n%s\n%s\n' "$BIND_REF" "$PAUSE_REF" "$EXPORTER_REF" >"$OUT/refs"
 touch "$OUT/.complete"
 echo "cluster-images: built in $((SECONDS - start))s: $(cat "$OUT/named-version")" >&2
 echo "$OUT"
