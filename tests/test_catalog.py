@@ -13,10 +13,8 @@ bind:   the local runner on a copy of the two stacks: a zone added to the primar
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +31,7 @@ from bind9_topology.render.bind_files import Placement, render_instance, write_t
 from bind9_topology.spec.catalog import member_label
 from bind9_topology.spec.model import TopologyError
 from bind9_topology.spec.topology import Topology, load_topology, read_stack_file
+from tests.test_local import local_project, run
 
 PRIMARY, REGION = "catalog", "catalog-region"
 CATALOG = "catalog.invalid"
@@ -270,25 +269,8 @@ def test_named_checkconf_and_checkzone_on_both_sides(tmp_path: Path, advertise: 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Path]:
-    dest = tmp_path / "project"
-    dest.mkdir()
-    for name in ("Pulumi.yaml", "Pulumi.catalog.yaml", "Pulumi.catalog-region.yaml"):
-        shutil.copy(PROJECT_DIR / name, dest / name)
-    shutil.copytree(PROJECT_DIR / "configs", dest / "configs")
-    try:
+    with local_project(tmp_path, ["Pulumi.catalog.yaml", "Pulumi.catalog-region.yaml"]) as dest:
         yield dest
-    finally:
-        run(dest, "local", "down", timeout=30)
-        assert not load_state(dest)["servers"]
-
-
-def run(project: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "BIND9_TSIG_SECRET"}
-    env["PYTHONPATH"] = str(PROJECT_DIR)
-    return subprocess.run(
-        [sys.executable, "-m", "components", "--project", str(project), *args],
-        cwd=project, env=env, capture_output=True, text=True, timeout=timeout,
-    )
 
 
 def _port_of(project: Path, instance: str) -> int:

@@ -215,25 +215,17 @@ def test_local_runner_signs_with_kept_keys(tmp_path: Path) -> None:
     DNSKEY and signatures against the DS) passes on the primary and every secondary of
     prod and the region stacks; a second `up` after `down` serves the same key tags."""
     import json
-    import shutil
 
     import yaml
 
-    from tests.test_local import PROJECT as SOURCE
-    from tests.test_local import run
+    from tests.test_local import PROD_STACKS, local_project, run
 
-    project = tmp_path / "project"
-    project.mkdir()
-    for stack in SOURCE.glob("Pulumi.prod*.yaml"):
-        shutil.copy(stack, project / stack.name)
-    shutil.copy(SOURCE / "Pulumi.yaml", project / "Pulumi.yaml")
-    shutil.copytree(SOURCE / "configs", project / "configs")
-    prod = yaml.safe_load((project / "Pulumi.prod.yaml").read_text())
-    zone = next(z for z in prod["config"]["bind9-topology:zones"]
-                if z["zoneName"] == ZONE and z["type"] == "primary")
-    zone["dnssec"] = {"policy": POLICY}
-    (project / "Pulumi.prod.yaml").write_text(yaml.safe_dump(prod, sort_keys=False))
-    try:
+    with local_project(tmp_path, PROD_STACKS) as project:
+        prod = yaml.safe_load((project / "Pulumi.prod.yaml").read_text())
+        zone = next(z for z in prod["config"]["bind9-topology:zones"]
+                    if z["zoneName"] == ZONE and z["type"] == "primary")
+        zone["dnssec"] = {"policy": POLICY}
+        (project / "Pulumi.prod.yaml").write_text(yaml.safe_dump(prod, sort_keys=False))
         tags = []
         for _ in range(2):
             result = run(project, "local", "up", "--all", "--json", "--timeout", "90")
@@ -251,8 +243,6 @@ def test_local_runner_signs_with_kept_keys(tmp_path: Path) -> None:
             down = run(project, "local", "down", timeout=30)
             assert down.returncode == 0, down.stderr
         assert tags[0] == tags[1] == set(dnssec.public_info(ZONE, material)["keyTags"].values())
-    finally:
-        run(project, "local", "down", timeout=30)
 
 
 @pytest.mark.unit

@@ -9,12 +9,13 @@ local ...` as a user does. Bounded by subprocess timeouts; teardown runs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,20 +29,30 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Path]:
+#: the example topology's stack files (the primary stack and its two regions)
+PROD_STACKS = tuple(sorted(p.name for p in PROJECT.glob("Pulumi.prod*.yaml")))
+
+
+@contextlib.contextmanager
+def local_project(tmp_path: Path, stack_files: Iterable[str]) -> Iterator[Path]:
+    """A copy of the project (Pulumi.yaml, *stack_files*, configs/) whose local runner is
+    stopped afterwards, every server it started checked gone."""
     dest = tmp_path / "project"
     dest.mkdir()
-    for stack in PROJECT.glob("Pulumi.prod*.yaml"):
-        shutil.copy(stack, dest / stack.name)
-    shutil.copy(PROJECT / "Pulumi.yaml", dest / "Pulumi.yaml")
+    for name in ("Pulumi.yaml", *stack_files):
+        shutil.copy(PROJECT / name, dest / name)
     shutil.copytree(PROJECT / "configs", dest / "configs")
     try:
         yield dest
     finally:
         run(dest, "local", "down", timeout=30)
-        state = load_state(dest)
-        assert not state["servers"]
+        assert not load_state(dest)["servers"]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    with local_project(tmp_path, PROD_STACKS) as dest:
+        yield dest
 
 
 def run(project: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

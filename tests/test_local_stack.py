@@ -10,7 +10,6 @@ local runner in a copy of the project (tests/test_local's fixture).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import yaml
 
 from bind9_topology.local.runner import load_state
 from bind9_topology.spec.topology import SECRET_KEY, read_stack_file
-from tests.test_local import PROJECT, run
+from tests.test_local import PROD_STACKS, local_project, run
 from tests.test_program_errors import RecordingMocks, run_program
 
 pytestmark = [pytest.mark.bind]
@@ -39,17 +38,8 @@ class InputMocks(RecordingMocks):
 @pytest.fixture
 def project(tmp_path: Path):
     """A copy of the project with the local stack; `local down` after (pids checked)."""
-    dest = tmp_path / "project"
-    dest.mkdir()
-    for stack in [*PROJECT.glob("Pulumi.prod*.yaml"), PROJECT / "Pulumi.local.yaml"]:
-        shutil.copy(stack, dest / stack.name)
-    shutil.copy(PROJECT / "Pulumi.yaml", dest / "Pulumi.yaml")
-    shutil.copytree(PROJECT / "configs", dest / "configs")
-    try:
+    with local_project(tmp_path, [*PROD_STACKS, "Pulumi.local.yaml"]) as dest:
         yield dest
-    finally:
-        run(dest, "local", "down", timeout=30)
-        assert not load_state(dest)["servers"]
 
 
 def local_raw(project: Path) -> dict[str, Any]:
