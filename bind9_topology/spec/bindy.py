@@ -572,11 +572,11 @@ def _alias_keys(model: type[BaseModel]) -> list[str]:
 
 
 def _model_at(root: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:
-    from bind9_topology.spec.model import _is_model, _unwrap
+    from bind9_topology.spec.model import _is_model, unwrap_type
 
     tp: Any = root
     for part in loc:
-        tp = _unwrap(tp)
+        tp = unwrap_type(tp)
         if _is_model(tp) and isinstance(part, str):
             fields = {f.alias or n: f for n, f in tp.model_fields.items()}
             if part not in fields:
@@ -588,7 +588,7 @@ def _model_at(root: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel
             tp = typing.get_args(tp)[-1] if typing.get_args(tp) else None
         else:
             return None
-    tp = _unwrap(tp)
+    tp = unwrap_type(tp)
     return tp if _is_model(tp) else None
 
 

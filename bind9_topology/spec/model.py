@@ -820,8 +820,8 @@ def format_loc(prefix: str, loc: Iterable[int | str]) -> str:
     return path
 
 
-def _unwrap(tp: Any) -> Any:
-    """Strip Annotated[...] and `| None` from a type."""
+def unwrap_type(tp: Any) -> Any:
+    """Strip Annotated[...] and `| None` from a type (a union of several is returned as is)."""
     while True:
         origin = typing.get_origin(tp)
         if origin is Annotated:
@@ -843,14 +843,14 @@ def _model_at(root: type[BaseModel], loc: Iterable[int | str]) -> type[BaseModel
     """The model class found by following loc from root (None when it cannot be told)."""
     tp: Any = root
     for part in loc:
-        tp = _unwrap(tp)
+        tp = unwrap_type(tp)
         if _is_model(tp) and isinstance(part, str) and part in tp.model_fields:
             tp = tp.model_fields[part].annotation
         elif typing.get_origin(tp) in (list, dict):
             tp = typing.get_args(tp)[-1]
         else:
             return None
-    tp = _unwrap(tp)
+    tp = unwrap_type(tp)
     return tp if _is_model(tp) else None
 
 

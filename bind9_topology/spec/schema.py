@@ -14,17 +14,16 @@ No Pulumi import: tests and the CLI use it on its own.
 from __future__ import annotations
 
 import textwrap
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from bind9_topology.spec.model import PROJECT, StackSpec
+from bind9_topology.spec.model import PROJECT, StackSpec, unwrap_type
 from bind9_topology.spec.topology import (
     SECRET_KEY,  # read beside StackSpec: load_topology takes it apart
 )
@@ -68,20 +67,8 @@ class Key:
         return self.default
 
 
-def _unwrap(tp: Any) -> Any:
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            tp = args[0] if len(args) == 1 else str
-        else:
-            return tp
-
-
 def _pulumi_type(tp: Any) -> tuple[str, str | None]:
-    tp = _unwrap(tp)
+    tp = unwrap_type(tp)  # a union of several types falls through to "string" below
     origin = typing.get_origin(tp)
     if origin is list:
         item, _ = _pulumi_type(typing.get_args(tp)[0])
