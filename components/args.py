@@ -7,6 +7,7 @@ them; no DNS code here (the providers load this module in the engine's provider 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 from pulumi.runtime import rpc
@@ -14,6 +15,13 @@ from pulumi.runtime import rpc
 #: the key of Pulumi's wire marker for special values such as secrets
 #: ({SECRET_SIG: <secret sig>, "value": ...}), as the SDK defines it
 SECRET_SIG: str = rpc._special_sig_key
+
+
+def plain(value: Any) -> Any:
+    """*value* without Pulumi's secret wrapper, when a provider gets it as one."""
+    if isinstance(value, dict) and SECRET_SIG in value:
+        return value.get("value")
+    return value
 
 
 @dataclass(frozen=True)

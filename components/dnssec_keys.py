@@ -14,15 +14,15 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
 
+from components.args import plain
+
 
 class DnssecKeysProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         from bind9_topology.dns.dnssec import generate_material, public_info
 
         zone = str(props["zoneName"])
-        given = props.get("material")
-        if isinstance(given, dict):  # Pulumi's secret wrapper, when it travels as one
-            given = given.get("value")
+        given = plain(props.get("material"))
         # Keys given (the local runner's, for a gate.localRunner stack) are adopted as they
         # are; otherwise new ones are made, once.
         material = json.loads(given) if given else generate_material()
@@ -31,12 +31,7 @@ class DnssecKeysProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = ["zoneName"] if olds.get("zoneName") != news.get("zoneName") else []
-        given = news.get("material")
-        if isinstance(given, dict):
-            given = given.get("value")
-        old = olds.get("material")
-        if isinstance(old, dict):
-            old = old.get("value")
+        given, old = plain(news.get("material")), plain(olds.get("material"))
         if given and given != old:  # other keys to adopt (the local runner's were remade)
             replaces.append("material")
         return DiffResult(changes=bool(replaces), replaces=replaces, stables=["zoneName"],

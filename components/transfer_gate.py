@@ -40,7 +40,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from components.args import SECRET_SIG, KubeAccess, TsigArgs
+from components.args import KubeAccess, TsigArgs, plain
 
 if TYPE_CHECKING:  # the provider host loads this module with Pulumi and the stdlib only
     from bind9_topology.dns.targets import Target
@@ -55,13 +55,6 @@ ZONE_KEYS = ("primaries", "secondaries", "expectedSerial", "expectedDigest", "ex
              "triggers")
 INPUT_KEYS = (*SHARED_KEYS, "zones")
 OUTPUT_KEYS = ("ready", "status")
-
-
-def _plain(value: Any) -> Any:
-    """A value with Pulumi's secret wrapper (if any) removed."""
-    if isinstance(value, dict) and SECRET_SIG in value:
-        return value.get("value")
-    return value
 
 
 class GateFailed(Exception):
@@ -129,7 +122,7 @@ class TransferGateProvider(ResourceProvider):
     def _key(props: dict[str, Any]) -> Any:
         from bind9_topology.dns.checks import make_tsig_key
 
-        secret = _plain(props.get("tsigSecret"))
+        secret = plain(props.get("tsigSecret"))
         if not secret:
             return None
         try:
@@ -149,7 +142,7 @@ class TransferGateProvider(ResourceProvider):
         try:
             with gate_endpoints(list(props.get("primaries") or []),
                                 list(props.get("secondaries") or []),
-                                _plain(props.get("kubeconfig")) or None,
+                                plain(props.get("kubeconfig")) or None,
                                 props.get("kubeContext") or None) as endpoints:
                 yield endpoints
         except KubeApiError as exc:
@@ -296,7 +289,7 @@ def zone_props(props: dict[str, Any], zone: str) -> dict[str, Any]:
 def changed_zones(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
     """Zones whose inputs differ (all of them when a shared input differs)."""
     new_zones = dict(news.get("zones") or {})
-    if any(_plain(olds.get(k)) != _plain(news.get(k)) for k in SHARED_KEYS):
+    if any(plain(olds.get(k)) != plain(news.get(k)) for k in SHARED_KEYS):
         return sorted(new_zones)
     old_zones = dict(olds.get("zones") or {})
     return sorted(z for z, v in new_zones.items() if old_zones.get(z) != v)

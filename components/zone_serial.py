@@ -33,7 +33,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from components.args import KubeAccess, TsigArgs
+from components.args import KubeAccess, TsigArgs, plain
 
 if TYPE_CHECKING:  # the provider host loads this module with Pulumi and the stdlib only
     from bind9_topology.dns.targets import Target
@@ -101,8 +101,7 @@ def _probe_targets(props: dict[str, Any]) -> Iterator[list[Any]]:
     endpoints = list(dict.fromkeys(
         Endpoint(str(p["host"]), int(p.get("port") or 53)) for p in probe
         if p.get("via") != "kubernetes-api"))
-    secret = props.get("kubeconfig")
-    kubeconfig = (secret.get("value") if isinstance(secret, dict) else secret) or None
+    kubeconfig = plain(props.get("kubeconfig")) or None
     with contextlib.ExitStack() as stack:
         for item in (p for p in probe if p.get("via") == "kubernetes-api"):
             try:
@@ -153,9 +152,7 @@ def _highest_served(zone: str, probe: list[dict[str, Any]]) -> int | None:
 def _key(props: dict[str, Any]) -> Any:
     from bind9_topology.dns.checks import make_tsig_key
 
-    secret = props.get("tsigSecret")
-    if isinstance(secret, dict):  # Pulumi's secret wrapper, when it travels as one
-        secret = secret.get("value")
+    secret = plain(props.get("tsigSecret"))
     if not secret:
         return None
     try:
