@@ -315,8 +315,9 @@ def _where(ep: Any) -> dict[str, Any]:
     return {"host": ep.host, "port": ep.port}
 
 
-def _server_out(d: dict[str, Any], ep: Any = None) -> ServerStatus:
-    where = _where(ep) if ep is not None else {"host": d["host"], "port": d["port"]}
+def _server_out(d: dict[str, Any], ep: Any) -> ServerStatus:
+    """One server of a gate report (``ServerReport.as_dict()``) as the outputs hold it."""
+    where = _where(ep)
     return ServerStatus(host=str(where["host"]), port=int(where["port"]), role=str(d["role"]),
                         serial=d["serial"], verifiedAt=d["verifiedAt"],
                         attempts=d["attempts"], reason=str(d["reason"]))

@@ -45,7 +45,6 @@ REGION = "bind9-topology:index:Bind9Region"
 INSTANCE = "bind9-topology:index:Bind9Instance"
 SERIAL = "pulumi-python:dynamic/bind9:ZoneSerial"
 GATE = "pulumi-python:dynamic/bind9:TransferGate"
-DYNAMIC = (SERIAL, GATE)
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 SECRET = "kubernetes:core/v1:Secret"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
