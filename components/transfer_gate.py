@@ -24,7 +24,7 @@ which zones' inputs change.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -133,39 +133,59 @@ class TransferGateProvider(ResourceProvider):
 
     @staticmethod
     @contextlib.contextmanager
-    def _targets(props: dict[str, Any]) -> Iterator[tuple[list[Any], list[Any]]]:
-        """Endpoints to probe: direct addresses as given, owned instances pod by pod
-        through the Kubernetes API (bind9_topology.kube.forward). An API that cannot be
-        asked is a GateFailed with the fix."""
-        from bind9_topology.kube.forward import KubeApiError, gate_endpoints
+    def _resolver(props: dict[str, Any], items: list[Any],
+                  what: str) -> Iterator[Callable[[Any], list[Any]]]:
+        """``expand(servers)`` -> endpoints for any of *items*: direct addresses as given,
+        owned instances pod by pod through the Kubernetes API (bind9_topology.kube.forward),
+        the pods looked up and forwarded once for all of them. An API that cannot be asked
+        is a GateFailed with the fix."""
+        from bind9_topology.kube.forward import KubeApiError, endpoint_resolver
 
         try:
-            with gate_endpoints(list(props.get("primaries") or []),
-                                list(props.get("secondaries") or []),
-                                plain(props.get("kubeconfig")) or None,
-                                props.get("kubeContext") or None) as endpoints:
-                yield endpoints
+            with endpoint_resolver(items, plain(props.get("kubeconfig")) or None,
+                                   props.get("kubeContext") or None) as expand:
+                yield expand
         except KubeApiError as exc:
-            raise GateFailed(f"zone {props.get('zoneName')}: {exc}") from None
+            raise GateFailed(f"{what}: {exc}") from None
 
-    def _wait(self, props: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    @contextlib.contextmanager
+    def _targets(cls, props: dict[str, Any]) -> Iterator[tuple[list[Any], list[Any]]]:
+        """One zone's primaries and secondaries as endpoints."""
+        primaries = list(props.get("primaries") or [])
+        secondaries = list(props.get("secondaries") or [])
+        with cls._resolver(props, [*primaries, *secondaries],
+                           f"zone {props.get('zoneName')}") as expand:
+            yield expand(primaries), expand(secondaries)
+
+    def _wait(self, props: dict[str, Any],
+              expand: Callable[[Any], list[Any]] | None = None) -> dict[str, Any]:
+        """Gate one zone (*props*: zone_props); *expand*: a resolver shared with the gate's
+        other zones, else the zone opens its own."""
+        if expand is None:
+            with self._targets(props) as (primaries, secondaries):
+                return self._verify(props, primaries, secondaries)
+        return self._verify(props, expand(props.get("primaries") or []),
+                            expand(props.get("secondaries") or []))
+
+    def _verify(self, props: dict[str, Any], primaries: list[Any],
+                secondaries: list[Any]) -> dict[str, Any]:
         from bind9_topology.dns.gate import wait_until_transferred
 
         report_cleanly()
 
         expected = props.get("expectedSerial")
-        with self._targets(props) as (primaries, secondaries):
-            report = wait_until_transferred(
-                str(props["zoneName"]),
-                primaries,
-                secondaries,
-                int(expected) if expected is not None else None,
-                props.get("expectedDigest") or None,
-                self._key(props),
-                float(props.get("deadlineSeconds") or 300),
-                float(props.get("pollIntervalSeconds") or 1.0),
-                expected_ds=props.get("expectedDs") or None,
-            )
+        report = wait_until_transferred(
+            str(props["zoneName"]),
+            primaries,
+            secondaries,
+            int(expected) if expected is not None else None,
+            props.get("expectedDigest") or None,
+            self._key(props),
+            float(props.get("deadlineSeconds") or 300),
+            float(props.get("pollIntervalSeconds") or 1.0),
+            expected_ds=props.get("expectedDs") or None,
+        )
         if not report.ok:
             raise GateFailed(report.message)
         return {
@@ -189,8 +209,11 @@ class TransferGateProvider(ResourceProvider):
         status = {z: previous[z] for z in every if z in previous and z not in zones}
         failures: dict[str, str] = {}
         if zones:
-            with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(zones))) as pool:
-                futures = {z: pool.submit(self._wait, zone_props(props, z)) for z in zones}
+            own = {z: zone_props(props, z) for z in zones}
+            what = f"zone {zones[0]}" if len(zones) == 1 else f"{len(zones)} zones"
+            with (self._resolver(props, _servers(own.values()), what) as expand,
+                  ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(zones))) as pool):
+                futures = {z: pool.submit(self._wait, own[z], expand) for z in zones}
                 for zone, future in futures.items():
                     try:
                         status[zone] = future.result()
@@ -242,13 +265,18 @@ class TransferGateProvider(ResourceProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Probe every server of every zone once: what they serve now (drift on refresh)."""
-        status = {zone: self._probe(zone_props(props, zone),
-                                    (props.get("status") or {}).get(zone) or {})
-                  for zone in sorted(props.get("zones") or {})}
+        own = {z: zone_props(props, z) for z in sorted(props.get("zones") or {})}
+        old = props.get("status") or {}
+        try:
+            with self._resolver(props, _servers(own.values()), f"{len(own)} zone(s)") as expand:
+                status = {z: self._probe(p, old.get(z) or {}, expand) for z, p in own.items()}
+        except GateFailed:  # the API cannot be asked: nothing is known to be ready
+            status = {z: {**(old.get(z) or {}), "ready": False} for z in own}
         ready = all(s.get("ready") is True for s in status.values())
         return ReadResult(id_=id_, outs={**props, "status": status, "ready": ready})
 
-    def _probe(self, props: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    def _probe(self, props: dict[str, Any], old: dict[str, Any],
+               expand: Callable[[Any], list[Any]]) -> dict[str, Any]:
         from bind9_topology.dns.checks import query_soa
         from bind9_topology.dns.serials import serial_at_least
 
@@ -256,23 +284,18 @@ class TransferGateProvider(ResourceProvider):
         served = old.get("servedSerial")
         servers: dict[str, Any] = {}
         ready = True
-        try:
-            with self._targets(props) as (primaries, secondaries):
-                for role, eps in (("primary", primaries), ("secondary", secondaries)):
-                    for ep in eps:
-                        soa = query_soa(ep, zone, timeout=2.0)
-                        before = (old.get("servers") or {}).get(ep.label or str(ep)) or {}
-                        ok = soa.ok and (served is None or (
-                            soa.serial is not None
-                            and serial_at_least(soa.serial, int(served))))
-                        ready = ready and ok
-                        servers[ep.label or str(ep)] = {
-                            **_where(ep), "role": role, "serial": soa.serial,
-                            "reason": soa.reason.name, "verifiedAt": before.get("verifiedAt"),
-                            "attempts": before.get("attempts"),
-                        }
-        except GateFailed:  # the API cannot be asked: nothing is known to be ready
-            return {**old, "ready": False}
+        for role, key in (("primary", "primaries"), ("secondary", "secondaries")):
+            for ep in expand(props.get(key) or []):
+                soa = query_soa(ep, zone, timeout=2.0)
+                before = (old.get("servers") or {}).get(ep.label or str(ep)) or {}
+                ok = soa.ok and (served is None or (
+                    soa.serial is not None and serial_at_least(soa.serial, int(served))))
+                ready = ready and ok
+                servers[ep.label or str(ep)] = {
+                    **_where(ep), "role": role, "serial": soa.serial,
+                    "reason": soa.reason.name, "verifiedAt": before.get("verifiedAt"),
+                    "attempts": before.get("attempts"),
+                }
         return {**old, "servers": servers, "ready": ready}
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
@@ -389,3 +412,8 @@ class TransferGate(Resource, module="bind9", name="TransferGate"):
         super().__init__(
             TransferGateProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret_opts)
         )
+
+
+def _servers(zones: Any) -> list[Any]:
+    """Every server of the given zones' inputs (zone_props), primaries and secondaries."""
+    return [t for z in zones for key in ("primaries", "secondaries") for t in z.get(key) or []]

@@ -42,7 +42,9 @@ class Recorder(TransferGateProvider):
         self.failing = failing or set()
         self.lock = threading.Lock()
 
-    def _wait(self, props: dict[str, Any]) -> dict[str, Any]:
+    def _wait(self, props: dict[str, Any], expand: Any = None) -> dict[str, Any]:
+        assert callable(expand)  # the gate's one resolver, shared by its zones
+        assert [e.port for e in expand(props["primaries"])] == [53]
         zone_name = str(props["zoneName"])
         with self.lock:
             self.checked.append(zone_name)
@@ -116,3 +118,23 @@ def test_one_zone_fails_with_its_message_alone() -> None:
 def test_check_refuses_a_zones_input_that_is_not_a_map() -> None:
     result = TransferGateProvider().check({}, {**inputs(a=1), "zones": ["a.example"]})
     assert [f.property for f in result.failures] == ["zones"]
+
+
+def test_the_zones_share_one_lookup_of_pods_and_forwards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many zones of one gate reach the same instances' pods: one resolver for them all."""
+    import contextlib
+
+    from bind9_topology.kube import forward
+
+    entered: list[int] = []
+    real = forward.endpoint_resolver
+
+    @contextlib.contextmanager
+    def counting(items: Any, *args: Any) -> Any:
+        entered.append(len(items))
+        with real(items, *args) as expand:
+            yield expand
+
+    monkeypatch.setattr(forward, "endpoint_resolver", counting)
+    Recorder().create(inputs(a=1, b=1, c=1))
+    assert entered == [3]  # once, with the three zones' servers

@@ -15,7 +15,7 @@ import contextlib
 import select
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,15 +188,26 @@ def gate_endpoints(
     "kubernetes-api"}; each of the latter becomes every current pod of the instance,
     reached over a port-forward and labelled with the pod, its node and the instance.
     """
+    with endpoint_resolver([*primaries, *secondaries], kubeconfig, context) as expand:
+        yield expand(primaries), expand(secondaries)
+
+
+@contextlib.contextmanager
+def endpoint_resolver(
+    items: Sequence[dict[str, Any]], kubeconfig: str | None = None, context: str | None = None,
+) -> Iterator[Callable[[Sequence[dict[str, Any]]], list[Any]]]:
+    """One lookup of the pods and one set of port-forwards for every item given; yields
+    ``expand(items)`` -> endpoints, for any of those items (many zones of one gate share
+    the instances' pods, so they share the forwards too)."""
     from bind9_topology.dns.checks import Endpoint
 
     def direct(items: Sequence[dict[str, Any]]) -> list[Any]:
         return [Endpoint(str(i["host"]), int(i.get("port") or DNS_PORT), str(i.get("name") or ""))
                 for i in items if i.get("via") != "kubernetes-api"]
 
-    through_api = [i for i in (*primaries, *secondaries) if i.get("via") == "kubernetes-api"]
+    through_api = [i for i in items if i.get("via") == "kubernetes-api"]
     if not through_api:
-        yield direct(primaries), direct(secondaries)
+        yield direct
         return
     client = api_client(kubeconfig, context)
     pods_of: dict[tuple[str, str], list[PodTarget]] = {}
@@ -220,4 +231,4 @@ def gate_endpoints(
                             for p in pods_of[(str(item["namespace"]), str(item["instance"]))]]
             return out
 
-        yield expand(primaries), expand(secondaries)
+        yield expand
