@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +25,8 @@ class Bind9InstanceArgs:
     plan: InstancePlan
     tsig_key_name: str
     tsig_algorithm: str
-    #: zone -> its serial (ZoneSerial.serial), for every zone in plan.zones
-    serials: Mapping[str, pulumi.Input[int]] = field(default_factory=dict)
+    #: zone -> its serial (ZoneSerials' output), holding every primary zone in plan.zones
+    serials: pulumi.Input[Mapping[str, int]] = field(default_factory=dict)
     tsig_secret: pulumi.Input[str] = ""
     #: signed zones this instance serves as a primary: zone -> DnssecKeys.material (secret)
     dnssec_keys: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
@@ -55,18 +56,16 @@ class Bind9Instance(pulumi.ComponentResource):
         super().__init__(TYPE, name, None, opts)
         plan, inst = args.plan, args.plan.instance
         child = pulumi.ResourceOptions(parent=self)
-        missing = sorted(set(plan.zones) - set(args.serials))
-        if missing:
-            raise ValueError(f"Bind9Instance {name}: no serial for {', '.join(missing)}")
-
-        # Each ConfigMap waits only on the serials of the zones its bytes hold: the config
-        # ConfigMap on none, so a change to one zone shows one zone's ConfigMap changing.
+        # Each zone ConfigMap's data is filled in from the serials of the zones its bytes
+        # hold; the config ConfigMap waits on none. The serials are known at preview
+        # (ZoneSerials decides them in check), so preview shows exactly which zone
+        # ConfigMaps change.
+        serials = pulumi.Output.from_input(args.serials)
         self.config_maps = []
         for shard in plan.config_maps:
             data: pulumi.Input[dict[str, str]]
             if shard.zones:
-                data = pulumi.Output.all(**{z: args.serials[z] for z in shard.zones}).apply(
-                    shard.data)
+                data = serials.apply(functools.partial(_shard_data, name, shard))
             else:
                 data = shard.data({})
             self.config_maps.append(k8s.core.v1.ConfigMap(
@@ -151,6 +150,14 @@ class Bind9Instance(pulumi.ComponentResource):
                 "checksum": self.checksum,
             }
         )
+
+
+def _shard_data(name: str, shard: Any, serials: Mapping[str, int]) -> dict[str, str]:
+    """A zone ConfigMap's data with its zones' serials filled in."""
+    missing = sorted(set(shard.zones) - set(serials))
+    if missing:
+        raise ValueError(f"Bind9Instance {name}: no serial for {', '.join(missing)}")
+    return dict(shard.data({zone: serials[zone] for zone in shard.zones}))
 
 
 def _dnssec_secret_data(materials: dict[str, str]) -> dict[str, str]:

@@ -69,18 +69,24 @@ class CaptureMocks(pulumi.runtime.Mocks):
         self, args: pulumi.runtime.MockResourceArgs
     ) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
-        if "contentHash" in args.inputs and "zoneName" in args.inputs:
-            # The ZoneSerial provider's part, with a SerialStore standing in for state
+        if args.typ.endswith("bind9:ZoneSerials"):
+            # The ZoneSerials provider's part, with a SerialStore standing in for state
             # (no store: every zone is new).
-            zone = args.inputs["zoneName"]
-            if self.serial_store is not None:
-                state = self.serial_store.advance(
-                    self.stack, zone, args.inputs["contentHash"], self.today
-                )
-            else:
-                state = next_serial(None, args.inputs["contentHash"], self.today)
-            outputs["serial"] = state.serial
-            self.serials[zone] = state.serial
+            serials: dict[str, dict[str, Any]] = {}
+            for zone, entry in dict(args.inputs.get("zones") or {}).items():
+                if self.serial_store is not None:
+                    state = self.serial_store.advance(
+                        self.stack, zone, entry["contentHash"], self.today)
+                else:
+                    state = next_serial(None, entry["contentHash"], self.today)
+                serials[zone] = {"serial": state.serial, "contentHash": state.content_hash}
+                self.serials[zone] = state.serial
+            outputs["serials"] = serials
+        if args.typ.endswith("bind9:TransferGate"):
+            # The gate provider's check: the stack's serials folded into each zone.
+            from .transfer_gate import with_expected_serials
+
+            outputs = with_expected_serials(outputs)
         if args.typ.endswith("bind9:DnssecKeys"):
             # The DnssecKeys provider's part: fresh keys (render shows the Secret redacted).
             from .dnssec_keys import DnssecKeysProvider

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pulumi
 from pulumi.runtime.config import get_config_env, get_config_secret_keys_env, is_config_secret
 
-from bind9_topology.spec.model import PROJECT, TopologyError
+from bind9_topology.spec.model import PROJECT, TopologyError, Zone
 from bind9_topology.spec.topology import (
     PREFIX,
     SECRET_KEY,
@@ -169,25 +170,30 @@ def outputs(region: Bind9Region, topology: Topology) -> dict[str, Any]:
             for spec_inst in spec.instances
             if spec_inst.name == name
         },
-        "zones": {
-            zone.resource_name: {
-                "zoneName": zone.zoneName,
-                "type": zone.type,
-                "serial": region.zone_serials[zone.zoneName].serial
-                if zone.type == "primary" else None,
-                "ready": _gate_status(region, zone.zoneName, "ready"),
-                "servedSerial": _gate_status(region, zone.zoneName, "servedSerial"),
-            }
-            for zone in spec.zones
-        },
+        # one Output for every zone (not three per zone): the serials and the gate's status
+        "zones": pulumi.Output.all(
+            region.serials, region.gate.status if region.gate is not None else None,
+        ).apply(lambda both: _zone_outputs(spec.zones, *both)),
     }
 
 
-def _gate_status(region: Bind9Region, zone: str, key: str) -> pulumi.Output[Any] | None:
-    """One zone's entry of the stack gate's status (None without a gate)."""
-    if region.gate is None:
-        return None
-    return region.gate.status.apply(lambda status: ((status or {}).get(zone) or {}).get(key))
+def _zone_outputs(zones: Sequence[Zone], serials: dict[str, int],
+                  status: dict[str, Any] | None) -> dict[str, Any]:
+    """The `zones` stack output: each zone's name, type, serial and the gate's verdict
+    (ready, servedSerial; None without a gate)."""
+    def gate(zone: str, key: str) -> Any:
+        return None if status is None else ((status or {}).get(zone) or {}).get(key)
+
+    return {
+        zone.resource_name: {
+            "zoneName": zone.zoneName,
+            "type": zone.type,
+            "serial": serials.get(zone.zoneName) if zone.type == "primary" else None,
+            "ready": gate(zone.zoneName, "ready"),
+            "servedSerial": gate(zone.zoneName, "servedSerial"),
+        }
+        for zone in zones
+    }
 
 
 def with_local_runner(topology: Topology, project_dir: Path) -> Topology:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 
@@ -18,10 +19,10 @@ from .args import KubeAccess, TsigArgs
 from .bind9_instance import Bind9Instance, Bind9InstanceArgs
 from .dnssec_keys import DnssecKeys
 from .transfer_gate import TransferGate, TransferGateArgs, ZoneGateArgs
-from .zone_serial import ZoneSerial, ZoneSerialArgs
+from .zone_serial import ZoneSerialArgs, ZoneSerials, ZoneSerialsArgs
 
 TYPE = "bind9-topology:index:Bind9Region"
-#: the per-zone component that once parented ZoneSerial and DnssecKeys (aliases)
+#: the per-zone component that once parented DnssecKeys (aliases)
 DNS_ZONE_TYPE = "bind9-topology:index:DNSZone"
 
 
@@ -35,7 +36,8 @@ class Bind9Region(pulumi.ComponentResource):
     """A region stack's instances, zones, DNSSEC keys and transfer gates."""
 
     instances: dict[str, Bind9Instance]
-    zone_serials: dict[str, ZoneSerial]  # by zone name (primary zones)
+    zone_serials: ZoneSerials | None  # every primary zone's serial (None: no primary zone)
+    serials: pulumi.Output[dict[str, int]]  # zone name -> serial (primary zones)
     dnssec_keys: dict[str, DnssecKeys]  # by zone name (signed primary zones)
     gate: TransferGate | None  # every zone of the stack (gate.enabled)
 
@@ -48,34 +50,40 @@ class Bind9Region(pulumi.ComponentResource):
         tsig = TsigArgs(spec.tsigKey.name, spec.tsigKey.algorithm, args.tsig_secret)
         kube = KubeAccess.of_stack()  # the stack provider's cluster
 
-        # One ZoneSerial per primary zone, parented here. Until issue 13 each sat under a
-        # DNSZone component per zone; the alias keeps the serials in state (no replace).
-        self.zone_serials = {}
+        # Every primary zone's serial in one ZoneSerials, decided in its `check` so the
+        # serials (and the ConfigMaps made from them) are known at preview (ADR 11).
         self.dnssec_keys = {}
         by_name: dict[str, list[Zone]] = {}
         for zone in spec.zones:
             by_name.setdefault(zone.zoneName, []).append(zone)
-        for zone in spec.zones:
-            if zone.type != "primary":
-                continue
-            was_under = pulumi.Alias(parent=pulumi.create_urn(
-                zone.resource_name, DNS_ZONE_TYPE, parent=self))
-            content = topo.contents[zone.zoneName]
-            self.zone_serials[zone.zoneName] = ZoneSerial(
-                f"{zone.resource_name}-serial",
-                ZoneSerialArgs(zone_name=zone.zoneName, content_hash=content.content_hash,
-                               probe=probe_targets(spec, zone, by_name[zone.zoneName]),
-                               digest=content.digest, tsig=tsig, kube=kube),
-                opts=pulumi.ResourceOptions(parent=self, aliases=[was_under]),
-            )
+        primary = [z for z in spec.zones if z.type == "primary"]
+        self.zone_serials = ZoneSerials(
+            f"{name}-zone-serials",
+            ZoneSerialsArgs(
+                zones=[ZoneSerialArgs(
+                    zone_name=z.zoneName,
+                    content_hash=topo.contents[z.zoneName].content_hash,
+                    probe=probe_targets(spec, z, by_name[z.zoneName]),
+                    digest=topo.contents[z.zoneName].digest) for z in primary],
+                tsig=tsig, kube=kube),
+            opts=pulumi.ResourceOptions(parent=self),
+        ) if primary else None
+        # One Output for every zone's serial (not one per zone: a thousand Outputs cost
+        # the SDK more than the resource they come from).
+        self.serials = (self.zone_serials.serials.apply(_serial_map)
+                        if self.zone_serials is not None else pulumi.Output.from_input({}))
+        for zone in primary:
             # Signed zones (dnssec): keys made once, kept in state as secrets (DnssecKeys).
+            # Until issue 13 they sat under a DNSZone component per zone; the alias keeps
+            # them in state (no replacement, no new keys).
             if zone.dnssec is not None:
+                was_under = pulumi.Alias(parent=pulumi.create_urn(
+                    zone.resource_name, DNS_ZONE_TYPE, parent=self))
                 adopt = topo.dnssec_material.get(zone.zoneName)
                 self.dnssec_keys[zone.zoneName] = DnssecKeys(
                     f"{zone.resource_name}-dnssec-keys", zone.zoneName,
                     material=json.dumps(adopt) if adopt is not None else None,
                     opts=pulumi.ResourceOptions(parent=self, aliases=[was_under]))
-        serial_of = {z: r.serial for z, r in self.zone_serials.items()}
 
         self.instances = {}
         previous_in_region: dict[str, Bind9Instance] = {}
@@ -91,11 +99,7 @@ class Bind9Region(pulumi.ComponentResource):
                     plan=plan_instance(spec, inst, topo.contents),
                     tsig_key_name=tsig.key_name,
                     tsig_algorithm=tsig.algorithm,
-                    serials={
-                        z.zoneName: serial_of[z.zoneName]
-                        for z in spec.zones_for(inst)
-                        if z.zoneName in serial_of and z.type == "primary"
-                    },
+                    serials=self.serials,
                     tsig_secret=args.tsig_secret,
                     dnssec_keys={z: self.dnssec_keys[z].material for z in signed},
                     dnssec_tags={z: self.dnssec_keys[z].keyTags for z in signed},
@@ -111,7 +115,7 @@ class Bind9Region(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "instances": {n: i.address for n, i in self.instances.items()},
-                "serials": {z: r.serial for z, r in self.zone_serials.items()},
+                "serials": self.serials,
                 "ready": self.gate.ready if self.gate is not None else None,
             }
         )
@@ -144,14 +148,12 @@ class Bind9Region(pulumi.ComponentResource):
         involved: dict[str, Bind9Instance] = {}
         for plan in gate_plans(spec):
             content = topo.contents.get(plan.zone) if plan.primary_zone else None
-            serial = self.zone_serials.get(plan.zone) if plan.primary_zone else None
             keys = self.dnssec_keys.get(plan.zone)
             involved.update({n: self.instances[n] for n in plan.instances if n in self.instances})
             zones.append(ZoneGateArgs(
                 zone_name=plan.zone,
                 primaries=[target(n, a) for n, a in plan.primaries],
                 secondaries=[target(n, a) for n, a in plan.secondaries],
-                expected_serial=serial.serial if serial is not None else None,
                 expected_digest=content.digest if content is not None else None,
                 expected_ds=keys.ds if keys is not None else None,
             ))
@@ -159,7 +161,8 @@ class Bind9Region(pulumi.ComponentResource):
             return None
         return TransferGate(
             f"{name}-transfer-gate",
-            TransferGateArgs(zones=zones, tsig=tsig, deadline_seconds=gate.deadlineSeconds,
+            TransferGateArgs(zones=zones, tsig=tsig, expected_serials=self.serials,
+                             deadline_seconds=gate.deadlineSeconds,
                              poll_interval_seconds=gate.pollIntervalSeconds,
                              kube=kube if via_api else None),
             opts=pulumi.ResourceOptions(
@@ -169,3 +172,8 @@ class Bind9Region(pulumi.ComponentResource):
 
 def _at_port_53(name: str, address: str | None) -> Target:
     return direct(str(address), 53, name=name)
+
+
+def _serial_map(serials: dict[str, Any]) -> dict[str, int]:
+    """ZoneSerials' `serials` output as zone -> serial."""
+    return {zone: int(entry["serial"]) for zone, entry in serials.items()}

@@ -11,7 +11,9 @@ expectedDs, triggers}} (servers: [{name, host, port}] probed directly, or [{name
 instance, namespace, via: "kubernetes-api"}]: every pod of the instance's current
 ReplicaSet through a port-forward of the API), and for all zones: tsigKeyName,
 tsigAlgorithm, tsigSecret (secret), deadlineSeconds, pollIntervalSeconds, kubeconfig
-(secret) and kubeContext (those of the stack's Kubernetes provider).
+(secret) and kubeContext (those of the stack's Kubernetes provider); ``expectedSerials``
+{zoneName: serial} (the stack's ZoneSerials, one Output) is folded into each zone's
+expectedSerial by ``check``, so the stored inputs keep one shape.
 Outputs: ready (every zone), status {zoneName: {ready, servedSerial, servers {name:
 {host, port, role, serial, verifiedAt, attempts, reason}}, readyAfterSeconds, checkedAt}}.
 
@@ -24,7 +26,7 @@ which zones' inputs change.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -231,6 +233,7 @@ class TransferGateProvider(ResourceProvider):
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = []
+        news = with_expected_serials(news)
         zones = news.get("zones")
         if not isinstance(zones, dict):
             failures.append(CheckFailure("zones", "zones must be a map of zone name -> inputs"))
@@ -371,6 +374,9 @@ class TransferGateArgs:
     poll_interval_seconds: float
     #: the cluster to reach pods through (gate.via kubernetes-api), else None
     kube: KubeAccess | None = None
+    #: zone -> the serial its primaries must serve, for every zone at once (ZoneSerials'
+    #: map, one Output); a zone's own expected_serial, when set, takes precedence
+    expected_serials: pulumi.Input[Mapping[str, int]] | None = None
 
 
 class TransferGate(Resource, module="bind9", name="TransferGate"):
@@ -398,6 +404,8 @@ class TransferGate(Resource, module="bind9", name="TransferGate"):
             zones[zone.zone_name] = entry
         props: dict[str, Any] = {
             "zones": zones,
+            # folded into each zone's expectedSerial by check (so state keeps one shape)
+            "expectedSerials": args.expected_serials,
             "tsigKeyName": args.tsig.key_name,
             "tsigAlgorithm": args.tsig.algorithm,
             "tsigSecret": pulumi.Output.secret(args.tsig.secret),
@@ -412,6 +420,25 @@ class TransferGate(Resource, module="bind9", name="TransferGate"):
         super().__init__(
             TransferGateProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret_opts)
         )
+
+
+def with_expected_serials(news: dict[str, Any]) -> dict[str, Any]:
+    """*news* with ``expectedSerials`` (zone -> serial, one input for every zone) folded
+    into each zone's ``expectedSerial``, where the zone has none of its own; unknown at
+    preview, each such zone's expected serial is unknown."""
+    from pulumi.runtime import rpc
+
+    props = {k: v for k, v in news.items() if k != "expectedSerials"}
+    serials = news.get("expectedSerials")
+    zones = props.get("zones")
+    if serials is None or not isinstance(zones, dict):
+        return props
+    props["zones"] = {
+        zone: entry if not isinstance(entry, dict) or entry.get("expectedSerial") is not None
+        else {**entry, "expectedSerial": rpc.UNKNOWN if not isinstance(serials, dict)
+              else serials.get(zone)}
+        for zone, entry in zones.items()}
+    return props
 
 
 def _servers(zones: Any) -> list[Any]:

@@ -60,6 +60,6 @@ fi
 ruff check engine policy
 mypy policy  # the policy pack's own run: its rules import as a top-level module
 
-ruff check components bind9_topology tests bench
+ruff check components bind9_topology tests bench scripts cluster
 mypy components bind9_topology
 exec python3 -m pytest "$@"

@@ -177,3 +177,19 @@ def start_all(c: LoopbackTopology) -> None:
     c.start("sec-b", wait=False)
 
 
+
+
+def fresh_serial(inputs: dict[str, Any], olds: dict[str, Any] | None = None) -> int:
+    """What ZoneSerials' ``check`` decides for one zone with no state (a lost state, a new
+    stack) or with *olds*: *inputs* is the zone's {zoneName, contentHash, probe, digest}
+    with the shared tsig*/kube* inputs, as a test writes them."""
+    from components.zone_serial import ZoneSerialsProvider
+
+    zone = inputs["zoneName"]
+    shared = {k: v for k, v in inputs.items()
+              if k.startswith(("tsig", "kube"))}
+    news = {**shared, "zones": {zone: {
+        "contentHash": inputs["contentHash"], "probe": list(inputs.get("probe") or []),
+        "digest": inputs.get("digest")}}}
+    checked = ZoneSerialsProvider().check(olds or {}, news)
+    return int(checked.inputs["serials"][zone]["serial"])

@@ -360,10 +360,10 @@ def test_the_gate_works_from_a_network_that_reaches_only_the_api(
 def test_lost_state_serial_moves_past_what_the_pods_serve_through_the_api(
     deployed: Deployment,
 ) -> None:
-    """A ZoneSerial with no state asks every pod (through the API, as the gate does):
+    """ZoneSerials with no state asks every pod (through the API, as the gate does):
     other content at the served serial moves past it; proven content keeps it."""
     from bind9_topology.spec.topology import load_topology, read_stack_file
-    from components.zone_serial import ZoneSerialProvider
+    from tests.namedkit import fresh_serial
 
     project = deployed.engine.project
     namespace = deployed.namespaces[PRIMARY_STACK]
@@ -376,10 +376,10 @@ def test_lost_state_serial_moves_past_what_the_pods_serve_through_the_api(
             "kubeconfig": deployed.cluster.env["KUBECONFIG"], "kubeContext": None,
             "tsigKeyName": KEY_NAME, "tsigAlgorithm": "hmac-sha256",
             "tsigSecret": deployed.secret}
-    other = ZoneSerialProvider()._advance(None, {**base, "digest": "0" * 64})
-    assert other["serial"] == served + 1, (served, other["serial"])
-    same = ZoneSerialProvider()._advance(None, {**base, "digest": content.digest})
-    assert same["serial"] == served, (served, same["serial"])
+    other = fresh_serial({**base, "digest": "0" * 64})
+    assert other == served + 1, (served, other)
+    same = fresh_serial({**base, "digest": content.digest})
+    assert same == served, (served, same)
 
 
 # --------------------------------------------------------------------------- a change
@@ -433,7 +433,7 @@ def test_record_change_rolls_the_primary_with_zero_failed_queries(deployed: Depl
 
     changed = _steps(deployed.pulumi("preview", "--json", stack=PRIMARY_STACK).stdout)
     assert changed == sorted([
-        ("pulumi-python:dynamic/bind9:ZoneSerial", "example-com-serial"),
+        ("pulumi-python:dynamic/bind9:ZoneSerials", "cluster-zone-serials"),
         ("pulumi-python:dynamic/bind9:TransferGate", "cluster-transfer-gate"),
         ("kubernetes:core/v1:ConfigMap", "primary-dns-zones-0"),
         ("kubernetes:apps/v1:Deployment", "primary-dns"),

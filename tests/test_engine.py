@@ -109,15 +109,26 @@ def test_local_stack_up_noop_change_destroy(engine: Engine) -> None:
         steps = _steps(engine.run("preview", "--json", stack="local").stdout)
         changed = sorted(_type_and_name(s["urn"]) for s in steps if s["op"] != "same")
         assert changed == sorted([
-            ("pulumi-python:dynamic/bind9:ZoneSerial", "local-example-serial"),
+            ("pulumi-python:dynamic/bind9:ZoneSerials", "local-zone-serials"),
             ("pulumi-python:dynamic/bind9:TransferGate", "local-transfer-gate"),
             ("kubernetes:core/v1:ConfigMap", "local-primary-zones-0"),
             ("kubernetes:apps/v1:Deployment", "local-primary"),
         ]), changed
+        # The preview knows the new serial (decided in ZoneSerials' check) and shows it in
+        # the ConfigMap's data; the other zone's serial does not move.
+        serials = next(s for s in steps if s["urn"].endswith("::local-zone-serials"))
+        before_serials = serials["oldState"]["outputs"]["serials"]
+        planned = serials["newState"]["inputs"]["serials"]
+        assert planned["local.test"] == before_serials["local.test"], (planned, before_serials)
+        planned_serial = planned["local.example"]["serial"]
+        assert planned_serial > serial_before, (planned, serial_before)
+        zones_map = next(s for s in steps if s["urn"].endswith("::local-primary-zones-0"))
+        assert str(planned_serial) in json.dumps(zones_map["newState"]["inputs"]["data"])
         engine.run("up", "--yes", "--skip-preview", stack="local")
         after = json.loads(engine.run("stack", "output", "--json", stack="local").stdout)
         example = after["zones"]["local-example"]
-        assert example["ready"] is True and example["serial"] > serial_before, example
+        assert example["ready"] is True and example["serial"] == planned_serial, example
+        assert after["zones"]["local-test"]["serial"] == primary_zones["local-test"]["serial"]
         assert after["zones"]["local-test"]["serial"] == primary_zones["local-test"]["serial"]
 
         # 4. destroy removes everything.

@@ -1,7 +1,7 @@
 """Faults against REAL named on 127.0.0.1 (issue 11, items 8 and 10).
 
 * a serial reused after lost state (today's first serial, YYYYMMDD00, already served
-  with other content): ZoneSerial moves past it, and the gate proves the content of a
+  with other content): ZoneSerials moves past it, and the gate proves the content of a
   secondary at the target serial, so a reused serial is reported, never "ready";
 * a secondary that holds another TSIG key is named as a TSIG failure within seconds.
 
@@ -18,9 +18,8 @@ import pytest
 
 from bind9_topology.dns.checks import Endpoint, Reason, axfr, make_tsig_key, query_soa
 from bind9_topology.dns.serials import date_serial
-from components.zone_serial import ZoneSerialProvider
 from tests.conftest import new_secret
-from tests.namedkit import HOST, ZONE, LoopbackTopology, start_all
+from tests.namedkit import HOST, ZONE, LoopbackTopology, fresh_serial, start_all
 
 pytestmark = [pytest.mark.bind]
 
@@ -56,21 +55,18 @@ def test_lost_state_at_todays_first_serial_moves_past_it(loopback: LoopbackTopol
     served_hash = loopback.topo.contents[ZONE].content_hash
 
     # Same content, state lost: every server proves it serves this content -> kept.
-    same = ZoneSerialProvider().create(serial_inputs(loopback, served_hash))
-    assert same.outs["serial"] == today00()
+    assert fresh_serial(serial_inputs(loopback, served_hash)) == today00()
 
     # Other content, state lost: next_serial alone would say today00 again; it moves past.
     change_content(loopback)
-    created = ZoneSerialProvider().create(serial_inputs(loopback, "lost-state-new-content"))
-    assert created.outs["serial"] == today00() + 1
+    assert fresh_serial(serial_inputs(loopback, "lost-state-new-content")) == today00() + 1
 
     # No key to prove content with: never reuse a served serial.
     nokey = serial_inputs(loopback, served_hash)
     nokey["tsigSecret"] = ""
-    assert ZoneSerialProvider().create(nokey).outs["serial"] == today00() + 1
+    assert fresh_serial(nokey) == today00() + 1
     # A wrong key proves nothing either.
-    assert ZoneSerialProvider().create(
-        serial_inputs(loopback, served_hash, secret=new_secret())).outs["serial"] == today00() + 1
+    assert fresh_serial(serial_inputs(loopback, served_hash, secret=new_secret())) == today00() + 1
 
 
 def test_lost_state_asks_secondaries_too(loopback: LoopbackTopology) -> None:
@@ -81,8 +77,7 @@ def test_lost_state_asks_secondaries_too(loopback: LoopbackTopology) -> None:
     assert loopback.gate().ok
     loopback.procs["primary-dns"].stop()
     change_content(loopback)
-    created = ZoneSerialProvider().create(serial_inputs(loopback, "after-loss"))
-    assert created.outs["serial"] == today00() + 4
+    assert fresh_serial(serial_inputs(loopback, "after-loss")) == today00() + 4
 
 
 def test_gate_catches_a_reused_serial_on_secondaries(loopback: LoopbackTopology) -> None:

@@ -134,10 +134,10 @@ def test_named_killed_and_restarted_converges(loopback: LoopbackTopology) -> Non
 
 
 def test_serial_never_goes_backwards_when_state_is_lost(loopback: LoopbackTopology) -> None:
-    """A fresh ZoneSerial (state lost, stack recreated) starts past what the servers serve;
+    """A zone's fresh serial (state lost, stack recreated) starts past what the servers serve;
     and a primary whose serial did go backwards never passes the gate."""
     from bind9_topology.dns.targets import probe_targets
-    from components.zone_serial import ZoneSerialProvider
+    from tests.namedkit import fresh_serial
 
     loopback.serial = 2099010105  # served now, far ahead of today's YYYYMMDD00
     start_all(loopback)
@@ -149,9 +149,8 @@ def test_serial_never_goes_backwards_when_state_is_lost(loopback: LoopbackTopolo
     probe = probe_targets(spec, primary_zone)
     assert {(p["host"], p["port"]) for p in probe} == {
         (HOST, port) for port in loopback.ports.values()}
-    created = ZoneSerialProvider().create(
-        {"zoneName": ZONE, "contentHash": "lost-state", "probe": probe})
-    assert created.outs["serial"] == 2099010106
+    created = fresh_serial({"zoneName": ZONE, "contentHash": "lost-state", "probe": probe})
+    assert created == 2099010106
 
     # A primary pod that restarts from a rendering whose serial went backwards (state lost,
     # no probe): the secondaries keep their old data; the gate names them, never "ready".

@@ -195,10 +195,13 @@ def gate_endpoints(
 @contextlib.contextmanager
 def endpoint_resolver(
     items: Sequence[dict[str, Any]], kubeconfig: str | None = None, context: str | None = None,
+    *, skip_without_pods: bool = False,
 ) -> Iterator[Callable[[Sequence[dict[str, Any]]], list[Any]]]:
     """One lookup of the pods and one set of port-forwards for every item given; yields
     ``expand(items)`` -> endpoints, for any of those items (many zones of one gate share
-    the instances' pods, so they share the forwards too)."""
+    the instances' pods, so they share the forwards too). An instance without pods is a
+    KubeApiError, or no endpoints with *skip_without_pods* (what serves nothing yet, e.g.
+    before its first rollout, has no serial to ask for)."""
     from bind9_topology.dns.checks import Endpoint
 
     def direct(items: Sequence[dict[str, Any]]) -> list[Any]:
@@ -215,7 +218,7 @@ def endpoint_resolver(
         key = (str(item["namespace"]), str(item["instance"]))
         if key not in pods_of:
             pods_of[key] = find_pods(client, *key)
-            if not pods_of[key]:
+            if not pods_of[key] and not skip_without_pods:
                 raise KubeApiError(
                     f"instance {key[0]}/{key[1]} has no pods of its Deployment's current "
                     f"ReplicaSet: check `kubectl -n {key[0]} get deploy,rs,pods -l "

@@ -35,7 +35,8 @@ def main() -> None:
     parser.add_argument("--entrypoint", action="append", default=[])
     parser.add_argument("--cmd", action="append", default=[])
     parser.add_argument("--user", default="")
-    parser.add_argument("--env", action="append", default=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+    parser.add_argument("--env", action="append", default=[
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
     parser.add_argument("--workdir", default="/")
     args = parser.parse_args()
 
