@@ -33,7 +33,7 @@ from bind9_topology.spec.model import (
     check_labels,
     issues_from_validation,
 )
-from bind9_topology.spec.zone_records import ZoneContent, build_zone
+from bind9_topology.spec.zone_records import ZoneContent, build_zones
 
 PREFIX = f"{PROJECT}:"
 SECRET_KEY = "tsigSecret"
@@ -392,13 +392,11 @@ def load_topology(
                          for field, text in zone.soaRecord.timer_warnings()]
 
     contents: dict[str, ZoneContent] = {}
-    for z, zone in enumerate(spec.zones):
-        if zone.type != "primary":
-            continue
-        at = zone_paths[z]
-        content, zone_issues = build_zone(
-            zone, at, project_dir, max_file_bytes=RECORDS_FILE_FACTOR * spec.maxZoneBytes
-        )
+    primary = [(zone, zone_paths[z]) for z, zone in enumerate(spec.zones)
+               if zone.type == "primary"]
+    built = build_zones(primary, project_dir,
+                        max_file_bytes=RECORDS_FILE_FACTOR * spec.maxZoneBytes)
+    for (zone, at), (content, zone_issues) in zip(primary, built, strict=True):
         issues += zone_issues
         if content is None:
             continue

@@ -16,6 +16,7 @@ import os
 import re
 import struct
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -271,35 +272,61 @@ def build_zone(
 
     A zone whose input was built cleanly before comes from the content cache.
     """
-    directory = _cache_dir(project_dir) if zone.soaRecord is not None else None
-    key = _cache_key(zone, project_dir) if directory is not None else None
-    if directory is not None and key is not None:
-        entry = _cache_get(directory, key)
-        if entry is not None:
-            try:
-                soa_rdata = _soa_rdata(zone, dns.name.from_text(zone.zoneName))
-                assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA)
-                return (
-                    ZoneContent(
-                        zone_name=str(entry["zone_name"]),
-                        soa=soa_rdata,
-                        soa_ttl=int(entry["soa_ttl"]),
-                        body=str(entry["body"]),
-                        record_count=int(entry["record_count"]),
-                        zonemd=entry.get("zonemd"),
-                        warnings=tuple(
-                            ConfigIssue(path=str(p), message=str(m))
-                            for p, m in entry.get("warnings") or []
-                        ),
-                    ),
-                    [],
-                )
-            except Exception:
-                pass  # a damaged entry: build it again
-    content, issues = _build_zone(zone, path, project_dir, max_file_bytes)
-    if content is not None and directory is not None and key is not None:
-        _cache_put(directory, key, content)
-    return content, issues
+    return build_zones([(zone, path)], project_dir, max_file_bytes=max_file_bytes)[0]
+
+
+def build_zones(
+    zones: Sequence[tuple[Zone, str]], project_dir: Path, *,
+    max_file_bytes: int = safeyaml.DEFAULT_MAX_BYTES,
+) -> list[tuple[ZoneContent | None, list[ConfigIssue]]]:
+    """:func:`build_zone` for each (zone, config path), in order.
+
+    Zones the content cache holds come from it; the others are built, across the
+    machine's cores when there are many (bind9_topology.spec.zone_pool), and cached.
+    """
+    from bind9_topology.spec import zone_pool
+
+    results: list[tuple[ZoneContent | None, list[ConfigIssue]] | None] = []
+    missing: list[int] = []
+    keys: list[tuple[Path, str] | None] = []
+    for index, (zone, _) in enumerate(zones):
+        directory = _cache_dir(project_dir) if zone.soaRecord is not None else None
+        key = _cache_key(zone, project_dir) if directory is not None else None
+        keys.append((directory, key) if directory is not None and key is not None else None)
+        hit = _cached_content(zone, *keys[-1]) if keys[-1] is not None else None
+        results.append((hit, []) if hit is not None else None)
+        if hit is None:
+            missing.append(index)
+    built = zone_pool.build_many([zones[i] for i in missing], project_dir, max_file_bytes)
+    for index, (content, issues) in zip(missing, built, strict=True):
+        results[index] = (content, issues)
+        where = keys[index]
+        if content is not None and where is not None:
+            _cache_put(where[0], where[1], content)
+    return [r for r in results if r is not None]
+
+
+def _cached_content(zone: Zone, directory: Path, key: str) -> ZoneContent | None:
+    entry = _cache_get(directory, key)
+    if entry is None:
+        return None
+    try:
+        soa_rdata = _soa_rdata(zone, dns.name.from_text(zone.zoneName))
+        assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA)
+        return ZoneContent(
+            zone_name=str(entry["zone_name"]),
+            soa=soa_rdata,
+            soa_ttl=int(entry["soa_ttl"]),
+            body=str(entry["body"]),
+            record_count=int(entry["record_count"]),
+            zonemd=entry.get("zonemd"),
+            warnings=tuple(
+                ConfigIssue(path=str(p), message=str(m))
+                for p, m in entry.get("warnings") or []
+            ),
+        )
+    except Exception:
+        return None  # a damaged entry: build it again
 
 
 def _build_zone(
