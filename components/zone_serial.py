@@ -121,6 +121,8 @@ def _ask_live_servers(pairs: Sequence[tuple[str, Any]]) -> dict[tuple[str, Any],
     from bind9_topology.dns.checks import Reason
     from bind9_topology.dns.poller import SoaRequest, poll_soa
 
+    if not pairs:
+        return {}
     first: dict[Any, str] = {}
     for zone, ep in pairs:
         first.setdefault(ep, zone)
