@@ -66,7 +66,9 @@ def preview(project: Path, stacks: list[str]) -> dict:
     source = project
     work = Path(tempfile.mkdtemp(prefix="bench-engine-project-"))
     project = work / "project"
-    shutil.copytree(source, project, ignore=shutil.ignore_patterns("octodns", "ours-out"))
+    # never the source's zone content cache (.cache): the first preview must be cold
+    shutil.copytree(source, project,
+                    ignore=shutil.ignore_patterns("octodns", "ours-out", ".cache"))
     for stack in stacks:
         zones_to_manifests(project, stack)
     shutil.copy(ROOT / "__main__.py", project / "__main__.py")
