@@ -507,3 +507,40 @@ def test_instances_of_a_region_roll_one_at_a_time(runs, stack: str) -> None:
         assert any(d.endswith(f"{DEPLOYMENT}::{before}") for d in deps), (after, deps)
     assert not any(d.endswith(DEPLOYMENT) or f"{DEPLOYMENT}::" in d
                    for d in mocks.dependencies[(INSTANCE, names[0])])
+
+
+def test_one_zone_edit_changes_only_its_own_zone_config_map(
+        tmp_path: Path, minimal_raw: dict[str, Any], tsig_secret: str) -> None:
+    """Six zones of about 450 KB: several zone ConfigMaps. One record of one zone is
+    edited (same length, so no file moves between ConfigMaps): that zone's serial moves,
+    and the one ConfigMap that holds its file is the only one whose data changes (each
+    ConfigMap takes its zones' serials from the stack's one serial map)."""
+    from bind9_topology.dns.serials import SerialStore
+
+    raw = copy.deepcopy(minimal_raw)
+    for n in range(6):
+        raw["zones"].append({
+            "zoneName": f"big{n}.example", "type": "primary",
+            "instanceSelector": {"matchLabels": {"dns-role": "primary"}},
+            "soaRecord": {"primaryNs": "ns1.example.com.", "adminEmail": "hostmaster@example.com"},
+            "records": [{"name": "@", "type": "NS", "data": "ns1.example.com."},
+                        *({"name": f"host-{i:05d}", "type": "TXT", "data": f'"{"x" * 40} {i:05d}"'}
+                          for i in range(6000))]})
+    store = SerialStore(tmp_path / "serials.json")
+
+    def zone_maps(raw: dict[str, Any]) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
+        topo = load_topology(raw, stack="test", project_dir=tmp_path, tsig_secret=tsig_secret)
+        mocks = run_components(topo, serial_store=store)
+        return ({r.name: r.inputs["data"] for r in of_type(mocks, CONFIG_MAP)
+                 if r.name.startswith("primary-dns-zones-")}, dict(mocks.serials))
+
+    before, serials_before = zone_maps(raw)
+    assert len(before) >= 3, sorted(before)
+    big2 = next(z for z in raw["zones"] if z["zoneName"] == "big2.example")
+    big2["records"][7]["data"] = f'"{"y" * 40} 00006"'  # same length
+    after, serials_after = zone_maps(raw)
+    assert {z for z in serials_after if serials_after[z] != serials_before[z]} == {"big2.example"}
+    assert sorted(after) == sorted(before)
+    changed = sorted(name for name in before if before[name] != after[name])
+    assert len(changed) == 1, changed
+    assert "db.big2.example" in before[changed[0]]
