@@ -61,17 +61,20 @@ def test_workers_build_what_one_process_builds(
     raw = many_zones_raw(minimal_raw, tmp_path, 24)
     monkeypatch.setattr(zone_pool, "workers_for", lambda count: 1)
     alone = contents(raw, tmp_path, tsig_secret)
-    started: list[int] = []
-    real_start = zone_pool._start
+    handed: list[list[int]] = []
+    real_hand = zone_pool._Workers.hand
 
-    def start(zones: Any, *rest: Any) -> Any:
-        started.append(len(zones))
-        return real_start(zones, *rest)
+    def hand(self: Any, worker: Any, chunk: list[int], zones: Any) -> None:
+        handed.append(chunk)
+        real_hand(self, worker, chunk, zones)
 
     monkeypatch.setattr(zone_pool, "workers_for", lambda count: 3)
-    monkeypatch.setattr(zone_pool, "_start", start)
+    monkeypatch.setattr(zone_pool._Workers, "hand", hand)
+    monkeypatch.setattr(zone_pool, "CHUNK", 2)
     assert contents(raw, tmp_path, tsig_secret) == alone
-    assert started == [8, 8]  # two workers, a third of the 24 primary zones each
+    # two workers took chunks from the back while this process built from the front
+    assert len(handed) >= 2 and all(len(c) <= 2 for c in handed)
+    assert handed[0] == [23, 24] or max(handed[0]) == max(i for c in handed for i in c)
     assert any("z003.example" in w.path or "MX" in w.message for w in alone["warnings"])
 
 
@@ -118,3 +121,37 @@ def test_a_worker_gets_no_secret_and_no_stack_config(monkeypatch: pytest.MonkeyP
 def test_few_zones_stay_in_this_process() -> None:
     assert zone_pool.workers_for(zone_pool.MIN_ZONES_PER_WORKER - 1) == 1
     assert 1 <= zone_pool.workers_for(100_000) <= zone_pool.MAX_WORKERS
+
+
+FAKE_WORKER = """#!{python}
+import struct, sys, time
+head = sys.stdin.buffer.read(8)
+sys.stdin.buffer.read(struct.unpack(">Q", head)[0])
+{then}
+"""
+
+
+@pytest.mark.parametrize("then", [
+    # dies in the middle of its answer
+    'sys.stdout.buffer.write(struct.pack(">Q", 1000) + b"partial"); sys.stdout.flush()',
+    # answers with something that is not a list of results
+    'import pickle; d = pickle.dumps("no"); '
+    'sys.stdout.buffer.write(struct.pack(">Q", len(d)) + d); sys.stdout.flush(); time.sleep(60)',
+    # never answers (stopped after WORKER_SILENCE_S)
+    'time.sleep(60)',
+])
+def test_a_worker_that_breaks_mid_chunk_hands_it_back(
+        no_cache: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        minimal_raw: dict[str, Any], tsig_secret: str, then: str) -> None:
+    import sys
+
+    raw = many_zones_raw(minimal_raw, tmp_path, 16)
+    monkeypatch.setattr(zone_pool, "workers_for", lambda count: 1)
+    alone = contents(raw, tmp_path, tsig_secret)
+    fake = tmp_path / "fake-worker"
+    fake.write_text(FAKE_WORKER.format(python=sys.executable, then=then))
+    fake.chmod(0o755)
+    monkeypatch.setattr(zone_pool, "workers_for", lambda count: 2)
+    monkeypatch.setattr(zone_pool, "WORKER_SILENCE_S", 0.5)
+    monkeypatch.setattr(zone_pool.sys, "executable", str(fake))
+    assert contents(raw, tmp_path, tsig_secret) == alone
