@@ -87,6 +87,10 @@ def test_a_failing_worker_costs_time_not_a_different_result(
     monkeypatch.setattr(zone_pool, "workers_for", lambda count: 2)
     monkeypatch.setattr(zone_pool.sys, "executable", "/bin/false")  # exits 1 at once
     assert contents(raw, tmp_path, tsig_secret) == alone
+    monkeypatch.setattr(zone_pool.sys, "executable", "")  # an embedded Python: no workers
+    assert contents(raw, tmp_path, tsig_secret) == alone
+    monkeypatch.setattr(zone_pool.sys, "executable", str(tmp_path / "missing"))
+    assert contents(raw, tmp_path, tsig_secret) == alone
 
 
 def test_bad_records_in_a_worker_are_the_same_errors(

@@ -107,7 +107,7 @@ class _Workers:
         self.selector = selectors.DefaultSelector()
         self.workers: list[_Worker] = []
         env = worker_env()
-        for _ in range(count):
+        for _ in range(count if sys.executable else 0):  # an embedded Python has none
             try:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "bind9_topology.spec.zone_pool"],
