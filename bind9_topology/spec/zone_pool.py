@@ -28,6 +28,7 @@ import selectors
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -135,14 +136,16 @@ class _Workers:
         return any(w.chunk is not None for w in self.workers)
 
     def hand(self, worker: _Worker, chunk: list[int], zones: list[tuple[Zone, str]]) -> None:
-        """Send *chunk* (indices into *zones*) to *worker*; a worker that cannot take it
-        is stopped and the chunk is reported back as failed by :meth:`finished`."""
+        """Send *chunk* (indices into *zones*) to *worker*, without waiting for it to read;
+        a worker that cannot take it hands the chunk back through :meth:`finished`."""
         worker.chunk = chunk
-        try:
-            assert worker.proc.stdin is not None
-            _send(worker.proc.stdin, ([zones[i] for i in chunk], *self.setup))
-        except (OSError, ValueError):
-            self._stop(worker)
+        stdin = worker.proc.stdin
+        assert stdin is not None
+        # From a thread: a chunk bigger than the pipe's buffer would otherwise hold this
+        # process until the worker reads (after its start-up), or for ever if it never
+        # does. A worker that cannot take it is caught by finished() (EOF or silence).
+        threading.Thread(target=_send_quietly, args=(
+            stdin, ([zones[i] for i in chunk], *self.setup)), daemon=True).start()
 
     def finished(self, *, wait: bool) -> list[tuple[_Worker, list[int], list[Built] | None]]:
         """Workers that returned (or lost) their chunk: (worker, chunk, results or None)."""
@@ -165,7 +168,8 @@ class _Workers:
         for key, _ in ready:
             worker = key.data
             chunk, worker.chunk = worker.chunk, None
-            if chunk is None:
+            if chunk is None:  # an idle worker's output ended: it exited; stop watching it
+                self._stop(worker)
                 continue
             done = _receive(key.fileobj)  # type: ignore[arg-type]
             if not isinstance(done, list) or len(done) != len(chunk):
@@ -197,6 +201,11 @@ def _send(stream: IO[bytes], value: Any) -> None:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_LENGTH.pack(len(data)) + data)
     stream.flush()
+
+
+def _send_quietly(stream: IO[bytes], value: Any) -> None:
+    with contextlib.suppress(OSError, ValueError):  # the worker went away, or was stopped
+        _send(stream, value)
 
 
 def _receive(stream: IO[bytes]) -> Any:
