@@ -4,6 +4,7 @@ one process, whatever happens to the workers, and no secret in a worker's enviro
 from __future__ import annotations
 
 import copy
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,30 @@ def test_a_worker_that_breaks_mid_chunk_hands_it_back(
     monkeypatch.setattr(zone_pool, "WORKER_SILENCE_S", 0.5)
     monkeypatch.setattr(zone_pool.sys, "executable", str(fake))
     assert contents(raw, tmp_path, tsig_secret) == alone
+
+
+def test_a_worker_that_never_reads_does_not_hold_this_process(
+        no_cache: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        minimal_raw: dict[str, Any], tsig_secret: str) -> None:
+    """Its whole chunk (60 zones, well over a pipe's 64 KiB) is handed to a worker that
+    never reads stdin: this process is not stuck writing it; after WORKER_SILENCE_S it
+    builds the chunk itself."""
+    import sys
+
+    raw = many_zones_raw(minimal_raw, tmp_path, 60)
+    monkeypatch.setattr(zone_pool, "workers_for", lambda count: 1)
+    alone = contents(raw, tmp_path, tsig_secret)
+    deaf = tmp_path / "deaf-worker"
+    deaf.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
+    deaf.chmod(0o755)
+    monkeypatch.setattr(zone_pool, "workers_for", lambda count: 2)
+    monkeypatch.setattr(zone_pool, "CHUNK", 1000)
+    monkeypatch.setattr(zone_pool, "WORKER_SILENCE_S", 0.5)
+    monkeypatch.setattr(zone_pool.sys, "executable", str(deaf))
+    got: list[Any] = []
+    build = threading.Thread(target=lambda: got.append(contents(raw, tmp_path, tsig_secret)),
+                             daemon=True)
+    build.start()
+    build.join(timeout=30)  # bounded: a process stuck writing would hang here, not CI
+    assert not build.is_alive(), "stuck handing a chunk to a worker that does not read"
+    assert got == [alone]
