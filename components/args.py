@@ -1,11 +1,13 @@
 """Args shared by the components and the dynamic providers: the TSIG key and the cluster.
 
 Plain dataclasses of ``pulumi.Input`` values, as Pulumi's component convention has
-them; no DNS code here (the providers load this module in the engine's provider host).
+them, and what the providers read back from their props; DNS code is imported only when
+called (the providers load this module in the engine's provider host).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,18 @@ def plain(value: Any) -> Any:
     if isinstance(value, dict) and SECRET_SIG in value:
         return value.get("value")
     return value
+
+
+def tsig_key(props: Mapping[str, Any]) -> Any:
+    """The dnspython TSIG key of a provider's tsigKeyName/tsigAlgorithm/tsigSecret props,
+    or None without a secret; ValueError (naming the key, never the secret) when unusable."""
+    from bind9_topology.dns.checks import make_tsig_key
+
+    secret = plain(props.get("tsigSecret"))
+    if not secret:
+        return None
+    return make_tsig_key(str(props.get("tsigKeyName") or "transfer-key"),
+                         str(props.get("tsigAlgorithm") or "hmac-sha256"), str(secret))
 
 
 @dataclass(frozen=True)

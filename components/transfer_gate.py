@@ -42,7 +42,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from components.args import KubeAccess, TsigArgs, plain
+from components.args import KubeAccess, TsigArgs, plain, tsig_key
 
 if TYPE_CHECKING:  # the provider host loads this module with Pulumi and the stdlib only
     from bind9_topology.dns.targets import Target
@@ -122,14 +122,8 @@ class TransferGateProvider(ResourceProvider):
 
     @staticmethod
     def _key(props: dict[str, Any]) -> Any:
-        from bind9_topology.dns.checks import make_tsig_key
-
-        secret = plain(props.get("tsigSecret"))
-        if not secret:
-            return None
         try:
-            return make_tsig_key(str(props.get("tsigKeyName") or "transfer-key"),
-                                 str(props.get("tsigAlgorithm") or "hmac-sha256"), str(secret))
+            return tsig_key(props)
         except ValueError as exc:  # the message names the key, never the secret
             raise GateFailed(str(exc)) from None
 

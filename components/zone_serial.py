@@ -38,7 +38,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from components.args import KubeAccess, TsigArgs, plain
+from components.args import KubeAccess, TsigArgs, plain, tsig_key
 
 if TYPE_CHECKING:  # the provider host loads this module with Pulumi and the stdlib only
     from bind9_topology.dns.targets import Target
@@ -73,6 +73,7 @@ def decide_serials(
     from bind9_topology.dns.serials import (
         SERIAL_MODULUS,
         SerialState,
+        newest_serial,
         next_serial,
         serial_is_newer,
     )
@@ -92,7 +93,7 @@ def decide_serials(
                 served.setdefault(zone, {})[ep] = answer.serial
         for z in zones:
             by_server = served.get(z.zone, {})
-            highest = _highest(list(by_server.values()))
+            highest = newest_serial(by_server.values())
             if highest is None or serial_is_newer(decided[z.zone], highest):
                 continue
             # The served serial is kept only when every server at that serial proves this
@@ -147,40 +148,20 @@ def _direct_resolver(_items: Sequence[Mapping[str, Any]]) -> Iterator[Callable[.
         yield expand
 
 
-def _highest(serials: list[int]) -> int | None:
-    """The newest of *serials* in RFC 1982 arithmetic."""
-    from bind9_topology.dns.serials import serial_compare_safe
-
-    highest: int | None = None
-    for serial in serials:
-        if highest is None or serial_compare_safe(serial, highest) > 0:
-            highest = serial
-    return highest
-
-
 def _serve_this_content(zone: str, endpoints: list[Any], digest: str | None, key: Any) -> bool:
     """True when every endpoint transfers (TSIG AXFR) content whose digest is *digest*."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from bind9_topology.dns.checks import axfr
+    from bind9_topology.dns.checks import axfr_probes
 
     if not digest or key is None or not endpoints:
         return False
-    with ThreadPoolExecutor(max_workers=min(16, len(endpoints))) as pool:
-        probes = list(pool.map(lambda ep: axfr(ep, zone, key=key, timeout=2.0,
-                                               lifetime=120.0)[0], endpoints))
+    probes = axfr_probes(endpoints, zone, key=key, timeout=2.0, lifetime=120.0)
     return all(p.ok and p.digest == digest.lower() for p in probes)
 
 
 def _key(props: Mapping[str, Any]) -> Any:
-    from bind9_topology.dns.checks import make_tsig_key
-
-    secret = plain(props.get("tsigSecret"))
-    if not secret:
-        return None
+    """The key that proves content, or None (then a served serial is never reused)."""
     try:
-        return make_tsig_key(str(props.get("tsigKeyName") or "transfer-key"),
-                             str(props.get("tsigAlgorithm") or "hmac-sha256"), str(secret))
+        return tsig_key(props)
     except ValueError:
         return None
 

@@ -16,6 +16,7 @@ from bind9_topology.dns.serials import (
     SerialState,
     SerialStore,
     date_serial,
+    newest_serial,
     next_serial,
     serial_compare,
     serial_is_newer,
@@ -221,3 +222,17 @@ def test_serial_compare_agrees_with_dnspython() -> None:
                 serial_compare(a, b)
         else:
             assert serial_compare(a, b) == want, (a, b)
+
+
+def test_newest_serial_is_the_rfc1982_maximum() -> None:
+    """Random serials within 2**30 of each other (so every pair compares), wrap included:
+    newest_serial picks what dnspython's dns.serial orders last; none gives None."""
+    rng = random.Random(1982)
+    assert newest_serial([]) is None
+    for _ in range(500):
+        base = rng.randrange(SERIAL_MODULUS)
+        serials = [(base + rng.randrange(2**30)) % SERIAL_MODULUS
+                   for _ in range(rng.randint(1, 8))]
+        expected = max(serials, key=dns.serial.Serial)
+        assert newest_serial(serials) == expected
+        assert newest_serial(iter(serials)) == expected

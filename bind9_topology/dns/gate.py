@@ -63,7 +63,7 @@ from bind9_topology.dns.checks import (
 )
 from bind9_topology.dns.poller import SoaPoller, SoaRequest, default_poller
 from bind9_topology.dns.proofs import ContentProofs, default_proofs
-from bind9_topology.dns.serials import serial_at_least, serial_compare_safe
+from bind9_topology.dns.serials import newest_serial, serial_at_least
 from bind9_topology.spec.model import parse_server
 
 __all__ = [
@@ -480,11 +480,7 @@ def wait_until_transferred(
             for s, result in zip(pending_p, prober.primaries(pending_p, timeout), strict=True):
                 progressed |= record(s, result)
         if prim and all(s.ok for s in prim) and target is None:
-            served = [s.serial for s in prim if s.serial is not None]
-            target = served[0]
-            for value in served[1:]:
-                if serial_compare_safe(value, target) > 0:
-                    target = value
+            target = newest_serial(s.serial for s in prim if s.serial is not None)
         pending_s = [s for s in sec if not s.ok]
         if pending_s:
             if target is not None:

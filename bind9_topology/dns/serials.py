@@ -22,7 +22,7 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +77,16 @@ def serial_compare_safe(a: int, b: int) -> int:
         return serial_compare(a, b)
     except ValueError:
         return -1
+
+
+def newest_serial(serials: Iterable[int]) -> int | None:
+    """The newest of *serials* in RFC 1982 arithmetic (None for none); of two that cannot
+    be compared (2**31 apart) the one seen first stays."""
+    newest: int | None = None
+    for serial in serials:
+        if newest is None or serial_compare_safe(serial, newest) > 0:
+            newest = serial
+    return newest
 
 
 def date_serial(day: datetime.date, counter: int = 0) -> int:
