@@ -8,8 +8,8 @@ and plain garbage. For each record:
 
 - whatever the fast path accepts, dnspython accepts, with the same text, canonical
   wire form and deduplication key (what it does not take, dnspython judges);
-- build_zone reports a record as invalid exactly when dnspython refuses its name or
-  data, at the same config path;
+- the zone build (build_zones) reports a record as invalid exactly when dnspython
+  refuses its name or data, at the same config path;
 - for whole zones, the body and the digest equal dnspython's Zone.to_text and
   Zone.compute_digest, and the digest equals the one dnscheck computes from the text.
 """

@@ -194,7 +194,7 @@ def _cache_dir(project_dir: Path) -> Path | None:
 
 
 def _cache_key(zone: Zone, project_dir: Path) -> str | None:
-    """sha256 of everything build_zone's result depends on; None if it cannot be told."""
+    """sha256 of everything a zone's build depends on; None if it cannot be told."""
     digest = hashlib.sha256()
     head = {
         "format": CACHE_FORMAT,
@@ -265,21 +265,12 @@ def _soa_rdata(zone: Zone, origin: dns.name.Name) -> dns.rdata.Rdata:
     )
 
 
-def build_zone(
-    zone: Zone, path: str, project_dir: Path, *, max_file_bytes: int = safeyaml.DEFAULT_MAX_BYTES
-) -> tuple[ZoneContent | None, list[ConfigIssue]]:
-    """Parse a primary zone's records; return its content or the issues found.
-
-    A zone whose input was built cleanly before comes from the content cache.
-    """
-    return build_zones([(zone, path)], project_dir, max_file_bytes=max_file_bytes)[0]
-
-
 def build_zones(
     zones: Sequence[tuple[Zone, str]], project_dir: Path, *,
     max_file_bytes: int = safeyaml.DEFAULT_MAX_BYTES,
 ) -> list[tuple[ZoneContent | None, list[ConfigIssue]]]:
-    """:func:`build_zone` for each (zone, config path), in order.
+    """Each primary zone's content, or the issues found, for each (zone, config path) in
+    order.
 
     Zones the content cache holds come from it; the others are built, across the
     machine's cores when there are many (bind9_topology.spec.zone_pool), and cached.
