@@ -182,7 +182,7 @@ def _zone_outputs(zones: Sequence[Zone], serials: dict[str, int],
     """The `zones` stack output: each zone's name, type, serial and the gate's verdict
     (ready, servedSerial; None without a gate)."""
     def gate(zone: str, key: str) -> Any:
-        return None if status is None else ((status or {}).get(zone) or {}).get(key)
+        return None if status is None else (status.get(zone) or {}).get(key)
 
     return {
         zone.resource_name: {
