@@ -45,6 +45,9 @@ class Bind9Instance(pulumi.ComponentResource):
     network_policy: k8s.networking.v1.NetworkPolicy
     pdb: k8s.policy.v1.PodDisruptionBudget | None
     service_monitor: k8s.apiextensions.CustomResource | None
+    #: the in-pod agent's ServiceAccount, Role and RoleBinding (namespaced), when it runs
+    agent_rbac: tuple[k8s.core.v1.ServiceAccount, k8s.rbac.v1.Role,
+                      k8s.rbac.v1.RoleBinding] | None
     #: sha256 of everything mounted from ConfigMaps (the pod template's annotation)
     checksum: pulumi.Output[str]
     #: the Service's fixed address (loadBalancerIP or clusterIP), else the assigned one
@@ -95,6 +98,21 @@ class Bind9Instance(pulumi.ComponentResource):
                 opts=child,
             )
 
+        self.agent_rbac = None
+        if plan.agent_rbac is not None:
+            account, role, binding = plan.agent_rbac
+            sa = k8s.core.v1.ServiceAccount(
+                f"{inst.name}-agent-sa", metadata=account["metadata"],
+                automount_service_account_token=account["automountServiceAccountToken"],
+                opts=child)
+            rbac_role = k8s.rbac.v1.Role(
+                f"{inst.name}-agent-role", metadata=role["metadata"], rules=role["rules"],
+                opts=child)
+            self.agent_rbac = (sa, rbac_role, k8s.rbac.v1.RoleBinding(
+                f"{inst.name}-agent-binding", metadata=binding["metadata"],
+                role_ref=binding["roleRef"], subjects=binding["subjects"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[sa, rbac_role])))
+
         dep = copy.deepcopy(plan.deployment)
         if self.dnssec_secret is not None and args.dnssec_tags:
             annotations = dep["spec"]["template"]["metadata"]["annotations"]
@@ -107,7 +125,8 @@ class Bind9Instance(pulumi.ComponentResource):
             spec=dep["spec"],
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=[*self.config_maps, self.secret,
-                                         *([self.dnssec_secret] if self.dnssec_secret else [])]
+                                         *([self.dnssec_secret] if self.dnssec_secret else []),
+                                         *(self.agent_rbac or ())]
             ),
         )
 

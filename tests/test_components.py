@@ -51,6 +51,9 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 SERVICE = "kubernetes:core/v1:Service"
 NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+ACCOUNT = "kubernetes:core/v1:ServiceAccount"
+ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
+BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
 
 #: What each stack must deploy: instance -> (role, replicas, BIND version, zone ConfigMaps),
 #: and the primary zones (in the stack's ZoneSerials). Written out by hand so a change
@@ -147,8 +150,58 @@ def deployment_of(mocks: CaptureMocks, instance: str) -> dict[str, Any]:
 def container_of(mocks: CaptureMocks, instance: str) -> dict[str, Any]:
     """The bind9 container (the exporter sidecar, with metrics.enabled, comes after it)."""
     containers = deployment_of(mocks, instance)["spec"]["template"]["spec"]["containers"]
-    assert [c["name"] for c in containers] in (["bind9"], ["bind9", "exporter"])
+    names = [c["name"] for c in containers if c["name"] != "agent"]
+    assert names in (["bind9"], ["bind9", "exporter"])
     return containers[0]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_agent_sidecar_rbac_and_policy(runs, stack: str) -> None:
+    """The agent runs beside named with a namespaced Role of its role's needs, the API
+    token in its container alone; secondaries admit its NOTIFY relays from their own pods;
+    a primary's named reads a writable zone copy made at start."""
+    topo, mocks = runs[stack]
+    assert topo.spec.agent.enabled  # on by default in every example stack
+    for inst in topo.spec.instances:
+        pod = deployment_of(mocks, inst.name)["spec"]["template"]["spec"]
+        agent = next(c for c in pod["containers"] if c["name"] == "agent")
+        assert agent["command"][:3] == ["python3", "/etc/bind/agent.py", inst.role]
+        assert agent["securityContext"] == pod["containers"][0]["securityContext"]
+        assert pod["serviceAccountName"] == f"{inst.name}-agent"
+        assert pod["automountServiceAccountToken"] is False
+        api_mounts = [(c["name"], m["mountPath"]) for c in pod["containers"]
+                      for m in c.get("volumeMounts", []) if m["name"] == "agent-api"]
+        assert api_mounts == [("agent", "/var/run/secrets/kubernetes.io/serviceaccount")]
+        role = one(mocks, ROLE, f"{inst.name}-agent-role").inputs
+        assert role["metadata"]["namespace"] == topo.spec.namespace
+        want = ({"pods": ["get", "list"]} if inst.role == "secondary"
+                else {"configmaps": ["get", "list", "watch"]})
+        assert {r["resources"][0]: r["verbs"] for r in role["rules"]} == want
+        binding = one(mocks, BINDING, f"{inst.name}-agent-binding").inputs
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{inst.name}-agent",
+                                        "namespace": topo.spec.namespace}]
+        assert binding["roleRef"]["name"] == f"{inst.name}-agent"
+        named = pod["containers"][0]
+        zones_mount = next(m for m in named["volumeMounts"] if m["name"] == "zones")
+        if inst.role == "primary":
+            inits = {c["name"]: c for c in pod.get("initContainers", [])}
+            assert "cp -L /var/lib/bind/zones-src/*" in inits["zones"]["command"][-1]
+            assert zones_mount["readOnly"] is True
+            assert "--zone-maps" in agent["command"]
+        else:
+            relay = {"from": [{"podSelector": {"matchLabels": {"instance": inst.name}}}],
+                     "ports": [{"protocol": "UDP", "port": 53}]}
+            assert relay in one(mocks, NETPOL, f"{inst.name}-netpol").inputs["spec"]["ingress"]
+
+
+def test_agent_off_leaves_the_pod_as_before(minimal_raw, tsig_secret) -> None:
+    minimal_raw["agent"] = {"enabled": False}
+    mocks = run(load(minimal_raw, "minimal", tsig_secret))
+    assert not of_type(mocks, ROLE) and not of_type(mocks, ACCOUNT)
+    for name in ("primary-dns", "secondary-dns"):
+        pod = deployment_of(mocks, name)["spec"]["template"]["spec"]
+        assert [c["name"] for c in pod["containers"]] == ["bind9"]
+        assert "serviceAccountName" not in pod and "initContainers" not in pod
 
 
 # --------------------------------------------------------------------------- names, counts
@@ -170,8 +223,10 @@ def test_counts_follow_the_spec(runs, stack: str) -> None:
             assert zone_maps, f"{inst.name}: a primary without zone ConfigMaps"
         else:
             assert not zone_maps, f"{inst.name}: a secondary with zone ConfigMaps"
+        agent = int(topo.spec.agent.enabled)
         want.update({INSTANCE: 1, CONFIG_MAP: 1 + len(zone_maps), SECRET: 1, DEPLOYMENT: 1,
-                     SERVICE: 1, NETPOL: 1, PDB: int(inst.replicas > 1)})
+                     SERVICE: 1, NETPOL: 1, PDB: int(inst.replicas > 1),
+                     ACCOUNT: agent, ROLE: agent, BINDING: agent})
     # one ZoneSerials per stack with primary zones (issue 13: resources per zone)
     want[SERIAL] = int(any(z.type == "primary" for z in topo.spec.zones))
     # one gate per stack, whatever the number of zones (issue 13: resources per zone)
@@ -198,6 +253,9 @@ def test_names_and_counts(runs, stack: str) -> None:
         want[(NETPOL, f"{name}-netpol")] += 1
         if replicas > 1:
             want[(PDB, f"{name}-pdb")] += 1
+        want[(ACCOUNT, f"{name}-agent-sa")] += 1
+        want[(ROLE, f"{name}-agent-role")] += 1
+        want[(BINDING, f"{name}-agent-binding")] += 1
         assert (role == "primary") == (zone_maps > 0)
     got = Counter((r.type, r.name) for r in mocks.resources
                   if not r.type.startswith(PROVIDER_PREFIX))
@@ -233,7 +291,8 @@ def test_parents(runs, stack: str) -> None:
         if r.type == INSTANCE:
             assert parent_of(r) == (REGION, stack), r.name
             assert r.custom is False
-    instance_children = {CONFIG_MAP, SECRET, DEPLOYMENT, SERVICE, NETPOL, PDB}
+    instance_children = {CONFIG_MAP, SECRET, DEPLOYMENT, SERVICE, NETPOL, PDB,
+                         ACCOUNT, ROLE, BINDING}
     k8s = [r for r in mocks.resources if r.type.startswith("kubernetes:")]
     assert k8s and {r.type for r in k8s} <= instance_children
     for r in k8s:
@@ -311,7 +370,10 @@ def test_checksum_and_config_maps_match_the_rendering(runs, stack: str) -> None:
         )
         annotations = deployment_of(mocks, inst.name)["spec"]["template"]["metadata"]
         assert annotations["annotations"][ANNOTATION_CHECKSUM] == content.checksum
-        assert not rendered.zone_files or rendered.checksum != content.checksum
+        # The agent applies zone content live: then only the config rolls the pods.
+        assert rendered.live_zones == (topo.spec.agent.enabled and inst.role == "primary")
+        assert (not rendered.zone_files or rendered.live_zones
+                or rendered.checksum != content.checksum)
         data: dict[str, str] = {}
         for cm in of_type(mocks, CONFIG_MAP):
             if parent_of(cm)[1] == inst.name:
@@ -338,10 +400,21 @@ def test_checksum_moves_with_a_record_and_only_then(minimal_raw) -> None:
 
     changed = copy.deepcopy(minimal_raw)
     changed["zones"][0]["records"][1]["data"] = "10.0.1.11"
+    # With the agent (the default) the primary's pods take the record live: nothing rolls.
+    assert _checksums(load(changed, "minimal", new_secret())) == base
+    without_agent = copy.deepcopy(minimal_raw)
+    without_agent["agent"] = {"enabled": False}
+    changed["agent"] = {"enabled": False}
+    base = _checksums(load(without_agent, "minimal", new_secret()))
     after = _checksums(load(changed, "minimal", new_secret()))
     assert after["primary-dns"] != base["primary-dns"]
     # The secondary's mounted files (named.conf, ready.sh) did not change: it does not roll.
     assert after["secondary-dns"] == base["secondary-dns"]
+    # A change of named.conf rolls the pods, agent or not.
+    added = copy.deepcopy(minimal_raw)
+    added["zones"][0]["alsoNotify"] = ["10.0.9.9"]
+    assert _checksums(load(added, "minimal", new_secret()))["primary-dns"] != (
+        _checksums(load(minimal_raw, "minimal", new_secret()))["primary-dns"])
 
 
 # --------------------------------------------------------------------------- secrets
@@ -425,7 +498,7 @@ def test_a_big_zone_is_sharded_across_config_maps(big_topology: Topology) -> Non
     assert all(p.startswith(f"/{ZONE_DIR}/") for p in includes)
 
     volumes = deployment_of(mocks, "primary-dns")["spec"]["template"]["spec"]["volumes"]
-    zones_volume = next(v for v in volumes if v["name"] == "zones")
+    zones_volume = next(v for v in volumes if v["name"] == "zone-source")
     listed = [s["configMap"]["name"] for s in zones_volume["projected"]["sources"]]
     assert sorted(listed) == sorted(cm.inputs["metadata"]["name"] for cm in zone_maps)
 

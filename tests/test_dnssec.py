@@ -168,7 +168,8 @@ def test_components_register_keys_secret_init_container_and_ds_output() -> None:
                                    for n in names)
     deps = {o["metadata"]["name"]: o for o in objs if o.get("kind") == "Deployment"}
     pod = deps["primary-dns"]["spec"]["template"]["spec"]
-    (init,) = pod["initContainers"]
+    zones, init = pod["initContainers"]  # the zones copy (for the agent), then the keys
+    assert zones["name"] == "zones" and init["name"] == "dnssec-keys"
     assert init["image"] == pod["containers"][0]["image"]
     assert init["securityContext"] == pod["containers"][0]["securityContext"]
     assert {"name": "dnssec-keys", "secret": {"secretName": "primary-dns-dnssec",

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "bind9_topology"
 #: bottom to top: a layer may import itself and those before it
-LAYERS = ["spec", "dns", "render", "kube", "local"]
+LAYERS = ["pod", "spec", "dns", "render", "kube", "local"]
 #: outside libraries only some layers may use
 ALLOWED_ONLY_IN = {"kubernetes": {"kube"}}
 FORBIDDEN = ("pulumi", "pulumi_kubernetes", "components")
@@ -86,3 +86,15 @@ def test_pulumi_layer_uses_the_core() -> None:
     """components/ is the Pulumi layer: it imports the core, never the reverse (above)."""
     text = "".join(p.read_text() for p in (ROOT / "components").glob("*.py"))
     assert "from bind9_topology." in text
+
+
+def test_pod_programs_need_only_python_and_dnspython() -> None:
+    """bind9_topology/pod/ runs inside the pods from a ConfigMap, with the image's python3
+    and python3-dnspython: the standard library and `dns` only, nothing of this project."""
+    import sys
+
+    allowed = set(sys.stdlib_module_names) | {"dns", "__future__"}
+    found = [(path.name, line, module) for path in sorted((CORE / "pod").glob("*.py"))
+             for line, module in imports_of(path) if module.split(".")[0] not in allowed]
+    assert found == []
+    assert (CORE / "pod" / "agent.py").is_file()

@@ -45,7 +45,7 @@ def test_off_by_default(minimal_raw) -> None:
     objs, mocks = objects(minimal_raw)
     for name in ("primary-dns", "secondary-dns"):
         template = pod(objs, name)
-        assert [c["name"] for c in template["spec"]["containers"]] == ["bind9"]
+        assert [c["name"] for c in template["spec"]["containers"]] == ["bind9", "agent"]
         assert not any(k.startswith("prometheus.io/") for k in template["metadata"]["annotations"])
         assert [p["name"] for p in objs[("Service", name)]["spec"]["ports"]] == [
             "dns-udp", "dns-tcp"]
@@ -58,7 +58,8 @@ def test_sidecar_annotations_service_port_and_policy(minimal_raw) -> None:
     objs, mocks = objects(raw)
     for name in ("primary-dns", "secondary-dns"):
         template = pod(objs, name)
-        bind9, exporter = template["spec"]["containers"]
+        bind9, exporter, agent = template["spec"]["containers"]
+        assert agent["name"] == "agent"
         assert exporter["name"] == "exporter"
         assert exporter["image"] == "mirror.example/bind-exporter:v0.8.0"
         assert "--bind.stats-url=http://127.0.0.1:8053" in exporter["args"]
@@ -98,7 +99,8 @@ def test_service_monitor_instead_of_annotations_and_per_instance_override(minima
     primary = pod(objs, "primary-dns")
     assert not any(k.startswith("prometheus.io/") for k in primary["metadata"]["annotations"])
     assert "--web.listen-address=:9200" in primary["spec"]["containers"][1]["args"]
-    assert [c["name"] for c in pod(objs, "secondary-dns")["spec"]["containers"]] == ["bind9"]
+    assert [c["name"] for c in pod(objs, "secondary-dns")["spec"]["containers"]] == [
+        "bind9", "agent"]
 
 
 @pytest.mark.parametrize(("metrics", "path", "fragment"), [

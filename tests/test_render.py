@@ -8,6 +8,8 @@ review the diff before committing.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import re
 from pathlib import Path
@@ -142,7 +144,12 @@ def test_render_is_deterministic(prod_raw, project_dir, tsig_secret):
 def test_checksum_follows_content_not_secret(prod, project_dir, prod_raw, tsig_secret):
     base = render_all(prod)
     bumped = render_all(prod, serial=FIXED_SERIAL + 1)
-    assert bumped["primary-dns"].checksum != base["primary-dns"].checksum
+    # the agent applies zone files live: a new serial does not roll the primaries ...
+    assert bumped["primary-dns"].live_zones
+    assert bumped["primary-dns"].checksum == base["primary-dns"].checksum
+    # ... but a zone file is what they restart for when no agent applies it
+    still = dataclasses.replace(bumped["primary-dns"], live_zones=False)
+    assert still.checksum != dataclasses.replace(base["primary-dns"], live_zones=False).checksum
     # secondaries mount no zone data: a new serial does not roll them
     assert bumped["secondary-dns"].checksum == base["secondary-dns"].checksum
     # the secret is in the Secret, not the ConfigMaps: rotating it changes no checksum
@@ -177,7 +184,9 @@ def test_secondaries_refuse_transfers_and_transfer_with_key(project_dir, tsig_se
             acl = "key transfer-key; " if "catalog-zones {" in conf else "none; "
             assert f"allow-transfer {{ {acl}}};" in options_block(conf), where
             assert "recursion no;" in conf, where
-            assert "notify no;" in conf, where
+            # they notify only their pod's agent (the relay to the instance's other pods)
+            assert ("notify explicit;\n    notify-delay 0;\n    also-notify { 127.0.0.1 port 5354 "
+                    "key transfer-key; };") in options_block(conf), where
             assert "allow-notify { key transfer-key; };" in conf, where
             blocks = zone_blocks(conf)
             assert sorted(blocks) == sorted(rendered.zones), where

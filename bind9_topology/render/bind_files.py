@@ -24,6 +24,8 @@ from bind9_topology.spec.model import Instance, StackSpec, Zone
 from bind9_topology.spec.zone_records import ZoneContent
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+#: the in-pod agent, shipped in the instance's config ConfigMap (stdlib and dnspython only)
+AGENT_SOURCE = Path(__file__).resolve().parent.parent / "pod" / "agent.py"
 
 CONFIG_DIR = "etc/bind"
 ZONE_DIR = "var/lib/bind/zones"
@@ -53,12 +55,19 @@ class Placement:
     # BIND's statistics channel (JSON), on 127.0.0.1 only: 8053 in a pod, a port of its
     # own for each local named.
     stats_port: int = 8053
+    # A pod runs the agent sidecar (spec.agent): secondaries notify it after each
+    # transfer, primaries open rndc to it. Local named processes run without it.
+    agent: bool = False
+    # The agent's loopback ports where several pods share one loopback (tests): None is
+    # the stack's agent.notifyPort / agent.controlPort.
+    agent_notify_port: int | None = None
+    control_port: int | None = None
 
     def map(self, address: Address) -> Address:
         return self.address_map.get(address, address)
 
 
-CONTAINER = Placement()
+CONTAINER = Placement(agent=True)
 
 #: named.conf options per role that take the NOTIFY -> SOA query -> transfer path off
 #: BIND's rate limiters. BIND queues NOTIFYs (notify-rate, startup-notify-rate) and a
@@ -92,12 +101,19 @@ class RenderedInstance:
     zone_of_file: dict[str, str] = field(default_factory=dict)  # zone file path -> zoneName
     # Signed zones: link in a writable directory -> the zone file it stands for (relative)
     signed_links: dict[str, str] = field(default_factory=dict)
+    # The agent applies zone ConfigMap changes to the running pods (a primary with the
+    # agent): a zone's content is then no reason to restart them.
+    live_zones: bool = False
 
     @property
     def checksum(self) -> str:
-        """sha256 of everything the instance mounts from ConfigMaps (not the Secret)."""
+        """sha256 of what the pods must restart for: everything they mount from ConfigMaps
+        (not the Secret), the zone files excepted where the agent applies them live."""
         digest = hashlib.sha256()
-        for path, data in sorted({**self.config_files, **self.zone_files}.items()):
+        files = dict(self.config_files)
+        if not self.live_zones:
+            files.update(self.zone_files)
+        for path, data in sorted(files.items()):
             digest.update(path.encode() + b"\0" + hashlib.sha256(data).digest())
         return digest.hexdigest()
 
@@ -222,7 +238,11 @@ def render_instance(
     allow_transfer = instance.transfer_acl(key.name)
     if catalogs and not allow_transfer:
         allow_transfer = [f"key {key.name}"]
+    agent = ({"notify_port": placement.agent_notify_port or spec.agent.notifyPort,
+              "control_port": placement.control_port or spec.agent.controlPort}
+             if spec.agent.enabled and placement.agent else None)
     named_conf = _env.get_template("named.conf.j2").render(
+        agent=agent,
         catalogs=catalogs,
         catalog_min_update=CATALOG_MIN_UPDATE,
         instance=instance,
@@ -243,7 +263,14 @@ def render_instance(
                                 if "dnssec_policy" in z}),
     )
     zone_names = tuple(sorted(z.zoneName for z in zones))
-    ready = _env.get_template("ready.sh.j2").render(zones=zone_names, port=placement.port)
+    ready = _env.get_template("ready.sh.j2").render(zones=zone_names, port=placement.port,
+                                                     root=placement.root)
+    config_files = {
+        f"{CONFIG_DIR}/named.conf": named_conf.encode(),
+        f"{CONFIG_DIR}/ready.sh": ready.encode(),
+    }
+    if agent:
+        config_files[f"{CONFIG_DIR}/agent.py"] = AGENT_SOURCE.read_bytes()
     secret_files = {}
     if tsig_secret is not None:
         secret_files[f"{TSIG_DIR}/{key.name}.conf"] = render_tsig_key(
@@ -252,16 +279,14 @@ def render_instance(
     secret_files.update(key_files)
     return RenderedInstance(
         instance=instance,
-        config_files={
-            f"{CONFIG_DIR}/named.conf": named_conf.encode(),
-            f"{CONFIG_DIR}/ready.sh": ready.encode(),
-        },
+        config_files=config_files,
         zone_files=zone_files,
         zone_of_file=zone_of_file,
         secret_files=secret_files,
         zones=zone_names,
         serials={z: serials[z] for z in zone_names if z in serials},
         signed_links=signed_links,
+        live_zones=agent is not None and instance.role == "primary",
     )
 
 

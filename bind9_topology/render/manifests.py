@@ -142,21 +142,124 @@ def tsig_secret_key(spec: StackSpec) -> str:
     return f"{spec.tsigKey.name}.conf"
 
 
+# --------------------------------------------------------------------------- the agent
+
+#: where a primary's pods get the zone ConfigMaps as the kubelet mounted them at start
+#: (copied into named's writable zone directory by the `zones` init container)
+ZONE_SOURCE_MOUNT = "/var/lib/bind/zones-src"
+SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: how long a stopping pod keeps answering after it turned unready (ready.sh sees the
+#: draining file): the kubelet's readiness probe (1 s, 2 failures), the EndpointSlice
+#: update and kube-proxy's sync (which drops the pod's UDP conntrack entries) all fit.
+DRAIN_SECONDS = 8
+
+
+def agent_name(instance: Instance) -> str:
+    """The agent's ServiceAccount, Role and RoleBinding."""
+    return f"{instance.name}-agent"
+
+
+def uses_agent(spec: StackSpec, rendered: RenderedInstance) -> bool:
+    return f"{CONFIG_DIR}/agent.py" in rendered.config_files
+
+
+def agent_rbac(spec: StackSpec, instance: Instance) -> tuple[Obj, Obj, Obj]:
+    """ServiceAccount, Role and RoleBinding of the agent, all in the stack's namespace
+    (no cluster-wide RBAC): a secondary's agent lists its instance's pods (where to relay
+    NOTIFY), a primary's reads and watches ConfigMaps (its zones)."""
+    name = agent_name(instance)
+    rule = ({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}
+            if instance.role == "secondary" else
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]})
+    account = {"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": metadata(spec, instance, name),
+               "automountServiceAccountToken": False}
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": metadata(spec, instance, name), "rules": [rule]}
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": metadata(spec, instance, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": spec.namespace}],
+    }
+    return account, role, binding
+
+
+def agent_container(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj],
+                    bind9: Obj) -> Obj:
+    """The agent sidecar: the ConfigMap's agent.py run by the image's python3, as locked
+    down as named, with the API token mounted into this container only."""
+    inst = rendered.instance
+    args = [inst.role, "--instance", inst.name,
+            "--key-file", f"/{TSIG_DIR}/{tsig_secret_key(spec)}"]
+    mounts: list[Obj] = [
+        {"name": "etc-bind", "mountPath": f"/{CONFIG_DIR}", "readOnly": True},
+        {"name": "agent-api", "mountPath": SA_MOUNT, "readOnly": True},
+    ]
+    if inst.role == "secondary":
+        args += ["--listen", f"127.0.0.1:{spec.agent.notifyPort}", "--dns-port", str(DNS_PORT)]
+    else:
+        args += ["--zone-dir", f"/{ZONE_DIR}", "--rndc-port", str(spec.agent.controlPort),
+                 "--zone-maps", ",".join(m["metadata"]["name"] for m in zone_maps)]
+        mounts.append({"name": "zones", "mountPath": f"/{ZONE_DIR}"})
+    return {
+        "name": "agent",
+        "image": spec.agent.image or bind9["image"],
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python3", f"/{CONFIG_DIR}/agent.py", *args],
+        "env": [
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        ],
+        "resources": {"requests": {"cpu": "10m", "memory": "24Mi"},
+                      "limits": {"memory": "128Mi"}},
+        "securityContext": copy.deepcopy(bind9["securityContext"]),
+        "volumeMounts": mounts,
+    }
+
+
+def agent_api_volume() -> Obj:
+    """The service account token, CA and namespace, as the kubelet would automount them
+    (a bound, rotated token), but for the agent container alone."""
+    return {"name": "agent-api", "projected": {"defaultMode": 0o444, "sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+        {"configMap": {"name": "kube-root-ca.crt",
+                       "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [
+            {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+    ]}}
+
+
+def zone_copy_init_container(bind9: Obj) -> Obj:
+    """Copies the zone files as mounted at start into named's writable zone directory,
+    which the agent then keeps equal to the ConfigMaps."""
+    return {
+        "name": "zones",
+        "image": bind9["image"],
+        "imagePullPolicy": bind9["imagePullPolicy"],
+        "command": ["/bin/sh", "-c", f"set -eu\ncp -L {ZONE_SOURCE_MOUNT}/* /{ZONE_DIR}/\n"],
+        "securityContext": copy.deepcopy(bind9["securityContext"]),
+        "volumeMounts": [
+            {"name": "zone-source", "mountPath": ZONE_SOURCE_MOUNT, "readOnly": True},
+            {"name": "zones", "mountPath": f"/{ZONE_DIR}"},
+        ],
+    }
+
+
 def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]) -> Obj:
     inst = rendered.instance
     labels = common_labels(spec, inst)
     selector = {"instance": inst.name}
+    agent = uses_agent(spec, rendered)
     tsig_dir = TSIG_DIR.removeprefix(CONFIG_DIR + "/")  # relative to the /etc/bind mount
+    etc_items: list[Obj] = [
+        {"key": "named.conf", "path": "named.conf"},
+        {"key": "ready.sh", "path": "ready.sh", "mode": 0o555},
+    ]
+    if agent:
+        etc_items.append({"key": "agent.py", "path": "agent.py"})
     etc_sources: list[Obj] = [
-        {
-            "configMap": {
-                "name": config_map_name(inst),
-                "items": [
-                    {"key": "named.conf", "path": "named.conf"},
-                    {"key": "ready.sh", "path": "ready.sh", "mode": 0o555},
-                ],
-            }
-        },
+        {"configMap": {"name": config_map_name(inst), "items": etc_items}},
         {
             "secret": {
                 "name": secret_name(inst),
@@ -182,16 +285,19 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
         {"name": "run", "mountPath": "/run/named"},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    if inst.role == "primary":
-        volumes.append(
-            {
-                "name": "zones",
-                "projected": {
-                    "defaultMode": 0o444,
-                    "sources": [{"configMap": {"name": m["metadata"]["name"]}} for m in zone_maps],
-                },
-            }
-        )
+    zone_source: Obj = {
+        "projected": {
+            "defaultMode": 0o444,
+            "sources": [{"configMap": {"name": m["metadata"]["name"]}} for m in zone_maps],
+        },
+    }
+    if inst.role == "primary" and rendered.live_zones:
+        # named reads a writable copy that the agent keeps equal to the ConfigMaps.
+        volumes.append({"name": "zone-source", **zone_source})
+        volumes.append({"name": "zones", "emptyDir": {}})
+        mounts.append({"name": "zones", "mountPath": f"/{ZONE_DIR}", "readOnly": True})
+    elif inst.role == "primary":
+        volumes.append({"name": "zones", **zone_source})
         mounts.append({"name": "zones", "mountPath": f"/{ZONE_DIR}", "readOnly": True})
     else:
         # Secondaries write transferred zones here (readable with `kubectl exec ... ls`).
@@ -212,9 +318,10 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
             {"name": "dns-tcp", "containerPort": DNS_PORT, "protocol": "TCP"},
         ],
         # Ready only when every zone answers authoritatively (secondaries: transferred).
+        # Every second: a stopping pod must turn unready well within DRAIN_SECONDS.
         "readinessProbe": {
             "exec": {"command": ["/bin/sh", f"/{CONFIG_DIR}/ready.sh"]},
-            "periodSeconds": 5,
+            "periodSeconds": 1,
             "timeoutSeconds": 5,
             "failureThreshold": 2,
             "successThreshold": 1,
@@ -230,8 +337,11 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
             "timeoutSeconds": 3,
             "failureThreshold": 3,
         },
-        # Leave the Service's endpoints before named stops answering.
-        "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "sleep 10"]}}},
+        # Leave the Service before named stops answering: ready.sh fails at once on the
+        # draining file, so the pod stops being a serving endpoint (kube-proxy then drops
+        # its UDP flows) while named still answers every query that reaches it.
+        "lifecycle": {"preStop": {"exec": {"command": [
+            "/bin/sh", "-c", f"touch /run/named/draining; sleep {DRAIN_SECONDS}"]}}},
         "resources": resources,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -249,6 +359,11 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
     }
     containers = [container, *metrics_sidecars(spec, inst, container["securityContext"])]
     init_containers: list[Obj] = []
+    if agent:
+        containers.append(agent_container(spec, rendered, zone_maps, container))
+        volumes.append(agent_api_volume())
+    if inst.role == "primary" and rendered.live_zones:
+        init_containers.append(zone_copy_init_container(container))
     if rendered.signed_links:
         # Every replica signs with the same keys: the stack's, from the Secret.
         volumes.append({"name": "dnssec-keys", "secret": {
@@ -283,6 +398,7 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
                     "annotations": annotations,
                 },
                 "spec": {
+                    **({"serviceAccountName": agent_name(inst)} if agent else {}),
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": 30,
@@ -429,6 +545,9 @@ def network_policy(spec: StackSpec, instance: Instance) -> Obj:
                 "ports": [udp],
             },
         ]
+        if spec.agent.enabled:  # the agent relays NOTIFY between the instance's pods
+            rules.append({"from": [{"podSelector": {"matchLabels": {"instance": instance.name}}}],
+                          "ports": [udp]})
     metrics = spec.metrics_for(instance)
     if metrics.enabled:  # Prometheus scrapes the exporter (allowFrom; empty: any source)
         scrape: Obj = {"ports": [{"protocol": "TCP", "port": metrics.port}]}

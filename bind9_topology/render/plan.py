@@ -79,6 +79,8 @@ class InstancePlan:
     network_policy: Obj
     pod_disruption_budget: Obj | None
     service_monitor: Obj | None
+    #: the agent's ServiceAccount, Role and RoleBinding (None: no agent)
+    agent_rbac: tuple[Obj, Obj, Obj] | None
     tsig_secret: Obj  # the Secret without data: the Pulumi layer adds it as a secret
     tsig_secret_key: str  # its one key (<key name>.conf)
     dnssec_secret: Obj | None  # the DNSSEC key Secret without data (primaries that sign)
@@ -155,6 +157,8 @@ def plan_instance(
         network_policy=manifests.network_policy(spec, instance),
         pod_disruption_budget=manifests.pod_disruption_budget(spec, instance),
         service_monitor=manifests.service_monitor(spec, instance),
+        agent_rbac=(manifests.agent_rbac(spec, instance)
+                    if manifests.uses_agent(spec, layout) else None),
         tsig_secret=manifests.secret_shell(spec, instance),
         tsig_secret_key=manifests.tsig_secret_key(spec),
         dnssec_secret=dnssec_secret,

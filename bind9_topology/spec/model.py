@@ -397,6 +397,33 @@ class MetricsSpec(_Strict):
         return value
 
 
+class AgentSpec(_Strict):
+    """The in-pod agent (bind9_topology/pod/agent.py), a sidecar in every pod: on a
+    secondary it relays NOTIFY to the instance's other pods, on a primary it applies a
+    changed zone ConfigMap with `rndc reload` instead of restarting the pods."""
+
+    enabled: bool = True
+    # None: the instance's own image; it needs python3 with dnspython, and rndc (the
+    # image of cluster/image has them; internetsystemsconsortium/bind9 has no python3).
+    image: Annotated[str | None, AfterValidator(
+        lambda v: None if v is None else _pinned_image(v))] = None
+    # The loopback port of the agent's NOTIFY listener (secondaries) and named's rndc
+    # channel (primaries), both inside the pod only.
+    notifyPort: int = Field(default=5354, ge=1024, le=65535)
+    controlPort: int = Field(default=953, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _ports_apart(self) -> AgentSpec:
+        taken = {53: "DNS", 8053: "named's statistics channel"}
+        for name in ("notifyPort", "controlPort"):
+            port = getattr(self, name)
+            if port in taken:
+                raise ValueError(f"agent.{name} {port} is {taken[port]}'s port; pick another")
+        if self.notifyPort == self.controlPort:
+            raise ValueError("agent.notifyPort and agent.controlPort must differ")
+        return self
+
+
 class Instance(_Strict):
     name: str
     role: Literal["primary", "secondary"]
@@ -757,6 +784,12 @@ class StackSpec(_Strict):
         "statistics channel on 127.0.0.1:8053), exporterImage (pinned), port (9119), "
         "serviceMonitor (a ServiceMonitor instead of prometheus.io annotations), allowFrom "
         "(CIDRs that may scrape). An instance's own `metrics` replaces it."))
+
+    agent: AgentSpec = Field(default=AgentSpec(), description=(
+        "The in-pod agent (see \"Every pod, at once\"): enabled (true), image (default: "
+        "the instance's; needs python3 with dnspython and rndc), notifyPort (5354), "
+        "controlPort (953). It relays NOTIFY to every pod of a secondary instance and "
+        "applies a changed zone to the primaries' pods with rndc instead of a restart."))
 
     _ns = field_validator("namespace")(classmethod(lambda cls, v: dns1123_name(v)))
     _primary_stack = field_validator("primaryStack")(

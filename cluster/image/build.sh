@@ -2,7 +2,9 @@
 # Build the local cluster's images from Debian's packages, with no registry:
 #   localhost/bind9-topology/bind9:9.18-deb12  the layout of internetsystemsconsortium/bind9
 #       (named at /usr/sbin/named, dig, /etc/bind, /var/cache/bind, /var/lib/bind, a
-#       `bind` user and group with uid/gid 101) from Debian 12's bind9 9.18 packages;
+#       `bind` user and group with uid/gid 101) from Debian 12's bind9 9.18 packages,
+#       plus python3 and python3-dnspython for the in-pod agent (bind9_topology/pod/agent.py,
+#       the sidecar that relays NOTIFY to every pod and reloads changed zones);
 #   localhost/bind9-topology/bind-exporter:0.6.1-deb12  the metrics sidecar: Debian 12's
 #       prometheus-bind-exporter in the same root filesystem, run as uid 101;
 #   localhost/bind9-topology/pause:1           the sandbox image (cluster/pause).
@@ -44,8 +46,8 @@ useradd --system --uid 101 --gid 101 --home-dir /var/cache/bind --no-create-home
   --shell /usr/sbin/nologin bind
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends bind9 bind9-dnsutils \
-  prometheus-bind-exporter >/dev/null
+apt-get install -y -qq --no-install-recommends bind9 bind9-dnsutils bind9-utils \
+  python3-minimal python3-dnspython prometheus-bind-exporter >/dev/null
 apt-get clean
 rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man /usr/share/info /usr/share/locale
 mkdir -p /var/cache/bind /var/lib/bind /run/named
