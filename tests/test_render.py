@@ -9,7 +9,6 @@ review the diff before committing.
 from __future__ import annotations
 
 import dataclasses
-
 import os
 import re
 from pathlib import Path
