@@ -53,8 +53,9 @@ KEY_STATEMENT = re.compile(
     r'key\s+"(?P<name>[^"]+)"\s*\{\s*algorithm\s+(?P<alg>[A-Za-z0-9.-]+)\s*;'
     r'\s*secret\s+"(?P<secret>[^"]+)"\s*;\s*\}\s*;')
 ZONE_FILE = re.compile(r"^db\.(?P<zone>.+?)(?:\.part\d{4})?$")
-#: NOTIFY relays: attempts per peer, and how long one attempt waits for the answer
-RELAY_TRIES, RELAY_TIMEOUT_S = 3, 1.0
+#: how long one NOTIFY or SOA query of a relay waits for its answer, and how long a relay
+#: keeps after a peer that does not serve the serial yet (NOTIFY again, with backoff)
+RELAY_TIMEOUT_S, FOLLOW_S = 1.0, 60.0
 #: how long the pod list of the API is reused for relays that come together
 PEERS_TTL_S = 1.0
 #: a (zone, serial) relayed within this many seconds is not relayed again
@@ -217,28 +218,59 @@ class Relay:
             self.pool.submit(self.notify_one, zone, soa, peer)
 
     def notify_one(self, zone: dns.name.Name, soa: Any, peer: str) -> None:
+        """NOTIFY *peer* until it serves the serial (or a later one), for FOLLOW_S at most.
+
+        One NOTIFY is not always enough: the peer asks its primaries (a Service) for the
+        SOA, and a primary pod that has not reloaded yet answers the old serial; the peer
+        then waits for its refresh timer. So the peer's serial is checked after each
+        NOTIFY and the NOTIFY sent again, with backoff, until the peer has caught up."""
         host, port = split_address(peer, self.dns_port)
-        serial = int(soa[0].serial) if soa is not None and len(soa) else "-"
-        reason = ""
-        for attempt in range(1, RELAY_TRIES + 1):
+        serial = int(soa[0].serial) if soa is not None and len(soa) else None
+        started = time.monotonic()
+        wait, sent, reason = 0.2, 0, ""
+        while time.monotonic() - started < FOLLOW_S:
+            if sent and serial is not None:
+                served = self.serial_of(zone, host, port)
+                if served is not None and serial_at_least(served, serial):
+                    took = (time.monotonic() - started) * 1000
+                    log(f"NOTIFY {zone} serial {serial} -> {peer}: serving it "
+                        f"({took:.0f} ms, {sent} NOTIFY)")
+                    return
+                reason = f"serves {served}"
             query = dns.message.make_query(zone, dns.rdatatype.SOA)
             query.flags = dns.flags.AA  # (the opcode lives in the flags: set it after)
             query.set_opcode(dns.opcode.NOTIFY)
             if soa is not None:
                 query.answer.append(soa)
             query.use_tsig(self.keyring, keyname=self.key.name)
-            started = time.monotonic()
             try:
                 answer = dns.query.udp(query, host, port=port, timeout=RELAY_TIMEOUT_S)
+                sent += 1
+                reason = dns.rcode.to_text(answer.rcode())
+                if serial is None:  # nothing to follow
+                    log(f"NOTIFY {zone} -> {peer}: {reason}")
+                    return
             except (dns.exception.DNSException, OSError) as exc:
                 reason = f"{type(exc).__name__} {exc}".strip()
-                continue
-            took = (time.monotonic() - started) * 1000
-            log(f"NOTIFY {zone} serial {serial} -> {peer}: "
-                f"{dns.rcode.to_text(answer.rcode())} ({took:.0f} ms, try {attempt})")
-            return
-        log(f"NOTIFY {zone} serial {serial} -> {peer}: no answer after {RELAY_TRIES} tries "
-            f"({reason}); it refreshes on its timer")
+            time.sleep(wait)
+            wait = min(wait * 2, 5.0)
+        log(f"NOTIFY {zone} serial {serial} -> {peer}: not serving it after {FOLLOW_S:.0f} s "
+            f"({sent} NOTIFY, last: {reason}); it refreshes on its timer")
+
+    def serial_of(self, zone: dns.name.Name, host: str, port: int) -> int | None:
+        query = dns.message.make_query(zone, dns.rdatatype.SOA)
+        query.flags = 0  # no recursion desired: ask the server as an authority
+        try:
+            answer = dns.query.udp(query, host, port=port, timeout=RELAY_TIMEOUT_S)
+        except (dns.exception.DNSException, OSError):
+            return None
+        soa = next((r for r in answer.answer if r.rdtype == dns.rdatatype.SOA), None)
+        return int(soa[0].serial) if soa is not None and len(soa) else None
+
+
+def serial_at_least(served: int, wanted: int) -> bool:
+    """RFC 1982: *served* is *wanted* or later."""
+    return served == wanted or 0 < (served - wanted) % 2**32 < 2**31
 
 
 def split_address(text: str, default_port: int) -> tuple[str, int]:
