@@ -293,10 +293,16 @@ def test_ready_script_fails_while_draining_and_for_a_missing_zone(tmp_path: Path
         assert run() == 1
         draining.unlink()
         assert run() == 0
+        marker = tmp_path / "primary-dns/run/named/zones-ready"
+        assert marker.exists()  # every zone answered once: later runs ask the first only
         text = ready.read_text()
-        ready.write_text(text.replace(f" {ZONE} SOA", f" {ZONE} SOA missing.example SOA")
-                         .replace("-eq 1 ]", "-eq 2 ]"))
+        ready.write_text(text.replace(f"set -- {ZONE} SOA\n", "set -- missing.example SOA\n"))
         assert run() == 1
+        ready.write_text(text.replace(f" {ZONE} SOA\nfi", f" {ZONE} SOA missing.example SOA"
+                                                            "\nfi"))
+        assert run() == 0  # the first-zone path once ready ...
+        marker.unlink()
+        assert run() == 1  # ... every zone before: one missing keeps the pod unready
 
 
 @pytest.mark.unit
