@@ -44,6 +44,9 @@ pytestmark = pytest.mark.bind
 HOST = "127.0.0.1"
 AGENT = Path(agent_module.__file__)
 PODS = ("sec-0", "sec-1", "sec-2")
+#: the interpreter the agents run in: this one, or (AGENT_PYTHON) one with the dnspython
+#: of the pod image (Debian 12: 2.3), which the agent must work with too
+AGENT_PYTHON = os.environ.get("AGENT_PYTHON") or sys.executable
 
 
 def raw_config() -> dict[str, Any]:
@@ -104,7 +107,7 @@ class Pods:
         role = "primary" if name == "primary-dns" else "secondary"
         log = (self.root / f"{name}.agent.log").open("ab")
         self.agents[name] = subprocess.Popen(
-            [sys.executable, str(AGENT), role, "--instance", name,
+            [AGENT_PYTHON, str(AGENT), role, "--instance", name,
              "--key-file", str(self.key_file(name)), *args],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
