@@ -246,32 +246,24 @@ def zone_copy_init_container(bind9: Obj) -> Obj:
     }
 
 
-def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]) -> Obj:
+def named_volumes(spec: StackSpec, rendered: RenderedInstance,
+                  zone_maps: list[Obj]) -> tuple[list[Obj], list[Obj]]:
+    """The pod's volumes and named's mounts: config and key (read-only), its writable
+    directories, and the zones: a primary's from the ConfigMaps (or the writable copy the
+    agent keeps), a secondary's transferred into an emptyDir."""
     inst = rendered.instance
-    labels = common_labels(spec, inst)
-    selector = {"instance": inst.name}
-    agent = uses_agent(spec, rendered)
     tsig_dir = TSIG_DIR.removeprefix(CONFIG_DIR + "/")  # relative to the /etc/bind mount
     etc_items: list[Obj] = [
         {"key": "named.conf", "path": "named.conf"},
         {"key": "ready.sh", "path": "ready.sh", "mode": 0o555},
     ]
-    if agent:
+    if uses_agent(spec, rendered):
         etc_items.append({"key": "agent.py", "path": "agent.py"})
+    key_item = {"key": tsig_secret_key(spec), "path": f"{tsig_dir}/{tsig_secret_key(spec)}",
+                "mode": 0o440}
     etc_sources: list[Obj] = [
         {"configMap": {"name": config_map_name(inst), "items": etc_items}},
-        {
-            "secret": {
-                "name": secret_name(inst),
-                "items": [
-                    {
-                        "key": tsig_secret_key(spec),
-                        "path": f"{tsig_dir}/{tsig_secret_key(spec)}",
-                        "mode": 0o440,
-                    }
-                ],
-            }
-        },
+        {"secret": {"name": secret_name(inst), "items": [key_item]}},
     ]
     volumes: list[Obj] = [
         {"name": "etc-bind", "projected": {"defaultMode": 0o444, "sources": etc_sources}},
@@ -285,16 +277,13 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
         {"name": "run", "mountPath": "/run/named"},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    zone_source: Obj = {
-        "projected": {
-            "defaultMode": 0o444,
-            "sources": [{"configMap": {"name": m["metadata"]["name"]}} for m in zone_maps],
-        },
-    }
+    zone_source: Obj = {"projected": {
+        "defaultMode": 0o444,
+        "sources": [{"configMap": {"name": m["metadata"]["name"]}} for m in zone_maps],
+    }}
     if inst.role == "primary" and rendered.live_zones:
         # named reads a writable copy that the agent keeps equal to the ConfigMaps.
-        volumes.append({"name": "zone-source", **zone_source})
-        volumes.append({"name": "zones", "emptyDir": {}})
+        volumes += [{"name": "zone-source", **zone_source}, {"name": "zones", "emptyDir": {}}]
         mounts.append({"name": "zones", "mountPath": f"/{ZONE_DIR}", "readOnly": True})
     elif inst.role == "primary":
         volumes.append({"name": "zones", **zone_source})
@@ -303,14 +292,18 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
         # Secondaries write transferred zones here (readable with `kubectl exec ... ls`).
         volumes.append({"name": "zones", "emptyDir": {}})
         mounts.append({"name": "zones", "mountPath": f"/{ZONE_DIR}"})
+    return volumes, mounts
 
+
+def named_container(instance: Instance, mounts: list[Obj]) -> Obj:
+    """named in the foreground, with its probes, drain on stop, and no privilege at all."""
     resources = {
-        part: {k: v for k, v in getattr(inst.resources, part).model_dump().items() if v}
+        part: {k: v for k, v in getattr(instance.resources, part).model_dump().items() if v}
         for part in ("requests", "limits")
     }
-    container: Obj = {
+    return {
         "name": "bind9",
-        "image": inst.container_image,
+        "image": instance.container_image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["/usr/sbin/named", "-g", "-c", f"/{CONFIG_DIR}/named.conf"],
         "ports": [
@@ -326,17 +319,10 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
             "failureThreshold": 2,
             "successThreshold": 1,
         },
-        "startupProbe": {
-            "tcpSocket": {"port": DNS_PORT},
-            "periodSeconds": 2,
-            "failureThreshold": 150,
-        },
-        "livenessProbe": {
-            "tcpSocket": {"port": DNS_PORT},
-            "periodSeconds": 10,
-            "timeoutSeconds": 3,
-            "failureThreshold": 3,
-        },
+        "startupProbe": {"tcpSocket": {"port": DNS_PORT}, "periodSeconds": 2,
+                         "failureThreshold": 150},
+        "livenessProbe": {"tcpSocket": {"port": DNS_PORT}, "periodSeconds": 10,
+                          "timeoutSeconds": 3, "failureThreshold": 3},
         # Leave the Service before named stops answering: ready.sh fails at once on the
         # draining file, so the pod stops being a serving endpoint (kube-proxy then drops
         # its UDP flows) while named still answers every query that reaches it.
@@ -357,6 +343,27 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
         },
         "volumeMounts": mounts,
     }
+
+
+POD_SECURITY: Obj = {
+    "runAsNonRoot": True,
+    "runAsUser": BIND_UID,
+    "runAsGroup": BIND_UID,
+    "fsGroup": BIND_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+    # A namespaced, "safe" sysctl: lets uid 101 bind port 53.
+    "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "53"}],
+}
+
+
+def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]) -> Obj:
+    """The instance's pods: named, the sidecars (exporter, agent), the init steps (the
+    zone copy, the DNSSEC keys), rolled one surge pod at a time with none unavailable."""
+    inst = rendered.instance
+    selector = {"instance": inst.name}
+    agent = uses_agent(spec, rendered)
+    volumes, mounts = named_volumes(spec, rendered, zone_maps)
+    container = named_container(inst, mounts)
     containers = [container, *metrics_sidecars(spec, inst, container["securityContext"])]
     init_containers: list[Obj] = []
     if agent:
@@ -371,14 +378,21 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
         init_containers.append(dnssec_init_container(rendered, container))
     annotations = {ANNOTATION_CHECKSUM: rendered.checksum, **scrape_annotations(spec, inst)}
     spread = [
-        {
-            "maxSkew": 1,
-            "topologyKey": key,
-            "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": selector},
-        }
+        {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": {"matchLabels": selector}}
         for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
     ]
+    pod: Obj = {
+        **({"serviceAccountName": agent_name(inst)} if agent else {}),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": copy.deepcopy(POD_SECURITY),
+        "topologySpreadConstraints": spread,
+        **({"initContainers": init_containers} if init_containers else {}),
+        "containers": containers,
+        "volumes": volumes,
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -388,36 +402,11 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
             "revisionHistoryLimit": 5,
             "minReadySeconds": 5,
             "selector": {"matchLabels": selector},
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-            },
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
-                "metadata": {
-                    "labels": labels,
-                    "annotations": annotations,
-                },
-                "spec": {
-                    **({"serviceAccountName": agent_name(inst)} if agent else {}),
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": 30,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": BIND_UID,
-                        "runAsGroup": BIND_UID,
-                        "fsGroup": BIND_UID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                        # A namespaced, "safe" sysctl: lets uid 101 bind port 53.
-                        "sysctls": [
-                            {"name": "net.ipv4.ip_unprivileged_port_start", "value": "53"}
-                        ],
-                    },
-                    "topologySpreadConstraints": spread,
-                    **({"initContainers": init_containers} if init_containers else {}),
-                    "containers": containers,
-                    "volumes": volumes,
-                },
+                "metadata": {"labels": common_labels(spec, inst), "annotations": annotations},
+                "spec": pod,
             },
         },
     }
