@@ -14,6 +14,15 @@ tsigAlgorithm, tsigSecret (secret), deadlineSeconds, pollIntervalSeconds, kubeco
 (secret) and kubeContext (those of the stack's Kubernetes provider); ``expectedSerials``
 {zoneName: serial} (the stack's ZoneSerials, one Output) is folded into each zone's
 expectedSerial by ``check``, so the stored inputs keep one shape.
+
+Region stacks follow the primary (ADR 13): a zone with no serial and no digest of its own
+whose primaries are direct addresses (another stack's primaries, an external primary) is
+*followed*. ``check`` (preview and up) asks its primaries what they serve now (one SOA
+question per server bounded to 1 s, then every zone from one socket; a TSIG AXFR digest
+only where the serial moved) and adds primarySerial, primaryDigest and primaryErrors (the
+primaries that could not be asked, and why) to the zone's inputs, so `pulumi preview
+--diff` names the zones whose primary moved and ``update`` re-verifies exactly those: every
+secondary pod at that serial or a later one, with the primaries' content.
 Outputs: ready (every zone), status {zoneName: {ready, servedSerial, servers {name:
 {host, port, role, serial, verifiedAt, attempts, reason}}, readyAfterSeconds, checkedAt}}.
 
@@ -53,8 +62,15 @@ SHARED_KEYS = (
     "kubeconfig", "kubeContext",
 )
 #: one zone's inputs, under zones[zoneName]
+#: what a followed zone's primaries served when the gate was checked (ADR 13)
+FOLLOW_KEYS = ("primarySerial", "primaryDigest", "primaryErrors")
 ZONE_KEYS = ("primaries", "secondaries", "expectedSerial", "expectedDigest", "expectedDs",
-             "triggers")
+             "triggers", *FOLLOW_KEYS)
+#: how long a primary may take to answer the check's SOA question (ZoneSerials' bound too)
+FOLLOW_PROBE_TIMEOUT_S = 1.0
+#: bounds of the check's pull of a followed zone whose primary serial moved
+FOLLOW_PULL_TIMEOUT_S = 2.0
+FOLLOW_PULL_LIFETIME_S = 60.0
 INPUT_KEYS = (*SHARED_KEYS, "zones")
 OUTPUT_KEYS = ("ready", "status")
 
@@ -170,7 +186,8 @@ class TransferGateProvider(ResourceProvider):
 
         report_cleanly()
 
-        expected = props.get("expectedSerial")
+        follow = follows(props)
+        expected = props.get("primarySerial" if follow else "expectedSerial")
         report = wait_until_transferred(
             str(props["zoneName"]),
             primaries,
@@ -181,9 +198,10 @@ class TransferGateProvider(ResourceProvider):
             float(props.get("deadlineSeconds") or 300),
             float(props.get("pollIntervalSeconds") or 1.0),
             expected_ds=props.get("expectedDs") or None,
+            follow_primaries=follow,
         )
         if not report.ok:
-            raise GateFailed(report.message)
+            raise GateFailed(report.message + _unasked(props))
         return {
             "ready": True,
             "servedSerial": report.target_serial,
@@ -225,13 +243,15 @@ class TransferGateProvider(ResourceProvider):
 
     # -- CRUD ---------------------------------------------------------------
 
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = []
         news = with_expected_serials(news)
         zones = news.get("zones")
         if not isinstance(zones, dict):
             failures.append(CheckFailure("zones", "zones must be a map of zone name -> inputs"))
             zones = {}
+        else:
+            news = with_primaries_observed(olds, news)
         for zone, value in zones.items():
             for prop in ("primaries", "secondaries"):
                 servers = (value or {}).get(prop) if isinstance(value, dict) else None
@@ -248,9 +268,14 @@ class TransferGateProvider(ResourceProvider):
         return CreateResult(id_="transfer-gate", outs=self._check_zones(props, zones, {}))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """A change: a zone's inputs changed, a zone went, or the last look at a zone (a
+        refresh that found its servers lagging) saw it not ready: update re-verifies it."""
         changed = changed_zones(olds, news)
         removed = set(olds.get("zones") or {}) - set(news.get("zones") or {})
-        return DiffResult(changes=bool(changed or removed), replaces=[], stables=[],
+        status = olds.get("status")
+        lagging = [z for z in news.get("zones") or {} if isinstance(status, dict)
+                   and isinstance(status.get(z), dict) and status[z].get("ready") is False]
+        return DiffResult(changes=bool(changed or removed or lagging), replaces=[], stables=[],
                           delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -274,26 +299,38 @@ class TransferGateProvider(ResourceProvider):
 
     def _probe(self, props: dict[str, Any], old: dict[str, Any],
                expand: Callable[[Any], list[Any]]) -> dict[str, Any]:
-        from bind9_topology.dns.checks import query_soa
-        from bind9_topology.dns.serials import serial_at_least
+        """One zone as its servers answer now. A followed zone (ADR 13) is compared with
+        what its primaries serve now: a secondary behind them is drift (ready false, and
+        ``primarySerial`` says what they serve); any other zone with the serial the gate
+        last verified."""
+        from bind9_topology.dns.poller import SoaRequest, poll_soa
+        from bind9_topology.dns.serials import newest_serial, serial_at_least
 
         zone = str(props.get("zoneName"))
         served = old.get("servedSerial")
+        asked = [(role, ep) for role, key in (("primary", "primaries"),
+                                               ("secondary", "secondaries"))
+                 for ep in expand(props.get(key) or [])]
+        answers = poll_soa([SoaRequest(ep, zone) for _, ep in asked], timeout=2.0)
+        follow = follows(props)
+        now_primary = newest_serial(a.serial for (role, _), a in zip(asked, answers, strict=True)
+                                    if role == "primary" and a.ok and a.serial is not None)
+        floor = now_primary if follow and now_primary is not None else served
         servers: dict[str, Any] = {}
         ready = True
-        for role, key in (("primary", "primaries"), ("secondary", "secondaries")):
-            for ep in expand(props.get(key) or []):
-                soa = query_soa(ep, zone, timeout=2.0)
-                before = (old.get("servers") or {}).get(ep.label or str(ep)) or {}
-                ok = soa.ok and (served is None or (
-                    soa.serial is not None and serial_at_least(soa.serial, int(served))))
-                ready = ready and ok
-                servers[ep.label or str(ep)] = {
-                    **_where(ep), "role": role, "serial": soa.serial,
-                    "reason": soa.reason.name, "verifiedAt": before.get("verifiedAt"),
-                    "attempts": before.get("attempts"),
-                }
-        return {**old, "servers": servers, "ready": ready}
+        for (role, ep), soa in zip(asked, answers, strict=True):
+            before = (old.get("servers") or {}).get(ep.label or str(ep)) or {}
+            behind = (soa.ok and floor is not None and not (role == "primary" and follow)
+                      and not (soa.serial is not None
+                               and serial_at_least(soa.serial, int(floor))))
+            ready = ready and soa.ok and not behind
+            servers[ep.label or str(ep)] = {
+                **_where(ep), "role": role, "serial": soa.serial,
+                "reason": "STALE_SERIAL" if behind else soa.reason.name,
+                "verifiedAt": before.get("verifiedAt"), "attempts": before.get("attempts"),
+            }
+        extra = {"primarySerial": now_primary} if follow else {}
+        return {**old, **extra, "servers": servers, "ready": ready}
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         return None
@@ -313,6 +350,140 @@ def changed_zones(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
         return sorted(new_zones)
     old_zones = dict(olds.get("zones") or {})
     return sorted(z for z, v in new_zones.items() if old_zones.get(z) != v)
+
+
+def follows(entry: Any) -> bool:
+    """A zone the gate follows (ADR 13): no serial and no digest of its own (a region's
+    secondary zone: whatever its primaries serve), and primaries at direct addresses, all
+    known (another stack's primaries, an external primary; never this stack's pods)."""
+    from pulumi.runtime import rpc
+
+    if not isinstance(entry, dict) or entry.get("expectedSerial") is not None \
+            or entry.get("expectedDigest"):
+        return False
+    primaries = entry.get("primaries")
+    return isinstance(primaries, list) and bool(primaries) and all(
+        isinstance(p, dict) and not p.get("via") and isinstance(p.get("host"), str)
+        and p["host"] != rpc.UNKNOWN and isinstance(p.get("port", 53), int | float)
+        for p in primaries)
+
+
+def with_primaries_observed(olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
+    """*news* with each followed zone's primarySerial, primaryDigest and primaryErrors:
+    what its primaries serve now (:func:`observe_primaries`), against *olds*' (the inputs
+    in state: an unchanged serial is not pulled again)."""
+    zones = news.get("zones")
+    if not isinstance(zones, dict):
+        return news
+    followed = {z: e for z, e in zones.items() if follows(e)}
+    if not followed:
+        return news
+    try:
+        key = tsig_key(news)
+    except ValueError:  # the gate names it at up; without a key nothing is pulled
+        key = None
+    kept = olds.get("zones")
+    before: dict[str, Any] = kept if isinstance(kept, dict) else {}
+    seen = observe_primaries(
+        {z: [_endpoint(p) for p in e["primaries"]] for z, e in followed.items()},
+        {z: before[z] for z in followed if isinstance(before.get(z), dict)}, key)
+    return {**news, "zones": {z: {**e, **seen[z]} if z in seen else e
+                              for z, e in zones.items()}}
+
+
+def observe_primaries(primaries: Mapping[str, Sequence[Any]], olds: Mapping[str, Any],
+                      key: Any) -> dict[str, dict[str, Any]]:
+    """zone -> {primarySerial, primaryDigest, primaryErrors}: what the zone's primaries
+    (endpoints) serve now.
+
+    Bounded, whatever the primaries do: each server is asked one SOA question first (1 s),
+    and only those that answer are asked about every other zone, from one socket
+    (components.zone_serial's ``_ask_live_servers``, as ZoneSerials asks). The serial is
+    the newest any primary answers; the digest is that of a TSIG AXFR of the primaries at
+    that serial, pulled only when the serial differs from *olds*' (the inputs in state),
+    all zones at once (at most a few pulls per server). A primary that does not answer or
+    transfer is named in primaryErrors with its reason; when none answers, the serial and
+    digest in state are kept, so the zone differs from state only by primaryErrors: the
+    same, honest diff on every preview until the primary answers again, and an `up` that
+    re-verifies the zone and fails naming the primary.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bind9_topology.dns.checks import axfr_probes
+    from bind9_topology.dns.gate import MAX_WORKERS, _pull_slot
+    from bind9_topology.dns.proofs import default_proofs
+    from bind9_topology.dns.serials import newest_serial, serial_compare_safe
+    from components.zone_serial import _ask_live_servers
+
+    pairs = [(zone, ep) for zone, eps in primaries.items() for ep in dict.fromkeys(eps)]
+    answers = _ask_live_servers(pairs)
+    silent = {ep: a.reason.name for (_, ep), a in answers.items() if not a.ok}
+    out: dict[str, dict[str, Any]] = {}
+    pulls: dict[str, list[Any]] = {}
+    for zone, eps in primaries.items():
+        old = olds.get(zone) or {}
+        errors: list[str] = []
+        serials: dict[Any, int] = {}
+        for ep in dict.fromkeys(eps):
+            answer = answers.get((zone, ep))
+            if answer is not None and answer.ok and answer.serial is not None:
+                serials[ep] = answer.serial
+            else:
+                why = answer.reason.name if answer is not None else silent.get(ep, "TIMEOUT")
+                errors.append(f"{ep}: {why}")
+        newest = newest_serial(serials.values())
+        if newest is None:  # nobody answered: keep what state says, name who is silent
+            out[zone] = {"primarySerial": old.get("primarySerial"),
+                         "primaryDigest": old.get("primaryDigest"), "primaryErrors": errors}
+            continue
+        if old.get("primarySerial") == newest and old.get("primaryDigest"):
+            out[zone] = {"primarySerial": newest, "primaryDigest": old["primaryDigest"],
+                         "primaryErrors": errors}
+            continue
+        out[zone] = {"primarySerial": newest, "primaryDigest": None, "primaryErrors": errors}
+        if key is not None:
+            pulls[zone] = [ep for ep, s in serials.items() if s == newest]
+
+    def pull(zone: str) -> tuple[str, list[Any]]:
+        return zone, axfr_probes(pulls[zone], zone, key=key, timeout=FOLLOW_PULL_TIMEOUT_S,
+                                 lifetime=FOLLOW_PULL_LIFETIME_S, slot=_pull_slot)
+
+    proofs = default_proofs()  # the gate of this same `pulumi up` does not pull them again
+    if pulls:
+        with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(pulls))) as pool:
+            pulled = list(pool.map(pull, sorted(pulls)))
+        for zone, probes in pulled:
+            entry = out[zone]
+            for probe in probes:
+                if not probe.ok or probe.digest is None or probe.serial is None:
+                    entry["primaryErrors"].append(f"{probe.endpoint}: AXFR {probe.reason.name}")
+                    continue
+                proofs.put(probe.endpoint, zone, probe.serial, probe.digest, probe.records)
+                if entry["primaryDigest"] is None and serial_compare_safe(
+                        probe.serial, int(entry["primarySerial"])) >= 0:
+                    # the pair the transfer carried (the zone may have moved since its SOA)
+                    entry["primarySerial"], entry["primaryDigest"] = probe.serial, probe.digest
+    for entry in out.values():
+        entry["primaryErrors"] = sorted(entry["primaryErrors"])
+    return out
+
+
+def _endpoint(target: Mapping[str, Any]) -> Any:
+    from bind9_topology.dns.checks import Endpoint
+
+    return Endpoint(str(target["host"]), int(target.get("port") or 53),
+                    str(target.get("name") or ""))
+
+
+def _unasked(props: Mapping[str, Any]) -> str:
+    """For a followed zone's failure: the primaries its check could not ask, and the fix."""
+    errors = props.get("primaryErrors") or []
+    if not errors:
+        return ""
+    return ("\n  primaries that `pulumi preview`/`up` could not ask for the zone's serial: "
+            + "; ".join(map(str, errors)) + "\n      fix: check that they run and that this "
+            "machine reaches them (secondaryConfig.primaryServers or the primary stack's "
+            "addresses, gate.addressMap, their NetworkPolicy's peerCidrs)")
 
 
 class ServerStatus(TypedDict):

@@ -63,7 +63,7 @@ from bind9_topology.dns.checks import (
 )
 from bind9_topology.dns.poller import SoaPoller, SoaRequest, default_poller
 from bind9_topology.dns.proofs import ContentProofs, default_proofs
-from bind9_topology.dns.serials import newest_serial, serial_at_least
+from bind9_topology.dns.serials import newest_serial, serial_at_least, serial_compare_safe
 from bind9_topology.spec.model import parse_server
 
 __all__ = [
@@ -226,7 +226,8 @@ class _Prober:
     (:mod:`bind9_topology.dns.proofs`)."""
 
     def __init__(self, zone: str, expected_serial: int | None, expected_digest: str | None,
-                 key: dns.tsig.Key | None, proofs: ContentProofs, poller: SoaPoller) -> None:
+                 key: dns.tsig.Key | None, proofs: ContentProofs, poller: SoaPoller,
+                 learn: bool = False) -> None:
         self.zone = zone
         self.expected_serial = expected_serial
         self.digest = expected_digest.lower() if expected_digest else None
@@ -235,6 +236,11 @@ class _Prober:
         self.poller = poller
         self.pulls = 0
         self.zone_records: int | None = None  # as a primary's proof counted them
+        #: follow the primaries (a region's zone): no digest is given, each primary's is
+        #: learned by a TSIG AXFR at the serial it serves (serial -> digest), and the one at
+        #: the target serial is what the secondaries must prove
+        self.learn = learn
+        self.learned: dict[int, str] = {}
 
     def soa(self, states: Sequence[_State], key: dns.tsig.Key | None,
             timeout: float) -> list[SoaProbe]:
@@ -264,7 +270,20 @@ class _Prober:
             elif (self.expected_serial is not None
                   and not serial_at_least(soa.serial, self.expected_serial)):
                 out[i] = (False, soa.serial, Reason.STALE_SERIAL,
+                          f"serves serial {soa.serial}, behind the {self.expected_serial} it "
+                          "served when this stack was checked: its serial went backwards"
+                          if self.learn else
                           f"serves serial {soa.serial}, expected at least {self.expected_serial}")
+            elif self.learn and self.key is not None:
+                known = self.proofs.known(st.endpoint, self.zone, soa.serial)
+                if known is not None and self.learned.setdefault(
+                        soa.serial, known.digest) == known.digest:
+                    self.zone_records = known.records
+                    out[i] = (True, soa.serial, Reason.OK,
+                              f"AXFR: serial {soa.serial}, {known.records} records (proven by "
+                              "an earlier pull at this serial)")
+                else:
+                    pulls.append((i, soa.serial))
             elif self.digest:
                 proof = self.proofs.get(st.endpoint, self.zone, soa.serial, self.digest)
                 if proof is not None:
@@ -279,7 +298,11 @@ class _Prober:
             else:
                 pulls.append((i, soa.serial))
 
-        if self.digest and pulls:
+        if self.learn and self.key is not None and pulls:
+            probes = self.pull([states[i].endpoint for i, _ in pulls], timeout)
+            for (i, serial), pulled in zip(pulls, probes, strict=True):
+                out[i] = self._learn(states[i].endpoint, serial, pulled)
+        elif self.digest and pulls:
             digest = self.digest
             probes = self.pull([states[i].endpoint for i, _ in pulls], timeout)
             for (i, serial), pulled in zip(pulls, probes, strict=True):
@@ -301,6 +324,24 @@ class _Prober:
             for (i, _), result in zip(pulls, _each(prove, pulls), strict=True):
                 out[i] = result
         return [r for r in out if r is not None]
+
+    def _learn(self, ep: Endpoint, serial: int, pulled: TransferProbe) -> Result:
+        """A followed primary's pull at *serial*: its digest is learned, or why not."""
+        if not pulled.ok or pulled.digest is None:
+            return (False, serial, pulled.reason,
+                    f"serial {serial}, but its content could not be pulled: {pulled.detail}")
+        if pulled.serial != serial:
+            return (False, pulled.serial, Reason.STALE_SERIAL,
+                    f"AXFR carried serial {pulled.serial}, its SOA answered {serial} (the "
+                    "zone moved while it was pulled)")
+        seen = self.learned.setdefault(serial, pulled.digest)
+        if seen != pulled.digest:
+            return (False, serial, Reason.CONTENT_MISMATCH,
+                    f"serves other content at serial {serial} than another primary (digest "
+                    f"{pulled.digest[:16]}, the other's {seen[:16]}): the primaries disagree")
+        self.zone_records = pulled.records
+        self.proven(ep, serial, pulled)
+        return True, serial, Reason.OK, pulled.detail
 
     # ------------------------------------------------------------------ secondaries
 
@@ -414,6 +455,7 @@ def wait_until_transferred(
     expected_ds: Sequence[str] | None = None,
     proofs: ContentProofs | None = None,
     poller: SoaPoller | None = None,
+    follow_primaries: bool = False,
 ) -> GateReport:
     """Poll until every primary and secondary passes, or the deadline; never raises for DNS.
 
@@ -421,6 +463,15 @@ def wait_until_transferred(
     and a signed SOA whose RRSIG validates against the DNSKEY matching that DS.
     *proofs*: content proofs made before (default: the process's); *poller*: the SOA
     poller (default: the process's).
+
+    *follow_primaries* (a region's zone, whose primaries another stack moves; ADR 13):
+    *expected_digest* is not given but learned, by a TSIG AXFR of each primary at the
+    serial it serves (a proof from an earlier pull at that serial counts); *expected_serial*
+    is a floor (what the primaries served when the stack was checked: serials never go
+    back). The secondaries must serve the newest serial of the primaries or a later one,
+    with that content. A secondary ahead of it makes the gate ask the primaries again
+    (every round it is ahead): a primary that moved on since is followed, not failed; a
+    secondary still ahead of every primary keeps old data and fails as usual.
     """
     start = time.monotonic()
     end = start + deadline_s
@@ -435,9 +486,10 @@ def wait_until_transferred(
     last_progress = start
     rounds = 0
     fatal: _State | None = None
-    prober = _Prober(zone, expected_serial, expected_digest, key,
+    prober = _Prober(zone, expected_serial, None if follow_primaries else expected_digest, key,
                      proofs if proofs is not None else default_proofs(),
-                     poller if poller is not None else default_poller())
+                     poller if poller is not None else default_poller(),
+                     learn=follow_primaries)
     timeout = probe_timeout_s
 
     def record(st: _State, result: Result) -> bool:
@@ -481,12 +533,28 @@ def wait_until_transferred(
                 progressed |= record(s, result)
         if prim and all(s.ok for s in prim) and target is None:
             target = newest_serial(s.serial for s in prim if s.serial is not None)
+            if follow_primaries and target is not None:
+                prober.digest = prober.learned.get(target)
         pending_s = [s for s in sec if not s.ok]
         if pending_s:
             if target is not None:
                 results = prober.secondaries(pending_s, target, timeout, bool(prim))
                 for s, result in zip(pending_s, results, strict=True):
                     progressed |= record(s, result)
+                if follow_primaries and prim and any(
+                        not s.ok and s.serial is not None
+                        and serial_compare_safe(s.serial, target) > 0 for s in pending_s):
+                    # A secondary ahead of the primaries: they may have moved on since
+                    # they were asked. Ask them again; when every one answers, the newest
+                    # serial they serve now is the target (serials only go forward).
+                    again = prober.primaries(prim, timeout)
+                    newer = newest_serial(r[1] for r in again if r[1] is not None)
+                    if all(r[0] for r in again) and newer is not None \
+                            and serial_compare_safe(newer, target) > 0:
+                        for s, result in zip(prim, again, strict=True):
+                            record(s, result)
+                        target, prober.digest = newer, prober.learned.get(newer)
+                        progressed = True
                 if key is not None:
                     _nudge_lagging(pending_s, zone, target, key, timeout)
             elif rounds == 1 or rounds % 10 == 0:
@@ -585,6 +653,11 @@ def fix_for(status: ServerStatus) -> str:
         return ("it serves other content at this serial: a serial was reused (state lost or "
                 "edited); change the zone again or run `pulumi up` again so the serial moves "
                 "past every serial served")
+    if reason is Reason.STALE_SERIAL and role == "primary" and "went backwards" in status.detail:
+        return ("the primaries serve an older serial than when this region stack was checked "
+                "(the primary stack's state was lost or restored): run `pulumi up` of the "
+                "primary stack, whose serials move past every serial served, then of this "
+                "region stack again")
     if reason is Reason.STALE_SERIAL and role == "primary":
         return ("the primary has not loaded the rendered zone: check its pod rolled and its "
                 "log for zone load errors")

@@ -69,6 +69,23 @@ class ContentProofs:
             self.hits += 1
             return proof
 
+    def known(self, endpoint: Endpoint, zone: str, serial: int) -> Proof | None:
+        """The proof of whatever *endpoint* was proven to serve at *serial*, if any: what a
+        gate that learns the content from the primaries (a region's zone) starts from."""
+        key = self._key(endpoint, zone, serial)
+        if key is None or self.max_entries <= 0:
+            return None
+        with self._lock:
+            proof = self._entries.get(key)
+            if proof is None:
+                return None
+            if self.max_age_s is not None and time.monotonic() - proof.at > self.max_age_s:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return proof
+
     def put(self, endpoint: Endpoint, zone: str, serial: int, digest: str, records: int) -> None:
         """Remember a verified pull: *endpoint* served *digest* at *serial*."""
         key = self._key(endpoint, zone, serial)
