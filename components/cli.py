@@ -6,6 +6,7 @@
     python -m components schema --check            (Pulumi.yaml and README from the model)
     python -m components import-bindy bindy/*.yaml --stack prod   (see bind9_topology.spec.bindy)
     python -m components local up --stack prod      (see bind9_topology.local.runner)
+    python -m components deploy --preview|--up [--stacks a,b] [--json]   (see components.deploy)
 """
 
 from __future__ import annotations
@@ -208,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_local_parser(sub)
+    from .deploy import add_deploy_parser
+
+    add_deploy_parser(sub)
     return parser
 
 
