@@ -666,6 +666,39 @@ def test_signed_zone_keeps_its_keys_across_a_primary_pod_restart(deployed: Deplo
     assert after["zones"]["example-net"]["ready"] is True
 
 
+def test_deploy_brings_the_fleet_up_to_date_and_previews_no_change(
+    deployed: Deployment,
+) -> None:
+    """`python -m components deploy` (Automation API) on the three cluster stacks: `--up`
+    in order (the primary stack, then the regions that transfer from it; the regions' gates
+    follow what the primaries serve after the record changes above), then `--preview
+    --json`: nothing to create, update or delete, no serial moves, no policy violation."""
+    stacks = "cluster,cluster-us-west-2,cluster-eu-west-1"
+
+    def deploy(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "components", "deploy", *args],
+                              cwd=deployed.engine.project, env=deployed.engine.env,
+                              capture_output=True, text=True, timeout=900)
+
+    up = deploy("--up", "--stacks", stacks)
+    assert up.returncode == 0, up.stdout[-6000:] + up.stderr[-4000:]
+    assert "deploy --up: cluster -> cluster-eu-west-1 -> cluster-us-west-2" in up.stdout
+    for stack in STACKS:
+        assert f"{stack}: done in " in up.stdout, up.stdout[-6000:]
+    assert "Traceback" not in up.stdout + up.stderr
+
+    preview = deploy("--preview", "--stacks", stacks, "--json")
+    assert preview.returncode == 0, preview.stdout[-6000:] + preview.stderr[-4000:]
+    doc = json.loads(preview.stdout)
+    assert doc["ok"] is True, doc
+    assert doc["order"] == ["cluster", "cluster-eu-west-1", "cluster-us-west-2"], doc
+    for stack in doc["stacks"]:
+        counts = (stack["creates"], stack["updates"], stack["deletes"], stack["replaces"])
+        assert counts == (0, 0, 0, 0), stack
+        assert stack["changes"] == [] and stack["serialMoves"] == {}, stack
+        assert stack["policyViolations"] == [] and stack["error"] is None, stack
+
+
 def test_destroy_leaves_no_object_in_the_namespaces(deployed: Deployment) -> None:
     for stack in reversed(STACKS):
         deployed.pulumi("destroy", "--yes", "--skip-preview", stack=stack)
