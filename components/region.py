@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
+import pulumi_kubernetes as k8s
 
 from bind9_topology.dns.gate import gate_plans, map_address
 from bind9_topology.dns.targets import Target, direct, pods_of, probe_targets
+from bind9_topology.render import alerts
 from bind9_topology.render.plan import plan_instance
 from bind9_topology.spec.model import Zone
 from bind9_topology.spec.topology import Topology
@@ -40,6 +42,8 @@ class Bind9Region(pulumi.ComponentResource):
     serials: pulumi.Output[dict[str, int]]  # zone name -> serial (primary zones)
     dnssec_keys: dict[str, DnssecKeys]  # by zone name (signed primary zones)
     gate: TransferGate | None  # every zone of the stack (gate.enabled)
+    #: metrics.alerts: the alerting rules (PrometheusRule or ConfigMap) and the dashboard
+    monitoring: list[pulumi.CustomResource]
 
     def __init__(
         self, name: str, args: Bind9RegionArgs, opts: pulumi.ResourceOptions | None = None
@@ -110,6 +114,9 @@ class Bind9Region(pulumi.ComponentResource):
             )
             previous_in_region[region] = self.instances[inst.name]
 
+        # One set of alerting rules and one dashboard per stack (metrics.alerts).
+        self.monitoring = [_monitoring_object(obj, self) for obj in alerts.stack_objects(spec)]
+
         self.gate = self._transfer_gate(name, topo, tsig, kube)
 
         self.register_outputs(
@@ -168,6 +175,17 @@ class Bind9Region(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=[i.deployment for i in involved.values()]),
         )
+
+
+def _monitoring_object(obj: dict[str, Any], parent: pulumi.Resource) -> pulumi.CustomResource:
+    opts = pulumi.ResourceOptions(parent=parent)
+    name = obj["metadata"]["name"]
+    if obj["kind"] == "ConfigMap":
+        return k8s.core.v1.ConfigMap(name, metadata=obj["metadata"], data=obj["data"],
+                                     opts=opts)
+    return k8s.apiextensions.CustomResource(
+        name, api_version=obj["apiVersion"], kind=obj["kind"], metadata=obj["metadata"],
+        spec=obj["spec"], opts=opts)
 
 
 def _at_port_53(name: str, address: str | None) -> Target:

@@ -25,6 +25,16 @@ if [ "${1:-requirements-dev.txt}" = requirements-dev.txt ] \
   as_root systemctl disable --now knot nsd >/dev/null 2>&1 || true
 fi
 
+# tests/test_alerts.py checks the alerting rules with promtool (Debian's prometheus package;
+# its server is not used: the service is disabled as named's is).
+if [ "${1:-requirements-dev.txt}" = requirements-dev.txt ] && ! command -v promtool >/dev/null 2>&1; then
+  echo "installing prometheus from Debian's packages (promtool, rule tests)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    prometheus >/dev/null
+  as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+
 # scripts/test.sh runs shellcheck on the engine's shell sources.
 if [ "${1:-requirements-dev.txt}" = requirements-dev.txt ] && ! command -v shellcheck >/dev/null 2>&1; then
   echo "installing shellcheck from Debian's packages (script checks)"

@@ -388,6 +388,18 @@ class MetricsSpec(_Strict):
     serviceMonitor: bool = False
     # Who may scrape the port (NetworkPolicy); empty: any source.
     allowFrom: list[Cidr] = Field(default_factory=list)
+    # Alerts and a dashboard (bind9_topology/render/alerts.py): one set per stack, so
+    # only the stack's `metrics` sets these (an instance's `metrics` may not).
+    alerts: bool = Field(default=False, description=(
+        "Prometheus alerting rules (a PrometheusRule with serviceMonitor, else a ConfigMap "
+        "of rules) and a Grafana dashboard ConfigMap for the stack's exporters."))
+    lagMinutes: int = Field(default=10, ge=1, le=1440, description=(
+        "Minutes a secondary may serve a zone below the newest serial, and the window in "
+        "which a failed transfer alerts, before the alert fires."))
+    podLabel: str = Field(default="pod", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", description=(
+        "The scrape's label holding the pod name (the Prometheus Operator and the "
+        "prometheus-community chart's kubernetes-pods job: pod); the rules select the "
+        "stack's pods by it."))
 
     @field_validator("port")
     @classmethod
@@ -783,7 +795,10 @@ class StackSpec(_Strict):
         "Prometheus metrics (see \"Metrics\"): enabled (an exporter sidecar reading named's "
         "statistics channel on 127.0.0.1:8053), exporterImage (pinned), port (9119), "
         "serviceMonitor (a ServiceMonitor instead of prometheus.io annotations), allowFrom "
-        "(CIDRs that may scrape). An instance's own `metrics` replaces it."))
+        "(CIDRs that may scrape), alerts (false; true: alerting rules and a Grafana "
+        "dashboard, see \"Alerts and dashboard\"), lagMinutes (10), podLabel (pod). An "
+        "instance's own `metrics` replaces it (but for alerts, lagMinutes, podLabel: the "
+        "stack's only)."))
 
     agent: AgentSpec = Field(default=AgentSpec(), description=(
         "The in-pod agent (see \"Every pod, at once\"): enabled (true), image (default: "

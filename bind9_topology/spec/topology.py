@@ -169,6 +169,12 @@ def _check_cross(
         if inst.role == "secondary" and inst.config.allowTransfer:
             issues.append(ConfigIssue(path=f"{at}.config.allowTransfer", message=(
                 "secondaries serve no transfers; leave allowTransfer empty")))
+        # The alerting rules are one set per stack (render/alerts.py).
+        for key in sorted({"alerts", "lagMinutes", "podLabel"}
+                          & (inst.metrics.model_fields_set if inst.metrics else set())):
+            issues.append(ConfigIssue(path=f"{at}.metrics.{key}", message=(
+                "the alerting rules and the dashboard are one set per stack; set it in "
+                f"{prefix}metrics, not on an instance")))
 
     owners: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int] = {}
     for i, inst in enumerate(spec.instances):
@@ -230,6 +236,11 @@ def _check_cross(
                 issues.append(ConfigIssue(path=f"{at}.records", message=(
                     "a secondary zone takes its records from the primary; remove them")))
 
+    if spec.metrics.alerts and all_instances_valid and not any(
+            spec.metrics_for(inst).enabled for inst in spec.instances):
+        issues.append(ConfigIssue(path=f"{prefix}metrics.alerts", message=(
+            "the alerting rules need an exporter to read; set metrics.enabled: true (the "
+            "stack's, or an instance's metrics)")))
     if spec.primaryStack and all_instances_valid and not any(
             z.type == "secondary" for z in spec.zones):
         issues.append(ConfigIssue(path=f"{prefix}primaryStack", message=(
