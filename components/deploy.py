@@ -134,6 +134,24 @@ def serial_moves(old: Any, new: Any) -> dict[str, tuple[int | None, int | None]]
     return moves
 
 
+def followed_moves(old: Any, new: Any) -> dict[str, tuple[int | None, int | None]]:
+    """zone -> (old, new) primarySerial of the gate's followed zones (a region's secondary
+    zones: what their primaries serve) whose primary serial moved."""
+    if not isinstance(new, Mapping):
+        return {}
+    old_zones = old if isinstance(old, Mapping) else {}
+    moves: dict[str, tuple[int | None, int | None]] = {}
+    for zone, entry in new.items():
+        if not isinstance(entry, Mapping) or "primarySerial" not in entry:
+            continue
+        was = old_zones.get(zone)
+        before = _serial(was.get("primarySerial")) if isinstance(was, Mapping) else None
+        after = _serial(entry.get("primarySerial"))
+        if after is not None and before != after:
+            moves[str(zone)] = (before, after)
+    return moves
+
+
 class EventCollector:
     """The Automation API's on_event: fills a StackReport and, for `up`, writes each
     landed step and gate verdict to *echo* as it arrives (events come from the engine's
@@ -177,6 +195,11 @@ class EventCollector:
                 self.report.serial_moves.update(serial_moves(old, new))
         if meta.type == GATE_TYPE and op in ("create", "update", "replace"):
             zones = (meta.new.inputs or {}).get("zones") if meta.new else None
+            # A region's zones follow their primaries (ADR 13): the serial it will
+            # transfer moves with the primary's.
+            before = (meta.old.inputs or {}).get("zones") if meta.old else None
+            for zone, (was, now) in followed_moves(before, zones).items():
+                self.report.serial_moves.setdefault(zone, (was, now))
             count = f"{len(zones)} zone(s)" if isinstance(zones, Mapping) else "its zones"
             self._say(f"  gate     checking {count}: every server of each zone at its serial")
 

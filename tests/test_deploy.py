@@ -17,6 +17,7 @@ from components.deploy import (
     EventCollector,
     StackReport,
     _check_stacks,
+    followed_moves,
     serial_moves,
     summary_json,
     summary_table,
@@ -61,6 +62,18 @@ def test_serial_moves() -> None:
     assert serial_moves(old, unknown) == {"a.example": (2026010100, None),
                                           "b.example": (2026010100, None)}
     assert serial_moves(old, {}) == {}  # zones that leave the stack: no serial moves
+
+
+def test_a_regions_zones_move_with_their_primaries_serial() -> None:
+    old = {"example.com": {"primarySerial": 5}, "example.org": {"primarySerial": 5},
+           "own.example": {"expectedSerial": 3}}
+    new = {"example.com": {"primarySerial": 6}, "example.org": {"primarySerial": 5},
+           "example.net": {"primarySerial": 1}, "own.example": {"expectedSerial": 4}}
+    assert followed_moves(old, new) == {"example.com": (5, 6), "example.net": (None, 1)}
+    report = StackReport(stack="prod-us-west-2", operation="preview")
+    EventCollector(report)(_step("resourcePreEvent", "update", GATE, "usw2-transfer-gate",
+                                 old={"inputs": {"zones": old}}, new={"inputs": {"zones": new}}))
+    assert report.serial_moves == {"example.com": (5, 6), "example.net": (None, 1)}
 
 
 def test_a_preview_counts_steps_and_names_the_zone_whose_serial_moves() -> None:
