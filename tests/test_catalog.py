@@ -338,6 +338,7 @@ def test_a_zone_added_to_the_primary_stack_only_reaches_the_region_and_leaves_ag
     _edit_primary_stack(project, add=True)
     added = run(project, "local", "up", "--stack", PRIMARY, "--timeout", "60")
     assert added.returncode == 0, added.stdout + added.stderr
+    assert "not running" not in added.stderr  # the region's servers run: nothing to say
     # the primary stack's gate checked the region secondaries for the new member
     rows = [line for line in added.stdout.splitlines() if " added.example " in line]
     assert {line.split()[0] for line in rows} == {
@@ -428,3 +429,46 @@ def test_catalogs_take_primaries_from_primary_stack(tmp_path: Path) -> None:
     raw["catalogs"] = [{"zoneName": CATALOG}]
     assert any(p.startswith("bind9-topology:catalogs[0].primaryServers: a catalog needs")
                for p in problems(raw, REGION))
+
+
+@pytest.mark.bind
+def test_up_of_the_primary_stack_alone_names_the_absent_secondaries_at_once(
+        project: Path) -> None:
+    """`local up --stack catalog` alone: the gate checks the catalog's alsoNotify secondaries,
+    which belong to catalog-region and do not run. It says so at once (not only when its
+    deadline ends), naming those servers and the command that starts them."""
+    import os
+    import sys
+    import threading
+
+    from tests.test_local import PROJECT
+
+    env = {k: v for k, v in os.environ.items() if k != "BIND9_TSIG_SECRET"}
+    env["PYTHONPATH"] = str(PROJECT)
+    timeout = 20.0
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "components", "--project", str(project), "local", "up",
+         "--stack", PRIMARY, "--once", "--timeout", str(timeout)],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said: list[tuple[float, str]] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            said.append((time.monotonic() - started, line))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    proc.wait(timeout=timeout + 60)
+    reader.join(timeout=10)
+    ended = time.monotonic() - started
+    assert proc.returncode == 1  # the secondaries never answered
+    at, message = next(((t, line) for t, line in said if "which the runner is not running"
+                        in line), (None, "".join(line for _, line in said)))
+    assert at is not None, message
+    assert at < 8 and at < ended - 10, (at, ended)  # at once, well before the deadline
+    assert "catalog-region/catalog-secondary-a (10.8.1.20)" in message
+    assert "catalog-region/catalog-secondary-b (10.8.1.21)" in message
+    assert "`python -m components local up --stack catalog-region`" in message
+    assert "catalog.verifySecondaries: false" in message

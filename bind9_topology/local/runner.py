@@ -320,6 +320,47 @@ def stacks_needed(requested: list[str], topos: dict[str, Topology],
     return needed
 
 
+def absent_servers(topos: dict[str, Topology], stacks: list[str], servers: dict[str, Server],
+                   state: RunState) -> dict[str, list[Server]]:
+    """Servers of stacks this run does not start that the gates of *stacks* wait for (a
+    catalog's `alsoNotify` secondaries, checked per member), and that are not running:
+    by their stack. The gate would wait for them until its deadline."""
+    from bind9_topology.dns.gate import gate_plans
+
+    own = owners(servers)
+    absent: dict[str, list[Server]] = {}
+    for stack in stacks:
+        for plan in gate_plans(topos[stack].spec):
+            for _, address in (*plan.primaries, *plan.secondaries):
+                owner = own.get(address) if address else None
+                if owner is None or owner.stack in stacks:
+                    continue
+                info = state["servers"].get(owner.key) or {}
+                if pid_alive(info.get("pid"), info.get("conf")):
+                    continue
+                found = absent.setdefault(owner.stack, [])
+                if owner not in found:
+                    found.append(owner)
+    return absent
+
+
+def absent_message(requested: list[str], absent: dict[str, list[Server]],
+                   topos: dict[str, Topology], deadline: float) -> str:
+    """What `local up` says at once when its gate waits for servers it does not run."""
+    names = "; ".join(
+        f"{', '.join(f'{s.key} ({s.inst.service.fixed_address})' for s in found)} "
+        f"of stack {stack}" for stack, found in absent.items())
+    starts = " and ".join(f"`python -m components local up --stack {s}`" for s in absent)
+    verify = ""
+    if any(topos[s].spec.catalog is not None for s in requested):
+        verify = ("; or, to gate the catalog at the primaries only, set "
+                  "catalog.verifySecondaries: false in the stack file")
+    return (f"local up: the gate waits for {names}, which the runner is not running: it "
+            f"would wait for them until its deadline ({deadline:g} s) and then fail. Start "
+            f"them: {starts} (it also starts the stacks whose primaries they transfer "
+            f"from), or every stack: `python -m components local up --all`{verify}")
+
+
 # --------------------------------------------------------------------------- the time bound
 
 
@@ -700,6 +741,13 @@ def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budge
     if extra and not as_json:
         print(f"also starting {', '.join(extra)}: it owns primaries the requested stacks "
               "transfer from", file=sys.stderr)
+    absent = absent_servers(topos, stacks, servers, state)
+    if absent:  # said at once, not only when the gate gives up
+        wait = float(min(topos[s].spec.gate.deadlineSeconds for s in stacks))
+        if budget.end is not None:
+            wait = min(wait, budget.left(float("inf")))
+        print(absent_message(requested, absent, topos, round(wait)), file=sys.stderr,
+              flush=True)
     running = [s for s in servers.values() if s.stack in stacks]
     running.sort(key=lambda s: (s.inst.role != "primary", s.key))
     ours.extend(s.key for s in running)
