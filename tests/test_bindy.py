@@ -367,3 +367,50 @@ def test_bindy_manifests_of_a_stack_take_every_dialect(project_dir, tmp_path):
                       secret_required=False)
     assert ("bindy/v1beta1/zones.yaml#0(DNSZone/example-com).metadata.namespace"
             in {i.path for i in info.value.issues})
+
+
+def _unnamed(path: Path, index: int, how: str) -> str:
+    """The YAML of *path* with document *index* stripped of its name (or its metadata)."""
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    meta = docs[index].get("metadata") or {}
+    if how == "no metadata":
+        docs[index].pop("metadata", None)
+    elif how == "no name":
+        docs[index]["metadata"] = {k: v for k, v in meta.items() if k != "name"}
+    else:
+        docs[index]["metadata"] = {**meta, "name": ""}
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+@pytest.mark.parametrize("how", ["no name", "no metadata", "empty name"])
+@pytest.mark.parametrize("fixture, index, kind", [
+    ("legacy/dns.yaml", 0, "Bind9Instance"),
+    ("legacy/dns.yaml", 2, "DNSZone"),
+    ("v1alpha1/zones.yaml", 0, "DNSZone"),
+    ("v1beta1/clusters.yaml", 1, "Bind9Cluster"),
+    ("v1beta1/records.yaml", 0, "ARecord"),
+])
+def test_a_document_without_a_name_is_refused_with_its_path(tmp_path, fixture, index, kind,
+                                                            how):
+    """The Kubernetes API refuses an object without metadata.name; so does the import, naming
+    `<file>#<index>(<Kind>)` (a legacy DNSZone without one used to be rendered)."""
+    f = write(tmp_path / "x.yaml", _unnamed(FIXTURES / fixture, index, how))
+    issues = convert_files([f]).issues
+    path = f"x.yaml#{index}({kind}).metadata.name"
+    named = [i for i in issues if i.path == path]
+    assert named, [str(i) for i in issues]
+    assert "every Kubernetes object needs a name" in named[0].message
+    assert ("is missing" if how != "empty name" else "is empty") in named[0].message, named[0]
+    assert not [i for i in issues if "None" in i.path], [str(i) for i in issues]
+
+
+def test_a_stack_with_an_unnamed_bindy_zone_is_refused(tmp_path):
+    (tmp_path / "bindy").mkdir()
+    write(tmp_path / "bindy" / "dns.yaml", _unnamed(FIXTURES / "legacy" / "dns.yaml", 2,
+                                                    "no name"))
+    raw = {"region": "us-east-1", "bindyManifests": ["bindy/dns.yaml"]}
+    with pytest.raises(TopologyError) as info:
+        load_topology(raw, stack="s", project_dir=tmp_path, tsig_secret=None,
+                      secret_required=False)
+    assert {i.path for i in info.value.issues} == {
+        "bind9-topology:bindyManifests[0](bindy/dns.yaml)#2(DNSZone).metadata.name"}

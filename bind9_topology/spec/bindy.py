@@ -523,6 +523,19 @@ _SERVER_METADATA = frozenset({"uid", "resourceVersion", "generation", "creationT
                               "managedFields", "finalizers", "ownerReferences", "selfLink"})
 
 
+def _missing_name(meta: Mapping[str, Any], at: str, kind: Any) -> ConfigIssue | None:
+    """A document without metadata.name (or without metadata): the Kubernetes API refuses
+    it, so it is refused here too, named `<file>#<index>(<Kind>)`."""
+    name = meta.get("name")
+    if isinstance(name, str) and name:
+        return None
+    got = ("is missing" if name is None else "is empty" if name == "" else
+           f"is {safeyaml.describe(name)}, not a string")
+    return ConfigIssue(path=f"{at}({kind}).metadata.name", message=(
+        f"{got}: every Kubernetes object needs a name (the API server refuses the document "
+        "without one); add metadata.name, e.g. name: primary-dns"))
+
+
 def _legacy(
     doc: dict[str, Any], at: str, label: str, namespace: str | None, out: Converted
 ) -> None:
@@ -531,6 +544,9 @@ def _legacy(
     meta = _mapping(doc.get("metadata"), f"{at}.metadata", "metadata", issues)
     spec_in = _mapping(doc.get("spec"), f"{at}.spec", "spec", issues)
     if meta is None or spec_in is None:
+        return
+    if (unnamed := _missing_name(meta, at, doc.get("kind"))) is not None:
+        issues.append(unnamed)
         return
     spec = dict(spec_in)
     for key in sorted(set(doc) - {"apiVersion", "kind", "metadata", "spec", "status"}):
@@ -657,6 +673,9 @@ def _parse(
     raw_meta = _mapping(doc.get("metadata"), f"{at}.metadata", "metadata", issues)
     raw_spec = _mapping(doc.get("spec"), f"{at}.spec", "spec", issues)
     if raw_meta is None or raw_spec is None:
+        return None
+    if (unnamed := _missing_name(raw_meta, at, kind)) is not None:
+        issues.append(unnamed)
         return None
     name = raw_meta.get("name")
     label = f"{at}({kind}/{name})"
