@@ -31,6 +31,8 @@ NODE_NAME=b9t-node
 ETCD_PORT=32379
 KUBECONFIG_OUT="$ROOT/.cache/cluster/kubeconfig"
 FW_COMMENT="bind9-topology: keep cluster traffic on this machine"
+KEPT_LOGS="$ROOT/.cache/cluster/logs"   # + -<UTC time>: the logs of a cluster brought down
+KEEP_LOGS=5
 
 log() { echo "cluster: [$SECONDS s] $*" >&2; }
 die() { echo "cluster: $*" >&2; exit 1; }
@@ -84,7 +86,21 @@ wait_for() { # description, seconds, command...
     if "$@" >/dev/null 2>&1; then return 0; fi
     sleep 0.5
   done
-  die "timed out after ${limit}s waiting for $what (logs: $LOGS)"
+  die "timed out after ${limit}s waiting for $what (logs: $LOGS; \`scripts/cluster.sh down\` moves them to $KEPT_LOGS-<UTC time>, keeping the last $KEEP_LOGS)"
+}
+
+# down removes $RUN: its logs move to $KEPT_LOGS-<UTC time> first (the last $KEEP_LOGS kept),
+# so what a failed `up` logged survives the next `down`.
+keep_logs() {
+  local kept old
+  [[ -d "$LOGS" ]] && [[ -n "$(ls -A "$LOGS" 2>/dev/null)" ]] || return 0
+  kept="$KEPT_LOGS-$(date -u +%Y%m%dT%H%M%SZ)"
+  [[ -e "$kept" ]] && kept="$kept-$$"
+  mv "$LOGS" "$kept"
+  log "logs kept in $kept"
+  while read -r old; do rm -rf "$old"; done < <(
+    find "$(dirname "$KEPT_LOGS")" -maxdepth 1 -type d -name "$(basename "$KEPT_LOGS")-*" |
+      sort | head -n "-$KEEP_LOGS")
 }
 
 # ------------------------------------------------------------------ PKI
@@ -357,6 +373,7 @@ down() {
   stop etcd
   stop containerd
   cleanup_leftovers "$RUN"
+  keep_logs
   rm -rf "$RUN" "$SOCKDIR" "$KUBECONFIG_OUT"
   log "down: every process stopped, state removed"
 }
