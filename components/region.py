@@ -78,8 +78,8 @@ class Bind9Region(pulumi.ComponentResource):
                         if self.zone_serials is not None else pulumi.Output.from_input({}))
         for zone in primary:
             # Signed zones (dnssec): keys made once, kept in state as secrets (DnssecKeys).
-            # Until issue 13 they sat under a DNSZone component per zone; the alias keeps
-            # them in state (no replacement, no new keys).
+            # Earlier versions registered them under a DNSZone component per zone; the
+            # alias keeps them in state (no replacement, no new keys).
             if zone.dnssec is not None:
                 was_under = pulumi.Alias(parent=pulumi.create_urn(
                     zone.resource_name, DNS_ZONE_TYPE, parent=self))

@@ -1,4 +1,4 @@
-"""Bad input on every entry point (issue 11, items 1-7).
+"""Bad input on every entry point.
 
 Each class of mistake is tried through `load_topology` (what every entry point
 calls), and the classes that can reach them through `python -m components

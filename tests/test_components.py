@@ -227,9 +227,9 @@ def test_counts_follow_the_spec(runs, stack: str) -> None:
         want.update({INSTANCE: 1, CONFIG_MAP: 1 + len(zone_maps), SECRET: 1, DEPLOYMENT: 1,
                      SERVICE: 1, NETPOL: 1, PDB: int(inst.replicas > 1),
                      ACCOUNT: agent, ROLE: agent, BINDING: agent})
-    # one ZoneSerials per stack with primary zones (issue 13: resources per zone)
+    # one ZoneSerials per stack with primary zones, however many zones
     want[SERIAL] = int(any(z.type == "primary" for z in topo.spec.zones))
-    # one gate per stack, whatever the number of zones (issue 13: resources per zone)
+    # one gate per stack, whatever the number of zones
     want[GATE] = int(topo.spec.gate.enabled and bool(topo.spec.zones))
     got = Counter(r.type for r in mocks.resources if not r.type.startswith(PROVIDER_PREFIX))
     assert got == +want

@@ -1,5 +1,5 @@
-"""The local stack through the real Pulumi engine, exactly as the README says
-(issue 11, items 13 and 14): `local up --stack local`, the stack's secret set to
+"""The local stack through the real Pulumi engine, exactly as the README says:
+`local up --stack local`, the stack's secret set to
 the runner's, `pulumi up`; no address map copied. A gate failure inside `pulumi up`
 shows its message alone (server, serial, reason, fix), never a Python traceback;
 with the runner stopped the program refuses before creating anything.

@@ -1,4 +1,4 @@
-"""Faults against REAL named on 127.0.0.1 (issue 11, items 8 and 10).
+"""Faults against REAL named on 127.0.0.1.
 
 * a serial reused after lost state (today's first serial, YYYYMMDD00, already served
   with other content): ZoneSerials moves past it, and the gate proves the content of a

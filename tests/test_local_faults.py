@@ -1,5 +1,5 @@
 """The local runner under faults, through its command line on a copy of the project
-(issue 11, items 9 and 11): a serial store that fell behind its servers recovers the
+a serial store that fell behind its servers recovers the
 way `pulumi up` does, and `local up --timeout N` bounds the whole run.
 
 Real named on 127.0.0.1 (tests/test_local's project fixture: its own tmp dir,

@@ -1,4 +1,4 @@
-"""The local stack from the README alone (issue 11, item 14): `local up --stack local`,
+"""The local stack from the README alone: `local up --stack local`,
 then the Pulumi program, with no address map copied by hand; the program only ever
 targets the loopback servers the runner started, and refuses clearly when none runs.
 

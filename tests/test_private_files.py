@@ -1,5 +1,5 @@
 """Secrets on disk and in processes: key files are 0600 from their first byte, and named
-never sees the TSIG secret in its environment (issue 11, item 12)."""
+never sees the TSIG secret in its environment."""
 
 from __future__ import annotations
 
