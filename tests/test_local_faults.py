@@ -1,4 +1,4 @@
-"""The local runner under faults, through its command line on a copy of the project
+"""The local runner under faults, through its command line on a copy of the project:
 a serial store that fell behind its servers recovers the
 way `pulumi up` does, and `local up --timeout N` bounds the whole run.
 
