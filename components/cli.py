@@ -122,7 +122,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_import_bindy(args: argparse.Namespace) -> int:
-    from bind9_topology.spec.bindy import import_stack
+    from bind9_topology.spec.bindy_import import import_stack
 
     result = import_stack(
         [Path(f) for f in args.files], stack=args.stack, project_dir=args.project,

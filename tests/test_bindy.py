@@ -16,8 +16,8 @@ from bind9_topology.spec.bindy import (
     LEGACY_API,
     bindy_documents,
     convert,
-    import_stack,
 )
+from bind9_topology.spec.bindy_import import import_stack
 from bind9_topology.spec.model import TopologyError
 from bind9_topology.spec.topology import load_topology
 from components import cli

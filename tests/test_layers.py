@@ -98,3 +98,26 @@ def test_pod_programs_need_only_python_and_dnspython() -> None:
              for line, module in imports_of(path) if module.split(".")[0] not in allowed]
     assert found == []
     assert (CORE / "pod" / "agent.py").is_file()
+
+
+def test_no_two_core_modules_import_each_other() -> None:
+    """No cycle in the core's module graph (every import, lazy and TYPE_CHECKING ones too):
+    a cycle means two modules that cannot be read, tested or moved apart."""
+    def module_of(path: Path) -> str:
+        return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+    modules = {module_of(p): p for p in core_files()}
+    graph = {name: {m for _, m in imports_of(path) if m in modules and m != name}
+             for name, path in modules.items()}
+    cycles = []
+    for name, targets in graph.items():
+        seen, todo = set(), list(targets)
+        while todo:
+            current = todo.pop()
+            if current == name:
+                cycles.append(name)
+                break
+            if current not in seen:
+                seen.add(current)
+                todo.extend(graph[current])
+    assert cycles == []

@@ -51,6 +51,7 @@ import dns.zone
 import dns.zonetypes
 
 from bind9_topology.dns import fastxfr
+from bind9_topology.dns.endpoint import Endpoint
 from bind9_topology.dns.serials import serial_at_least, serial_compare_safe
 from bind9_topology.spec.digest import zone_digest
 
@@ -73,24 +74,6 @@ __all__ = [
     "verify_primary",
     "verify_secondary",
 ]
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A DNS server address: an IP ``host``, a ``port`` and an optional label.
-
-    ``tcp_only``: the path carries TCP alone (a port-forward through the Kubernetes
-    API), so queries that would go over UDP go over TCP.
-    """
-
-    host: str
-    port: int = 53
-    label: str = ""
-    tcp_only: bool = False
-
-    def __str__(self) -> str:
-        where = f"{self.host}#{self.port}"
-        return f"{self.label} ({where})" if self.label else where
-
 
 class Reason(enum.StrEnum):
     """Why a probe failed (or ``OK``)."""

@@ -42,7 +42,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dns.exception
 import dns.inet
@@ -53,10 +53,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.tsig
 
+from bind9_topology.dns.endpoint import Endpoint
 from bind9_topology.spec.digest import _SIGNER_TYPES
-
-if TYPE_CHECKING:
-    from bind9_topology.dns.checks import Endpoint
 
 __all__ = ["CONNECTIONS", "AxfrDigest", "NotPlain", "Tsig", "axfr_query", "transfer",
            "transfer_many"]

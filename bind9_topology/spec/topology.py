@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import ipaddress
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from bind9_topology.spec import safeyaml
@@ -33,9 +31,14 @@ from bind9_topology.spec.model import (
     check_labels,
     issues_from_validation,
 )
+from bind9_topology.spec.stack_files import PREFIX as PREFIX
+from bind9_topology.spec.stack_files import StackConfig as StackConfig
+from bind9_topology.spec.stack_files import list_stacks as list_stacks
+from bind9_topology.spec.stack_files import namespace_typos as namespace_typos
+from bind9_topology.spec.stack_files import read_stack_file as read_stack_file
+from bind9_topology.spec.stack_files import strip_prefix as strip_prefix
 from bind9_topology.spec.zone_records import ZoneContent, build_zones
 
-PREFIX = f"{PROJECT}:"
 SECRET_KEY = "tsigSecret"
 #: A records file may be this many times maxZoneBytes (YAML is wordier than a zone file).
 RECORDS_FILE_FACTOR = 4
@@ -62,81 +65,6 @@ class Topology:
 def project_dir_default() -> Path:
     """The checkout this package sits in (bind9_topology/spec/topology.py -> its root)."""
     return Path(__file__).resolve().parents[2]
-
-
-class StackConfig(dict[str, Any]):
-    """A stack's raw config (unprefixed keys), with warnings found while reading it.
-
-    A plain dict to every caller; load_topology passes `warnings` on to the Topology.
-    """
-
-    warnings: list[ConfigIssue]
-
-    def __init__(self, *args: Any, warnings: Iterable[ConfigIssue] = (), **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.warnings = list(warnings)
-
-
-def read_stack_file(project_dir: Path, stack: str) -> StackConfig:
-    """The project's keys from Pulumi.<stack>.yaml, without the project prefix."""
-    path = project_dir / f"Pulumi.{stack}.yaml"
-    if not path.exists():
-        stacks = sorted(p.name[len("Pulumi."):-len(".yaml")]
-                        for p in project_dir.glob("Pulumi.*.yaml"))
-        raise TopologyError(
-            [ConfigIssue(path=str(path.name),
-                         message=f"no such stack file; known stacks: {', '.join(stacks)}")]
-        )
-    try:
-        doc = safeyaml.load_file(path)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path.name}:{mark.line + 1}:{mark.column + 1}" if mark else path.name
-        raise TopologyError([ConfigIssue(path=where, message=(
-            f"not valid YAML ({exc.problem or exc}); fix the syntax there (indentation, "
-            "a missing ':' or an unclosed quote or bracket)"))]) from None
-    except (yaml.YAMLError, ValueError, OSError) as exc:
-        raise TopologyError([ConfigIssue(path=path.name, message=f"cannot read: {exc}")]) from None
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        raise TopologyError([ConfigIssue(path=path.name, message=(
-            f"expected a mapping with a 'config:' key, got {safeyaml.describe(doc)}"))])
-    config = doc.get("config") or {}
-    if not isinstance(config, dict):
-        raise TopologyError([ConfigIssue(path=f"{path.name}:config", message=(
-            f"expected a mapping of '{PREFIX}<key>: value' entries, got "
-            f"{safeyaml.describe(config)}"))])
-    keys = [str(k) for k in config]
-    return StackConfig(
-        strip_prefix({str(k): v for k, v in config.items()}),
-        warnings=namespace_typos(keys, f"{path.name}:"),
-    )
-
-
-def strip_prefix(config: dict[str, Any]) -> dict[str, Any]:
-    return {k[len(PREFIX):]: v for k, v in config.items() if k.startswith(PREFIX)}
-
-
-def namespace_typos(keys: Iterable[str], where: str = "") -> list[ConfigIssue]:
-    """Warnings for keys whose namespace looks like a misspelling of the project's.
-
-    Pulumi hands such a key to nobody: `bind9-topolgy:zones` silently drops every zone.
-    """
-    out = []
-    for key in keys:
-        namespace, sep, name = key.partition(":")
-        if not sep or namespace == PROJECT:
-            continue
-        if difflib.get_close_matches(namespace, [PROJECT], n=1, cutoff=0.8):
-            out.append(ConfigIssue(path=f"{where}{key}", message=(
-                f"namespace {namespace!r} looks like a typo of {PROJECT!r}; this key is "
-                f"ignored: did you mean '{PREFIX}{name}'?")))
-    return out
-
-
-def list_stacks(project_dir: Path) -> list[str]:
-    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in project_dir.glob("Pulumi.*.yaml"))
 
 
 # --------------------------------------------------------------------------- checks

@@ -1,0 +1,27 @@
+"""Where a DNS server is: what every probe, transfer and gate report names.
+
+Its own module so that the fast transfer reader (fastxfr) and the checks built on it
+(checks) both use it without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A DNS server address: an IP ``host``, a ``port`` and an optional label.
+
+    ``tcp_only``: the path carries TCP alone (a port-forward through the Kubernetes
+    API), so queries that would go over UDP go over TCP.
+    """
+
+    host: str
+    port: int = 53
+    label: str = ""
+    tcp_only: bool = False
+
+    def __str__(self) -> str:
+        where = f"{self.host}#{self.port}"
+        return f"{self.label} ({where})" if self.label else where
