@@ -59,77 +59,11 @@ class Bind9Instance(pulumi.ComponentResource):
         super().__init__(TYPE, name, None, opts)
         plan, inst = args.plan, args.plan.instance
         child = pulumi.ResourceOptions(parent=self)
-        # Each zone ConfigMap's data is filled in from the serials of the zones its bytes
-        # hold; the config ConfigMap waits on none. The serials are known at preview
-        # (ZoneSerials decides them in check), so preview shows exactly which zone
-        # ConfigMaps change.
-        serials = pulumi.Output.from_input(args.serials)
-        self.config_maps = []
-        for shard in plan.config_maps:
-            data: pulumi.Input[dict[str, str]]
-            if shard.zones:
-                data = serials.apply(functools.partial(_shard_data, name, shard))
-            else:
-                data = shard.data({})
-            self.config_maps.append(k8s.core.v1.ConfigMap(
-                shard.name, metadata=shard.body["metadata"], data=data, opts=child))
-
-        key_name, algorithm = args.tsig_key_name, args.tsig_algorithm
-        secret_body = pulumi.Output.secret(args.tsig_secret).apply(
-            lambda s: render_tsig_key(key_name, algorithm, s).decode()
-        )
-        self.secret = k8s.core.v1.Secret(
-            plan.tsig_secret["metadata"]["name"],
-            metadata=plan.tsig_secret["metadata"],
-            type=plan.tsig_secret["type"],
-            string_data={plan.tsig_secret_key: secret_body},
-            opts=child,
-        )
-
-        self.dnssec_secret = None
-        if plan.dnssec_secret is not None and args.dnssec_keys:
-            plain: Any = pulumi.Output.all(**args.dnssec_keys).apply(_dnssec_secret_data)
-            files = pulumi.Output.secret(plain)  # the keys are secrets already; stay so
-            self.dnssec_secret = k8s.core.v1.Secret(
-                plan.dnssec_secret["metadata"]["name"],
-                metadata=plan.dnssec_secret["metadata"],
-                type=plan.dnssec_secret["type"],
-                string_data=files,
-                opts=child,
-            )
-
-        self.agent_rbac = None
-        if plan.agent_rbac is not None:
-            account, role, binding = plan.agent_rbac
-            sa = k8s.core.v1.ServiceAccount(
-                f"{inst.name}-agent-sa", metadata=account["metadata"],
-                automount_service_account_token=account["automountServiceAccountToken"],
-                opts=child)
-            rbac_role = k8s.rbac.v1.Role(
-                f"{inst.name}-agent-role", metadata=role["metadata"], rules=role["rules"],
-                opts=child)
-            self.agent_rbac = (sa, rbac_role, k8s.rbac.v1.RoleBinding(
-                f"{inst.name}-agent-binding", metadata=binding["metadata"],
-                role_ref=binding["roleRef"], subjects=binding["subjects"],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[sa, rbac_role])))
-
-        dep = copy.deepcopy(plan.deployment)
-        if self.dnssec_secret is not None and args.dnssec_tags:
-            annotations = dep["spec"]["template"]["metadata"]["annotations"]
-            annotations[manifests.ANNOTATION_DNSSEC_KEYS] = pulumi.Output.all(
-                **args.dnssec_tags).apply(lambda tags: " ".join(
-                    f"{zone}:{t['ksk']}/{t['zsk']}" for zone, t in sorted(tags.items())))
-        self.deployment = k8s.apps.v1.Deployment(
-            inst.name,
-            metadata=dep["metadata"],
-            spec=dep["spec"],
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[*self.config_maps, self.secret,
-                                         *([self.dnssec_secret] if self.dnssec_secret else []),
-                                         *(self.agent_rbac or ())]
-            ),
-        )
-
+        self.config_maps = self._config_maps(name, plan, args.serials, child)
+        self.secret = self._tsig_secret(plan, args, child)
+        self.dnssec_secret = self._dnssec_secret(plan, args, child)
+        self.agent_rbac = self._agent_rbac(plan, child)
+        self.deployment = self._deployment(plan, args)
         svc = plan.service
         self.service = k8s.core.v1.Service(
             f"{inst.name}-svc", metadata=svc["metadata"], spec=svc["spec"], opts=child
@@ -168,6 +102,94 @@ class Bind9Instance(pulumi.ComponentResource):
                 "address": self.address,
                 "checksum": self.checksum,
             }
+        )
+
+    @staticmethod
+    def _config_maps(name: str, plan: InstancePlan, serials_in: pulumi.Input[Mapping[str, int]],
+                     child: pulumi.ResourceOptions) -> list[k8s.core.v1.ConfigMap]:
+        """The config ConfigMap and the zone ConfigMaps. Each zone ConfigMap's data is
+        filled in from the serials of the zones its bytes hold; the config ConfigMap waits
+        on none. The serials are known at preview (ZoneSerials decides them in check), so
+        preview shows exactly which zone ConfigMaps change."""
+        serials = pulumi.Output.from_input(serials_in)
+        maps = []
+        for shard in plan.config_maps:
+            data: pulumi.Input[dict[str, str]]
+            if shard.zones:
+                data = serials.apply(functools.partial(_shard_data, name, shard))
+            else:
+                data = shard.data({})
+            maps.append(k8s.core.v1.ConfigMap(
+                shard.name, metadata=shard.body["metadata"], data=data, opts=child))
+        return maps
+
+    @staticmethod
+    def _tsig_secret(plan: InstancePlan, args: Bind9InstanceArgs,
+                     child: pulumi.ResourceOptions) -> k8s.core.v1.Secret:
+        """The TSIG key as named reads it, built from the secret Output (never in clear)."""
+        key_name, algorithm = args.tsig_key_name, args.tsig_algorithm
+        secret_body = pulumi.Output.secret(args.tsig_secret).apply(
+            lambda s: render_tsig_key(key_name, algorithm, s).decode()
+        )
+        return k8s.core.v1.Secret(
+            plan.tsig_secret["metadata"]["name"],
+            metadata=plan.tsig_secret["metadata"],
+            type=plan.tsig_secret["type"],
+            string_data={plan.tsig_secret_key: secret_body},
+            opts=child,
+        )
+
+    @staticmethod
+    def _dnssec_secret(plan: InstancePlan, args: Bind9InstanceArgs,
+                       child: pulumi.ResourceOptions) -> k8s.core.v1.Secret | None:
+        """A signing primary's key files (secrets already; they stay so)."""
+        if plan.dnssec_secret is None or not args.dnssec_keys:
+            return None
+        plain: Any = pulumi.Output.all(**args.dnssec_keys).apply(_dnssec_secret_data)
+        return k8s.core.v1.Secret(
+            plan.dnssec_secret["metadata"]["name"],
+            metadata=plan.dnssec_secret["metadata"],
+            type=plan.dnssec_secret["type"],
+            string_data=pulumi.Output.secret(plain),
+            opts=child,
+        )
+
+    def _agent_rbac(self, plan: InstancePlan, child: pulumi.ResourceOptions) -> tuple[
+            k8s.core.v1.ServiceAccount, k8s.rbac.v1.Role, k8s.rbac.v1.RoleBinding] | None:
+        """The agent's ServiceAccount, Role and RoleBinding, in the instance's namespace."""
+        if plan.agent_rbac is None:
+            return None
+        inst = plan.instance
+        account, role, binding = plan.agent_rbac
+        sa = k8s.core.v1.ServiceAccount(
+            f"{inst.name}-agent-sa", metadata=account["metadata"],
+            automount_service_account_token=account["automountServiceAccountToken"],
+            opts=child)
+        rbac_role = k8s.rbac.v1.Role(
+            f"{inst.name}-agent-role", metadata=role["metadata"], rules=role["rules"],
+            opts=child)
+        return sa, rbac_role, k8s.rbac.v1.RoleBinding(
+            f"{inst.name}-agent-binding", metadata=binding["metadata"],
+            role_ref=binding["roleRef"], subjects=binding["subjects"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[sa, rbac_role]))
+
+    def _deployment(self, plan: InstancePlan, args: Bind9InstanceArgs) -> k8s.apps.v1.Deployment:
+        """The pods, after everything they mount; new DNSSEC keys roll them (annotation)."""
+        dep = copy.deepcopy(plan.deployment)
+        if self.dnssec_secret is not None and args.dnssec_tags:
+            annotations = dep["spec"]["template"]["metadata"]["annotations"]
+            annotations[manifests.ANNOTATION_DNSSEC_KEYS] = pulumi.Output.all(
+                **args.dnssec_tags).apply(lambda tags: " ".join(
+                    f"{zone}:{t['ksk']}/{t['zsk']}" for zone, t in sorted(tags.items())))
+        return k8s.apps.v1.Deployment(
+            plan.instance.name,
+            metadata=dep["metadata"],
+            spec=dep["spec"],
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*self.config_maps, self.secret,
+                                         *([self.dnssec_secret] if self.dnssec_secret else []),
+                                         *(self.agent_rbac or ())]
+            ),
         )
 
 
