@@ -167,6 +167,62 @@ def render_tsig_key(key_name: str, algorithm: str, secret: str) -> bytes:
     ).encode()
 
 
+@dataclass
+class _ZoneParts:
+    """What the zones of one instance add up to, collected zone by zone."""
+
+    primary: list[dict[str, object]] = field(default_factory=list)
+    secondary: list[dict[str, object]] = field(default_factory=list)
+    zone_files: dict[str, bytes] = field(default_factory=dict)
+    zone_of_file: dict[str, str] = field(default_factory=dict)
+    signed_links: dict[str, str] = field(default_factory=dict)  # link -> zone file (relative)
+    key_files: dict[str, bytes] = field(default_factory=dict)
+
+
+def _add_primary_zone(parts: _ZoneParts, zone: Zone, instance: Instance, text: str,
+                      placement: Placement,
+                      dnssec_keys: Mapping[str, Mapping[str, object]] | None) -> None:
+    file_name = zone_file_name(zone.zoneName)
+    files = split_zone_text(text, placement.root, file_name)
+    parts.zone_files.update(files)
+    parts.zone_of_file.update(dict.fromkeys(files, zone.zoneName))
+    entry: dict[str, object] = {
+        "name": zone.zoneName,
+        "file": f"{placement.root}/{ZONE_DIR}/{file_name}",
+        "notify": [placement.map(a) for a in zone.notify_servers],
+    }
+    if zone.dnssec is not None and instance.role == "primary":
+        # BIND writes <file>.signed beside the zone file: the file named here is a link
+        # (made at start) in a writable directory to the zone file.
+        entry["file"] = f"{placement.root}/{dnssec.SIGNED_DIR}/{file_name}"
+        entry["dnssec_policy"] = zone.dnssec.policy
+        entry["key_directory"] = f"{placement.root}/{dnssec.KEY_DIR}"
+        parts.signed_links[f"{dnssec.SIGNED_DIR}/{file_name}"] = f"{ZONE_DIR}/{file_name}"
+        material = (dnssec_keys or {}).get(zone.zoneName)
+        if material is not None:
+            for name, data in dnssec.secret_files(zone.zoneName, material).items():
+                parts.key_files[f"{dnssec.KEY_SECRET_DIR}/{name}"] = data
+    parts.primary.append(entry)
+
+
+def _consumed_catalogs(spec: StackSpec, instance: Instance, zones: list[Zone],
+                       placement: Placement) -> list[dict[str, object]]:
+    """Catalog zones this secondary consumes (components/catalog.py): named creates and
+    deletes the member zones; they transfer from default-primaries with the key, and
+    (like every zone of a secondary) allow transfers to the key only, for the gate.
+    default-primaries are the catalog zone's own primaries (primaryServers, or those
+    primaryStack resolved into the zone)."""
+    catalog_zones = {z.zoneName: z.secondaryConfig for z in zones
+                     if z.type == "secondary" and z.secondaryConfig is not None}
+    return [
+        {"name": c.zoneName,
+         "primaries": [placement.map(a) for a in catalog_zones[c.zoneName].servers]}
+        for c in spec.catalogs
+        if instance.role == "secondary" and c.zoneName in catalog_zones
+        and c.instanceSelector.matches(instance.labels)
+    ]
+
+
 def render_instance(
     spec: StackSpec,
     instance: Instance,
@@ -181,60 +237,20 @@ def render_instance(
     named.conf does not depend on the keys (only on which zones are signed)."""
     zones: list[Zone] = spec.zones_for(instance)
     key = spec.tsigKey
-    primary_zones, secondary_zones = [], []
-    signed_links: dict[str, str] = {}  # link (relative) -> zone file (relative)
-    key_files: dict[str, bytes] = {}
-    zone_files: dict[str, bytes] = {}
-    zone_of_file: dict[str, str] = {}
+    parts = _ZoneParts()
     for zone in sorted(zones, key=lambda z: z.zoneName):
-        file_name = zone_file_name(zone.zoneName)
         if zone.type == "primary":
-            content = contents[zone.zoneName]
-            files = split_zone_text(
-                content.text(serials[zone.zoneName]), placement.root, file_name
-            )
-            zone_files.update(files)
-            zone_of_file.update(dict.fromkeys(files, zone.zoneName))
-            entry: dict[str, object] = {
-                "name": zone.zoneName,
-                "file": f"{placement.root}/{ZONE_DIR}/{file_name}",
-                "notify": [placement.map(a) for a in zone.notify_servers],
-            }
-            if zone.dnssec is not None and instance.role == "primary":
-                # BIND writes <file>.signed beside the zone file: the file named here is
-                # a link (made at start) in a writable directory to the ConfigMap's file.
-                entry["file"] = f"{placement.root}/{dnssec.SIGNED_DIR}/{file_name}"
-                entry["dnssec_policy"] = zone.dnssec.policy
-                entry["key_directory"] = f"{placement.root}/{dnssec.KEY_DIR}"
-                signed_links[f"{dnssec.SIGNED_DIR}/{file_name}"] = f"{ZONE_DIR}/{file_name}"
-                material = (dnssec_keys or {}).get(zone.zoneName)
-                if material is not None:
-                    for name, data in dnssec.secret_files(zone.zoneName, material).items():
-                        key_files[f"{dnssec.KEY_SECRET_DIR}/{name}"] = data
-            primary_zones.append(entry)
+            _add_primary_zone(parts, zone, instance,
+                              contents[zone.zoneName].text(serials[zone.zoneName]),
+                              placement, dnssec_keys)
         else:
             assert zone.secondaryConfig is not None
-            secondary_zones.append(
-                {
-                    "name": zone.zoneName,
-                    "file": file_name,
-                    "primaries": [placement.map(a) for a in zone.secondaryConfig.servers],
-                }
-            )
-    # Catalog zones this secondary consumes (components/catalog.py): named creates and
-    # deletes the member zones; they transfer from default-primaries with the key, and
-    # (like every zone of a secondary) allow transfers to the key only, for the gate.
-    # default-primaries are the catalog zone's own primaries (primaryServers, or those
-    # primaryStack resolved into the zone).
-    catalog_zones = {z.zoneName: z.secondaryConfig for z in zones
-                     if z.type == "secondary" and z.secondaryConfig is not None}
-    catalogs = [
-        {"name": c.zoneName,
-         "primaries": [placement.map(a) for a in catalog_zones[c.zoneName].servers]}
-        for c in spec.catalogs
-        if instance.role == "secondary" and c.zoneName in catalog_zones
-        and c.instanceSelector.matches(instance.labels)
-    ]
+            parts.secondary.append({
+                "name": zone.zoneName,
+                "file": zone_file_name(zone.zoneName),
+                "primaries": [placement.map(a) for a in zone.secondaryConfig.servers],
+            })
+    catalogs = _consumed_catalogs(spec, instance, zones, placement)
     allow_transfer = instance.transfer_acl(key.name)
     if catalogs and not allow_transfer:
         allow_transfer = [f"key {key.name}"]
@@ -255,11 +271,11 @@ def render_instance(
         key_name=key.name,
         allow_query=instance.config.allowQuery,
         allow_transfer=allow_transfer,
-        primary_zones=primary_zones,
-        secondary_zones=secondary_zones,
+        primary_zones=parts.primary,
+        secondary_zones=parts.secondary,
         max_refresh=instance.config.maxRefreshSeconds,
         tuning=ROLE_TUNING[instance.role],
-        dnssec_policies=sorted({str(z["dnssec_policy"]) for z in primary_zones
+        dnssec_policies=sorted({str(z["dnssec_policy"]) for z in parts.primary
                                 if "dnssec_policy" in z}),
     )
     zone_names = tuple(sorted(z.zoneName for z in zones))
@@ -276,16 +292,16 @@ def render_instance(
         secret_files[f"{TSIG_DIR}/{key.name}.conf"] = render_tsig_key(
             key.name, key.algorithm, tsig_secret
         )
-    secret_files.update(key_files)
+    secret_files.update(parts.key_files)
     return RenderedInstance(
         instance=instance,
         config_files=config_files,
-        zone_files=zone_files,
-        zone_of_file=zone_of_file,
+        zone_files=parts.zone_files,
+        zone_of_file=parts.zone_of_file,
         secret_files=secret_files,
         zones=zone_names,
         serials={z: serials[z] for z in zone_names if z in serials},
-        signed_links=signed_links,
+        signed_links=parts.signed_links,
         live_zones=agent is not None and instance.role == "primary",
     )
 
