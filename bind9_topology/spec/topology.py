@@ -236,6 +236,114 @@ def _with_default_labels(raw: dict[str, Any], region: Any, environment: Any) -> 
     return out
 
 
+@dataclass
+class _Findings:
+    """Problems (each one stops the load, all reported at once) and warnings so far."""
+
+    issues: list[ConfigIssue] = field(default_factory=list)
+    warnings: list[ConfigIssue] = field(default_factory=list)
+
+
+@dataclass
+class _Entries:
+    """The stack's instances and zones, inline and from bindyManifests, with their paths."""
+
+    raw: dict[str, Any]
+    zones: list[Any]
+    instance_paths: list[str]
+    zone_paths: list[str]
+    shape_errors: set[str]
+
+
+def _gather(raw: dict[str, Any], project_dir: Path, found: _Findings) -> _Entries:
+    """The lists of the config, each checked to be a list before it is walked (a mapping
+    or a string would otherwise be walked key by key or character by character), with
+    bindy's documents appended and every instance given its default labels."""
+    shape_errors: set[str] = set()
+    for key in ("instances", "zones", "bindyManifests"):
+        if raw.get(key) is not None and not isinstance(raw[key], list):
+            found.issues.append(ConfigIssue(path=f"{PREFIX}{key}", message=(
+                f"expected a list, got {safeyaml.describe(raw[key])}; write each entry on "
+                "its own '- ' line")))
+            raw[key] = []
+            shape_errors.add(key)
+    instances = list(raw.get("instances") or [])
+    zones = list(raw.get("zones") or [])
+    instance_paths = [f"{PREFIX}instances[{i}]" for i in range(len(instances))]
+    zone_paths = [f"{PREFIX}zones[{i}]" for i in range(len(zones))]
+    namespace = raw.get("namespace", "dns-system")
+    bindy = load_manifests(project_dir, raw.get("bindyManifests") or [],
+                           namespace if isinstance(namespace, str) else None)
+    found.issues += bindy.issues
+    found.warnings += bindy.warnings
+    raw["instances"] = [
+        _with_default_labels(i, raw.get("region"), raw.get("environment", "production"))
+        if isinstance(i, dict) else i
+        for i in [*instances, *bindy.instances]
+    ]
+    raw["zones"] = [*zones, *bindy.zones]
+    return _Entries(raw=raw, zones=raw["zones"],
+                    instance_paths=[*instance_paths, *bindy.instance_paths],
+                    zone_paths=[*zone_paths, *bindy.zone_paths], shape_errors=shape_errors)
+
+
+def _validate(entries: _Entries, found: _Findings) -> tuple[StackSpec, list[str], list[str],
+                                                             bool]:
+    """The StackSpec of every valid entry. Each entry is validated on its own, so one bad
+    entry hides nothing else: cross-checks and record checks still run on every entry
+    that is valid. Returns the spec, the valid instances' and zones' paths, and whether
+    every instance was valid (cross-checks that need all of them run only then)."""
+    raw = entries.raw
+    try:
+        spec = StackSpec.model_validate({**raw, "instances": [], "zones": []})
+    except ValidationError as exc:
+        found.issues += issues_from_validation(exc, PREFIX)
+        spec = StackSpec(region=str(raw.get("region") or "unknown"))
+    valid_instances: list[Instance] = []
+    instance_paths: list[str] = []
+    for item, at in zip(raw["instances"], entries.instance_paths, strict=True):
+        try:
+            valid_instances.append(Instance.model_validate(item))
+            instance_paths.append(at)
+        except ValidationError as exc:
+            found.issues += issues_from_validation(exc, at, Instance)
+    valid_zones: list[Zone] = []
+    zone_paths: list[str] = []
+    for item, at in zip(entries.zones, entries.zone_paths, strict=True):
+        try:
+            valid_zones.append(Zone.model_validate(item))
+            zone_paths.append(at)
+        except ValidationError as exc:
+            found.issues += issues_from_validation(exc, at, Zone)
+    all_instances_valid = len(valid_instances) == len(raw["instances"]) and not (
+        entries.shape_errors & {"instances", "bindyManifests"})
+    spec = spec.model_copy(update={"instances": valid_instances, "zones": valid_zones})
+    return spec, instance_paths, zone_paths, all_instances_valid
+
+
+def _build_contents(spec: StackSpec, zone_paths: list[str], project_dir: Path,
+                    found: _Findings) -> dict[str, ZoneContent]:
+    """Every primary zone built from its records, each checked against maxZoneBytes."""
+    contents: dict[str, ZoneContent] = {}
+    primary = [(zone, zone_paths[z]) for z, zone in enumerate(spec.zones)
+               if zone.type == "primary"]
+    built = build_zones(primary, project_dir,
+                        max_file_bytes=RECORDS_FILE_FACTOR * spec.maxZoneBytes)
+    for (zone, at), (content, zone_issues) in zip(primary, built, strict=True):
+        found.issues += zone_issues
+        if content is None:
+            continue
+        found.warnings += content.warnings
+        size = len(content.text(0))
+        if size > spec.maxZoneBytes:
+            found.issues.append(ConfigIssue(path=at, message=(
+                f"zone {zone.zoneName} renders to {size} bytes, over maxZoneBytes "
+                f"({spec.maxZoneBytes}); split it into delegated child zones or raise "
+                f"{PREFIX}maxZoneBytes")))
+        contents[zone.zoneName] = content
+    return contents
+
+
 def load_topology(
     raw: dict[str, Any],
     *,
@@ -245,112 +353,41 @@ def load_topology(
     secret_required: bool = True,
 ) -> Topology:
     """Validate everything and build every primary zone; raise TopologyError on any problem."""
-    issues: list[ConfigIssue] = []
-    warnings: list[ConfigIssue] = list(getattr(raw, "warnings", []))
+    found = _Findings(warnings=list(getattr(raw, "warnings", [])))
     if not isinstance(raw, Mapping):
         raise TopologyError([ConfigIssue(path=PREFIX.rstrip(":"), message=(
             f"expected the stack config as a mapping, got {safeyaml.describe(raw)}"))])
     raw = {k: v for k, v in raw.items() if v != "" and k != SECRET_KEY}
     if tsig_secret == "":
         tsig_secret = None
-    # Lists the loader iterates before validation: a mapping or a string here would
-    # otherwise be walked key by key or character by character.
-    shape_errors: set[str] = set()
-    for key in ("instances", "zones", "bindyManifests"):
-        if raw.get(key) is not None and not isinstance(raw[key], list):
-            issues.append(ConfigIssue(path=f"{PREFIX}{key}", message=(
-                f"expected a list, got {safeyaml.describe(raw[key])}; write each entry on "
-                "its own '- ' line")))
-            raw[key] = []
-            shape_errors.add(key)
-    instances = list(raw.get("instances") or [])
-    zones = list(raw.get("zones") or [])
-    origin_paths = [f"{PREFIX}instances[{i}]" for i in range(len(instances))]
-    zone_paths = [f"{PREFIX}zones[{i}]" for i in range(len(zones))]
-    namespace = raw.get("namespace", "dns-system")
-    bindy = load_manifests(project_dir, raw.get("bindyManifests") or [],
-                           namespace if isinstance(namespace, str) else None)
-    issues += bindy.issues
-    warnings += bindy.warnings
-    origin_paths += bindy.instance_paths
-    zone_paths += bindy.zone_paths
-    instances += bindy.instances
-    zones += bindy.zones
-    raw["instances"] = [
-        _with_default_labels(i, raw.get("region"), raw.get("environment", "production"))
-        if isinstance(i, dict) else i
-        for i in instances
-    ]
-    raw["zones"] = zones
-
-    # Each entry is validated on its own, so one bad entry hides nothing else:
-    # cross-checks and record checks still run on every entry that is valid.
-    try:
-        spec = StackSpec.model_validate({**raw, "instances": [], "zones": []})
-    except ValidationError as exc:
-        issues += issues_from_validation(exc, PREFIX)
-        spec = StackSpec(region=str(raw.get("region") or "unknown"))
-    valid_instances: list[Instance] = []
-    instance_paths: list[str] = []
-    for item, at in zip(raw["instances"], origin_paths, strict=True):
-        try:
-            valid_instances.append(Instance.model_validate(item))
-            instance_paths.append(at)
-        except ValidationError as exc:
-            issues += issues_from_validation(exc, at, Instance)
-    valid_zones: list[Zone] = []
-    valid_zone_paths: list[str] = []
-    for item, at in zip(zones, zone_paths, strict=True):
-        try:
-            valid_zones.append(Zone.model_validate(item))
-            valid_zone_paths.append(at)
-        except ValidationError as exc:
-            issues += issues_from_validation(exc, at, Zone)
-    all_instances_valid = len(valid_instances) == len(raw["instances"]) and not (
-        shape_errors & {"instances", "bindyManifests"})
-    spec = spec.model_copy(update={"instances": valid_instances, "zones": valid_zones})
-    zone_paths = valid_zone_paths
+    entries = _gather(raw, project_dir, found)
+    spec, instance_paths, zone_paths, all_instances_valid = _validate(entries, found)
     # Catalog zones (components/catalog.py): the zones they add are checked as any other.
     from bind9_topology.spec.catalog import expand as expand_catalogs
 
     extra, extra_paths, catalog_issues = expand_catalogs(spec, zone_paths, project_dir, stack)
-    issues += catalog_issues
+    found.issues += catalog_issues
     spec = spec.model_copy(update={"zones": [*spec.zones, *extra]})
     zone_paths = [*zone_paths, *extra_paths]
 
-    issues += _check_cross(spec, instance_paths, zone_paths, all_instances_valid,
-                           primary_stack_given=bool(raw.get("primaryStack")))
+    found.issues += _check_cross(spec, instance_paths, zone_paths, all_instances_valid,
+                                 primary_stack_given=bool(raw.get("primaryStack")))
     if spec.primaryStack and spec.primaryStack.split("/")[-1] == stack and (
             spec.primaryStack.count("/") == 0 or spec.primaryStack.split("/")[1] == PROJECT):
-        issues.append(ConfigIssue(path=f"{PREFIX}primaryStack", message=(
+        found.issues.append(ConfigIssue(path=f"{PREFIX}primaryStack", message=(
             f"names this very stack ({stack}); name the stack that holds the primaries")))
-    issues += check_secret(tsig_secret, stack=stack, required=secret_required)
+    found.issues += check_secret(tsig_secret, stack=stack, required=secret_required)
     for z, zone in enumerate(spec.zones):
         if zone.soaRecord is not None:
-            warnings += [ConfigIssue(path=f"{zone_paths[z]}.soaRecord.{field}", message=text)
-                         for field, text in zone.soaRecord.timer_warnings()]
-
-    contents: dict[str, ZoneContent] = {}
-    primary = [(zone, zone_paths[z]) for z, zone in enumerate(spec.zones)
-               if zone.type == "primary"]
-    built = build_zones(primary, project_dir,
-                        max_file_bytes=RECORDS_FILE_FACTOR * spec.maxZoneBytes)
-    for (zone, at), (content, zone_issues) in zip(primary, built, strict=True):
-        issues += zone_issues
-        if content is None:
-            continue
-        warnings += content.warnings
-        size = len(content.text(0))
-        if size > spec.maxZoneBytes:
-            issues.append(ConfigIssue(path=at, message=(
-                f"zone {zone.zoneName} renders to {size} bytes, over maxZoneBytes "
-                f"({spec.maxZoneBytes}); split it into delegated child zones or raise "
-                f"{PREFIX}maxZoneBytes")))
-        contents[zone.zoneName] = content
-    if issues:
-        raise TopologyError(issues, warnings)
+            found.warnings += [
+                ConfigIssue(path=f"{zone_paths[z]}.soaRecord.{field}", message=text)
+                for field, text in zone.soaRecord.timer_warnings()]
+    contents = _build_contents(spec, zone_paths, project_dir, found)
+    if found.issues:
+        raise TopologyError(found.issues, found.warnings)
     return Topology(stack=stack, spec=spec, contents=contents, tsig_secret=tsig_secret,
-                    warnings=tuple(sorted(set(warnings), key=lambda i: (i.path, i.message))))
+                    warnings=tuple(sorted(set(found.warnings),
+                                          key=lambda i: (i.path, i.message))))
 
 
 # --------------------------------------------------------------------------- primaryStack
