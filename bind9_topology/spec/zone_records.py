@@ -349,23 +349,12 @@ def _build_zone(
             f"{path}.recordsFile[{index - len(zone.records)}]"
         )
         owner_name = fast_records.parse_name(record.name, fast_origin)
-        if owner_name is None:
-            owner: dns.name.Name | None = None
-            if not record.name or any(c.isspace() for c in record.name):
-                problem = "it is empty or contains whitespace"
-            else:
-                try:
-                    owner = dns.name.from_text(record.name, origin, idna_codec=IDNA)
-                except dns.exception.DNSException as exc:
-                    problem = str(exc)
-            if owner is None:
-                issues.append(ConfigIssue(
-                    path=f"{where}.name",
-                    message=f"{record.name!r} is not a valid record name ({problem}); "
-                    f"{NAME_HINT}",
-                ))
+        if owner_name is None:  # what the fast parser does not take: dnspython decides
+            slow_owner = _slow_owner(record, origin, where)
+            if isinstance(slow_owner, ConfigIssue):
+                issues.append(slow_owner)
                 continue
-            owner_name = fast_records.from_dnspython(owner, origin)
+            owner_name = slow_owner
         if not owner_name.inside:
             issues.append(
                 ConfigIssue(
@@ -378,31 +367,12 @@ def _build_zone(
         rdtype = fast_records.TYPES.get(record.type)
         parsed = (fast_records.parse(rdtype, record.data, fast_origin)
                   if rdtype is not None else None)
-        if parsed is None:
-            try:
-                rdtype = dns.rdatatype.from_text(record.type)
-                rdata = dns.rdata.from_text(IN, rdtype, record.data, origin=origin,
-                                            relativize=True, idna_codec=IDNA)
-            except Exception as exc:
-                example = DATA_EXAMPLES.get(record.type)
-                hint = (
-                    f"write it as in a master file, e.g. {record.type} {example}"
-                    if example
-                    else "write it as in a master file"
-                )
-                issues.append(
-                    ConfigIssue(
-                        path=f"{where}.data",
-                        message=f"{record.type} data {record.data!r} is not valid ({exc}); "
-                        f"{hint}",
-                    )
-                )
+        if parsed is None:  # what the fast parser does not take: dnspython decides
+            slow = _slow_rdata(record, origin, where)
+            if isinstance(slow, ConfigIssue):
+                issues.append(slow)
                 continue
-            if rdtype == dns.rdatatype.SOA:
-                issues.append(ConfigIssue(path=f"{where}.type",
-                                          message="put the SOA in soaRecord, not records"))
-                continue
-            parsed = _from_rdata(rdata, origin)
+            rdtype, parsed = slow
         assert rdtype is not None
         key = owner_name.key
         # Checked here, not on the zone: dnspython silently drops a CNAME when other
@@ -421,36 +391,8 @@ def _build_zone(
         placed.append((where, owner_name, rdtype, parsed[3]))
     progress.done()
 
-    for key, seen in types_at.items():
-        if dns.rdatatype.CNAME in seen and set(seen) - _CNAME_COMPANIONS:
-            others = sorted(_type_text(t) for t in seen if t != dns.rdatatype.CNAME)
-            owner_text = "the apex (@)" if not key else z.owner_text(key)
-            issues.append(
-                ConfigIssue(
-                    path=seen[dns.rdatatype.CNAME],
-                    message=f"{owner_text} has a CNAME beside other data ({', '.join(others)}); "
-                    "a CNAME must be the only record at its name: remove the CNAME or the "
-                    "other records",
-                )
-            )
-    if not z.has((), dns.rdatatype.NS):
-        issues.append(
-            ConfigIssue(
-                path=f"{path}.records",
-                message=f"zone {zone.zoneName} has no NS record at its apex; add "
-                "{name: '@', type: NS, data: ns1." + zone.zoneName + ".}",
-            )
-        )
-    try:
-        soa_rdata = _soa_rdata(zone, origin)
-    except Exception as exc:
-        issues.append(ConfigIssue(path=f"{path}.soaRecord", message=f"SOA is not valid: {exc}"))
-    else:
-        assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA)
-        if not is_hostname(soa_rdata.mname):
-            issues.append(ConfigIssue(path=f"{path}.soaRecord.primaryNs", message=(
-                f"{zone.soaRecord.primaryNs!r} is not a hostname (BIND's check-names refuses "
-                "the zone); use letters, digits and '-' per label, e.g. 'ns1.example.com.'")))
+    soa_rdata, whole = _whole_zone_issues(zone, path, z, types_at, origin)
+    issues += whole
     warnings: list[ConfigIssue] = []
     if not issues:  # judged on the whole zone: a record refused above would mislead
         issues, warnings = bind_checks(z, fast_origin, placed)
@@ -473,6 +415,71 @@ def _build_zone(
         ),
         [],
     )
+
+
+def _slow_owner(record: Any, origin: dns.name.Name,
+                where: str) -> fast_records.Name | ConfigIssue:
+    """A record's owner name through dnspython (IDNA, escapes), or the problem with it."""
+    owner: dns.name.Name | None = None
+    if not record.name or any(c.isspace() for c in record.name):
+        problem = "it is empty or contains whitespace"
+    else:
+        try:
+            owner = dns.name.from_text(record.name, origin, idna_codec=IDNA)
+        except dns.exception.DNSException as exc:
+            problem = str(exc)
+    if owner is None:
+        return ConfigIssue(path=f"{where}.name", message=(
+            f"{record.name!r} is not a valid record name ({problem}); {NAME_HINT}"))
+    return fast_records.from_dnspython(owner, origin)
+
+
+def _slow_rdata(record: Any, origin: dns.name.Name,
+                where: str) -> tuple[int, fast_records.Parsed] | ConfigIssue:
+    """A record's type and data through dnspython, or the problem with them."""
+    try:
+        rdtype = dns.rdatatype.from_text(record.type)
+        rdata = dns.rdata.from_text(IN, rdtype, record.data, origin=origin,
+                                    relativize=True, idna_codec=IDNA)
+    except Exception as exc:
+        example = DATA_EXAMPLES.get(record.type)
+        hint = (f"write it as in a master file, e.g. {record.type} {example}" if example
+                else "write it as in a master file")
+        return ConfigIssue(path=f"{where}.data", message=(
+            f"{record.type} data {record.data!r} is not valid ({exc}); {hint}"))
+    if rdtype == dns.rdatatype.SOA:
+        return ConfigIssue(path=f"{where}.type", message="put the SOA in soaRecord, not records")
+    return rdtype, _from_rdata(rdata, origin)
+
+
+def _whole_zone_issues(zone: Zone, path: str, z: _Zone,
+                       types_at: dict[tuple[bytes, ...], dict[int, str]],
+                       origin: dns.name.Name) -> tuple[Any, list[ConfigIssue]]:
+    """What only the whole zone tells: a CNAME beside other data, no NS at the apex, an
+    SOA that is not valid. Returns the SOA rdata (None when it is not valid) too."""
+    issues: list[ConfigIssue] = []
+    for key, seen in types_at.items():
+        if dns.rdatatype.CNAME in seen and set(seen) - _CNAME_COMPANIONS:
+            others = sorted(_type_text(t) for t in seen if t != dns.rdatatype.CNAME)
+            owner_text = "the apex (@)" if not key else z.owner_text(key)
+            issues.append(ConfigIssue(path=seen[dns.rdatatype.CNAME], message=(
+                f"{owner_text} has a CNAME beside other data ({', '.join(others)}); a CNAME "
+                "must be the only record at its name: remove the CNAME or the other records")))
+    if not z.has((), dns.rdatatype.NS):
+        issues.append(ConfigIssue(path=f"{path}.records", message=(
+            f"zone {zone.zoneName} has no NS record at its apex; add "
+            "{name: '@', type: NS, data: ns1." + zone.zoneName + ".}")))
+    try:
+        soa_rdata = _soa_rdata(zone, origin)
+    except Exception as exc:
+        issues.append(ConfigIssue(path=f"{path}.soaRecord", message=f"SOA is not valid: {exc}"))
+        return None, issues
+    assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA) and zone.soaRecord is not None
+    if not is_hostname(soa_rdata.mname):
+        issues.append(ConfigIssue(path=f"{path}.soaRecord.primaryNs", message=(
+            f"{zone.soaRecord.primaryNs!r} is not a hostname (BIND's check-names refuses "
+            "the zone); use letters, digits and '-' per label, e.g. 'ns1.example.com.'")))
+    return soa_rdata, issues
 
 
 def _from_rdata(rdata: dns.rdata.Rdata, origin: dns.name.Name) -> fast_records.Parsed:
