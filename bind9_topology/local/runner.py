@@ -718,11 +718,6 @@ def up(project: Path, requested: list[str], *, as_json: bool, timeout: float | N
 
 def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budget: Budget,
         ours: list[str]) -> int:
-    from bind9_topology.dns.checks import make_tsig_key
-    from bind9_topology.dns.serials import SerialStore
-    from bind9_topology.render.bind_files import Placement
-    from bind9_topology.render.plan import plan_instance
-
     budget.check("loading the stacks")
     # Check the requested stacks before anything is written (not even the secret file):
     # a bad stack raises its TopologyError with every problem at once.
@@ -752,6 +747,26 @@ def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budge
     running.sort(key=lambda s: (s.inst.role != "primary", s.key))
     ours.extend(s.key for s in running)
 
+    serials = _assign_serials(project, topos, stacks, servers, state, budget)
+    address_map = {(ip, 53): (HOST, s.port) for ip, s in owners(servers).items()}
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    for server in running:
+        _run_server(project, server, topos[server.stack], serials, address_map, secret,
+                    state, now, budget)
+    ok = _gate_and_report(project, topos, stacks, servers, serials, secret, state,
+                          as_json=as_json, once=once, budget=budget)
+    if once:
+        down(project, quiet=True, only=[s.key for s in running])
+    return 0 if ok else 1
+
+
+def _assign_serials(project: Path, topos: dict[str, Topology], stacks: list[str],
+                    servers: dict[str, Server], state: RunState,
+                    budget: Budget) -> dict[tuple[str, str], int]:
+    """Each zone's serial: the stored one while its content stays, else the next one past
+    every serial a server of the zone serves now (as ZoneSerials does under Pulumi)."""
+    from bind9_topology.dns.serials import SerialStore
+
     budget.check("asking the servers which serials they serve")
     served = served_serials(topos, servers, state, budget)
     budget.check("assigning serials")
@@ -761,47 +776,61 @@ def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budge
         for zone, content in topos[stack].contents.items():
             serials[(stack, zone)] = store.advance(
                 stack, zone, content.content_hash, served=served.get(zone)).serial
+    return serials
 
-    address_map = {(ip, 53): (HOST, s.port) for ip, s in owners(servers).items()}
-    started: list[Server] = []
-    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    for server in running:
-        budget.check(f"rendering {server.key}")
-        topo = topos[server.stack]
-        placement = Placement(root=str(server.directory.resolve()), port=server.port,
-                              listen_v4=HOST, listen_v6="none", notify_delay=0,
-                              address_map=address_map, stats_port=server.stats_port)
-        rendered = plan_instance(
-            topo.spec, server.inst, topo.contents, placement, secret,
-            dnssec_material(project, topo),
-        ).with_serials({z: serials[(server.stack, z)] for z in topo.contents})
-        changed = _write(rendered, server.directory)
-        budget.check(f"starting {server.key}")
-        with budget.critical():  # the pid is recorded before a timeout may interrupt
-            old = state["servers"].get(server.key) or {}
-            if (pid_alive(old.get("pid"), str(server.conf.resolve()))
-                    and old.get("port") == server.port):
-                if changed:
-                    os.kill(int(old["pid"]), signal.SIGHUP)
-                pid = int(old["pid"])
-            else:
-                pid = _start(server)
-                started.append(server)
-            state["servers"][server.key] = {
-                "stack": server.stack, "instance": server.inst.name, "role": server.inst.role,
-                "region": server.region, "address": server.inst.service.fixed_address,
-                "host": HOST, "port": server.port, "pid": pid, "statsPort": server.stats_port,
-                "conf": str(server.conf.resolve()), "dir": str(server.directory.resolve()),
-                "startedAt": old.get("startedAt", now) if server not in started else now,
-            }
-            save_state(project, state)
-        if server.inst.role == "primary":
-            zones = [z.zoneName for z in topo.spec.zones_for(server.inst)]
-            budget.step = f"waiting for {server.key} to load {', '.join(zones)}"
-            if not _wait_authoritative(server.port, zones, budget.left(15)):
-                budget.check()
-                print(f"warning: {server.key} is not answering for {', '.join(zones)} "
-                      f"(see {server.log})", file=sys.stderr)
+
+def _run_server(project: Path, server: Server, topo: Topology,
+                serials: dict[tuple[str, str], int], address_map: dict[Any, Any], secret: str,
+                state: RunState, now: str, budget: Budget) -> None:
+    """Render one server's files; start its named, or SIGHUP the running one when a file
+    changed; record it in the state; wait (bounded) for a primary to load its zones."""
+    from bind9_topology.render.bind_files import Placement
+    from bind9_topology.render.plan import plan_instance
+
+    budget.check(f"rendering {server.key}")
+    placement = Placement(root=str(server.directory.resolve()), port=server.port,
+                          listen_v4=HOST, listen_v6="none", notify_delay=0,
+                          address_map=address_map, stats_port=server.stats_port)
+    rendered = plan_instance(
+        topo.spec, server.inst, topo.contents, placement, secret,
+        dnssec_material(project, topo),
+    ).with_serials({z: serials[(server.stack, z)] for z in topo.contents})
+    changed = _write(rendered, server.directory)
+    budget.check(f"starting {server.key}")
+    with budget.critical():  # the pid is recorded before a timeout may interrupt
+        old = state["servers"].get(server.key) or {}
+        fresh = False
+        if (pid_alive(old.get("pid"), str(server.conf.resolve()))
+                and old.get("port") == server.port):
+            if changed:
+                os.kill(int(old["pid"]), signal.SIGHUP)
+            pid = int(old["pid"])
+        else:
+            pid = _start(server)
+            fresh = True
+        state["servers"][server.key] = {
+            "stack": server.stack, "instance": server.inst.name, "role": server.inst.role,
+            "region": server.region, "address": server.inst.service.fixed_address,
+            "host": HOST, "port": server.port, "pid": pid, "statsPort": server.stats_port,
+            "conf": str(server.conf.resolve()), "dir": str(server.directory.resolve()),
+            "startedAt": now if fresh else old.get("startedAt", now),
+        }
+        save_state(project, state)
+    if server.inst.role == "primary":
+        zones = [z.zoneName for z in topo.spec.zones_for(server.inst)]
+        budget.step = f"waiting for {server.key} to load {', '.join(zones)}"
+        if not _wait_authoritative(server.port, zones, budget.left(15)):
+            budget.check()
+            print(f"warning: {server.key} is not answering for {', '.join(zones)} "
+                  f"(see {server.log})", file=sys.stderr)
+
+
+def _gate_and_report(project: Path, topos: dict[str, Topology], stacks: list[str],
+                     servers: dict[str, Server], serials: dict[tuple[str, str], int],
+                     secret: str, state: RunState, *, as_json: bool, once: bool,
+                     budget: Budget) -> bool:
+    """NOTIFY, the gate on every zone of the stacks, and its table (or JSON)."""
+    from bind9_topology.dns.checks import make_tsig_key
 
     budget.check("computing the zones' content digests")
     key_spec = topos[stacks[0]].spec.tsigKey
@@ -828,9 +857,7 @@ def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budge
         print(f"{'all' if ok else 'NOT all'} {len(results)} zone(s) ready; servers keep running "
               "(python -m components local status | down)" if not once else
               f"{'all' if ok else 'NOT all'} {len(results)} zone(s) ready")
-    if once:
-        down(project, quiet=True, only=[s.key for s in running])
-    return 0 if ok else 1
+    return ok
 
 
 def _server_for(servers: dict[str, Server], stack: str, label: str, port: int) -> Server | None:
