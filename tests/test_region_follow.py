@@ -7,7 +7,8 @@ and content they serve now, so a zone whose primary moved differs from state and
 content), and ``read`` (`pulumi refresh`) compares the secondaries with what the primaries
 serve now. The servers are tests/namedkit.py's primary and two secondaries; the provider
 runs in this process (``bind``) and in the engine's provider host over gRPC
-(``provider``); tests/test_engine_region_follow.py drives the same through the real CLI.
+(``provider``); the ``engine`` test drives the same through the real CLI: a primary stack
+and a region stack (``primaryStack``) on the local runner's named servers.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bind9_topology.dns.checks import make_tsig_key
+from bind9_topology.dns.checks import Endpoint, make_tsig_key
 from bind9_topology.dns.gate import wait_until_transferred
 from bind9_topology.dns.proofs import ContentProofs
 from bind9_topology.local.named_process import free_port
@@ -365,3 +366,197 @@ def test_provider_host_check_observes_the_primaries(tmp_path: Path, host: Any) -
             id="transfer-gate", urn=URN, olds=_serialize(created), news=_serialize(moved),
             timeout=60)).properties)
         assert updated["status"][ZONE]["servedSerial"] == c.serial
+
+
+# --------------------------------------------------------------------------- engine
+
+P = "bind9-topology:"
+RF_ZONE, RF_PRIMARY_IP, RF_SECONDARY_IP = "rf.example", "192.0.2.80", "198.51.100.80"
+
+
+def _stack_file(engine: Any, name: str) -> Path:
+    return Path(engine.project) / f"Pulumi.{name}.yaml"
+
+
+def _set_config(engine: Any, name: str, **values: Any) -> None:
+    """Set keys of a stack file, keeping what `pulumi config set --secret` wrote."""
+    import yaml
+
+    path = _stack_file(engine, name)
+    doc = yaml.safe_load(path.read_text()) if path.exists() else {}
+    doc.setdefault("config", {}).update({f"{P}{k}": v for k, v in values.items()})
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def _records(www: str) -> list[dict[str, str]]:
+    return [{"name": "@", "type": "NS", "data": "ns1.rf.example."},
+            {"name": "ns1", "type": "A", "data": RF_PRIMARY_IP},
+            {"name": "www", "type": "A", "data": www}]
+
+
+def _gate_of(engine: Any, stack: str) -> dict[str, Any]:
+    """The region gate's state (inputs and outputs) as `pulumi stack export` holds it."""
+    import json
+
+    exported = json.loads(engine.run("stack", "export", "--show-secrets", stack=stack).stdout)
+    (gate,) = [r for r in exported["deployment"]["resources"]
+               if r["type"].endswith("TransferGate")]
+    return dict(gate)
+
+
+def _served(engine: Any, instance: str) -> Endpoint:
+    from bind9_topology.local.runner import load_state
+
+    (info,) = [i for i in load_state(Path(engine.project))["servers"].values()
+               if i["instance"] == instance]
+    return Endpoint(str(info["host"]), int(info["port"]), instance)
+
+
+def _stop_server(engine: Any, instance: str) -> None:
+    """Stop the local runner's server of *instance*, by its pid (the runner started it
+    for this test)."""
+    import os
+    import signal
+
+    from bind9_topology.local.runner import load_state, pid_alive
+
+    (info,) = [i for i in load_state(Path(engine.project))["servers"].values()
+               if i["instance"] == instance]
+    os.kill(int(info["pid"]), signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while pid_alive(info["pid"], info.get("conf")):
+        assert time.monotonic() < deadline, f"{instance} did not stop"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.enginekit import local_runner_engine
+
+    with local_runner_engine(tmp_path_factory.mktemp("engine-region-follow")) as eng:
+        yield eng
+
+
+@pytest.mark.engine
+def test_region_stack_follows_the_primary_stack_through_the_engine(engine: Any) -> None:
+    """The README's flow with `primaryStack`: a primary stack and a region stack on the
+    local runner's named servers, `pulumi up` of both; the primary moves the zone, and the
+    region's `pulumi preview` names the zone, its `up` re-verifies it; a region secondary
+    that stopped fails the region's `up` naming it, and refresh shows the drift; a primary
+    that cannot be asked neither hangs nor fails the preview, and fails `up` naming it."""
+    import json
+
+    from bind9_topology.dns.checks import query_soa
+
+    def instance(name: str, role: str, ip: str) -> dict[str, Any]:
+        return {"name": name, "role": role, "labels": {"dns-role": role},
+                "service": {"type": "LoadBalancer", "loadBalancerIP": ip}}
+
+    gate = {"enabled": True, "deadlineSeconds": 8, "pollIntervalSeconds": 0.2}
+    primary_zone = {"zoneName": RF_ZONE, "type": "primary",
+                    "instanceSelector": {"matchLabels": {"dns-role": "primary"}},
+                    "soaRecord": {"primaryNs": "ns1.rf.example.",
+                                  "adminEmail": "hostmaster@rf.example"},
+                    "alsoNotify": [RF_SECONDARY_IP], "records": _records("192.0.2.1")}
+    _set_config(engine, "rf-primary", region="rf-east", namespace="dns-rf-east",
+                kubernetesRenderDir=".cache/rf-primary", gate=gate,
+                instances=[instance("rf-primary", "primary", RF_PRIMARY_IP)],
+                zones=[primary_zone])
+    _set_config(engine, "rf-west", region="rf-west", namespace="dns-rf-west",
+                kubernetesRenderDir=".cache/rf-west", gate=gate,
+                primaryStack="organization/bind9-topology/rf-primary",
+                instances=[instance("rf-west-a", "secondary", RF_SECONDARY_IP)],
+                zones=[{"zoneName": RF_ZONE, "type": "secondary",
+                        "instanceSelector": {"matchLabels": {"dns-role": "secondary"}}}])
+    # the runner starts the region and the primary stack it transfers from
+    started = json.loads(engine.cli("local", "up", "--stack", "rf-west", "--json").stdout)
+    assert started["ready"] is True, started
+    amap = {ip: a for ip, a in started["addressMap"].items()
+            if ip in (RF_PRIMARY_IP, RF_SECONDARY_IP)}
+    assert len(amap) == 2, started["addressMap"]
+    secret = (Path(engine.project) / ".local-run/tsig.secret").read_text().strip()
+    for stack in ("rf-primary", "rf-west"):
+        _set_config(engine, stack, gate={**gate, "addressMap": amap})
+        engine.init(stack, secret)
+    engine.run("up", "--yes", "--skip-preview", stack="rf-primary")
+    engine.run("up", "--yes", "--skip-preview", stack="rf-west")
+    primary, secondary = _served(engine, "rf-primary"), _served(engine, "rf-west-a")
+    first = query_soa(primary, RF_ZONE, timeout=2).serial
+    zones = json.loads(engine.run("stack", "output", "zones", "--json", stack="rf-west").stdout)
+    assert zones["rf-example-secondary"]["servedSerial"] == first, zones
+    assert zones["rf-example-secondary"]["ready"] is True
+    assert _gate_of(engine, "rf-west")["inputs"]["zones"][RF_ZONE]["primarySerial"] == first
+    engine.run("preview", "--expect-no-changes", stack="rf-west")  # nothing moved
+
+    # The primary stack changes a record: its servers move (the runner), its `pulumi up`.
+    _set_config(engine, "rf-primary", zones=[{**primary_zone, "records": _records("192.0.2.2")}])
+    engine.cli("local", "up", "--stack", "rf-primary")
+    engine.run("up", "--yes", "--skip-preview", stack="rf-primary")
+    moved = query_soa(primary, RF_ZONE, timeout=2).serial
+    assert moved is not None and moved != first
+
+    preview = engine.run("preview", "--diff", stack="rf-west")
+    print(preview.stdout)
+    import re
+
+    assert re.search(rf"~ primarySerial\s*: {first} => {moved}\n", preview.stdout), \
+        preview.stdout
+    assert re.search(rf"~ {re.escape(RF_ZONE)}: {{", preview.stdout), preview.stdout
+    steps = json.loads(engine.run("preview", "--json", stack="rf-west").stdout)["steps"]
+    ops = {s["urn"].rsplit("::", 1)[-1]: s["op"] for s in steps}
+    assert ops["rf-west-transfer-gate"] == "update", ops
+    assert {op for name, op in ops.items() if name != "rf-west-transfer-gate"} <= {"same",
+                                                                                  "read"}, ops
+    before = _gate_of(engine, "rf-west")["outputs"]["status"][RF_ZONE]
+    engine.run("up", "--yes", "--skip-preview", stack="rf-west")
+    after = _gate_of(engine, "rf-west")["outputs"]["status"][RF_ZONE]
+    assert after["servedSerial"] == moved and after["checkedAt"] != before["checkedAt"]
+    assert after["servers"]["rf-west-a"]["serial"] == moved
+    assert query_soa(secondary, RF_ZONE, timeout=2).serial == moved
+
+    # The region's secondary stops; the primary moves on: `up` fails naming it.
+    _stop_server(engine, "rf-west-a")
+    _set_config(engine, "rf-primary", zones=[{**primary_zone, "records": _records("192.0.2.3")}])
+    engine.cli("local", "up", "--stack", "rf-primary")
+    third = query_soa(primary, RF_ZONE, timeout=2).serial
+    assert third is not None and third != moved
+    failed = engine.run("up", "--yes", "--skip-preview", stack="rf-west", check=False)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0, output
+    assert f"zone {RF_ZONE}: not ready after 8s (target serial {third})" in output, output
+    assert f"secondary rf-west-a ({secondary.host}#{secondary.port}): serves serial none" \
+        in output, output
+    assert "fix: the gate cannot reach it" in output and "Traceback" not in output, output
+    assert secret not in output
+
+    # refresh: the secondary does not serve what the primary serves now
+    # (the gate only: the Kubernetes objects rendered to a directory have no cluster to read)
+    engine.run("refresh", "--yes", "--skip-preview", "--target",
+               _gate_of(engine, "rf-west")["urn"], stack="rf-west")
+    refreshed = _gate_of(engine, "rf-west")["outputs"]
+    status = refreshed["status"][RF_ZONE]
+    assert refreshed["ready"] is False and status["ready"] is False, status
+    assert status["primarySerial"] == third
+    assert status["servers"]["rf-west-a"]["reason"] in ("TIMEOUT", "CONNECTION_REFUSED")
+    assert status["servers"][RF_PRIMARY_IP]["serial"] == third  # labelled as in config
+    assert engine.run("preview", "--expect-no-changes", stack="rf-west",
+                      check=False).returncode != 0  # the next `up` re-verifies it
+
+    # A primary that cannot be asked: the preview neither hangs nor fails, and `up` fails
+    # naming it with the fix.
+    _stop_server(engine, "rf-primary")
+    began = time.monotonic()
+    quiet = engine.run("preview", "--diff", stack="rf-west")
+    assert time.monotonic() - began < 60
+    assert f'+ [0]: "{RF_PRIMARY_IP} ({primary.host}#{primary.port}): ' in quiet.stdout, \
+        quiet.stdout
+    again = engine.run("preview", "--json", stack="rf-west").stdout
+    assert again.count(f"{RF_PRIMARY_IP} ({primary.host}#{primary.port}): ") >= 1
+    assert _gate_of(engine, "rf-west")["inputs"]["zones"][RF_ZONE].get("primaryErrors") \
+        in (None, [])  # state keeps what the last good `up` saw
+    down = engine.run("up", "--yes", "--skip-preview", stack="rf-west", check=False)
+    output = down.stdout + down.stderr
+    assert down.returncode != 0, output
+    assert f"primary {RF_PRIMARY_IP} ({primary.host}#{primary.port})" in output, output
+    assert "could not ask for the zone's serial" in output, output
+    assert "Traceback" not in output and secret not in output, output
