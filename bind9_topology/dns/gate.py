@@ -473,32 +473,68 @@ def wait_until_transferred(
     (every round it is ahead): a primary that moved on since is followed, not failed; a
     secondary still ahead of every primary keeps old data and fails as usual.
     """
-    start = time.monotonic()
-    end = start + deadline_s
-    grace = tsig_grace_s if tsig_grace_s is not None else min(3.0, deadline_s / 3)
-    states = [_State(ep, "primary") for ep in primaries] + [
-        _State(ep, "secondary") for ep in secondaries
-    ]
-    prim = [s for s in states if s.role == "primary"]
-    sec = [s for s in states if s.role == "secondary"]
-    target: int | None = expected_serial if not prim else None
+    run = _GateRun(
+        zone, primaries, secondaries, expected_serial, key, deadline_s,
+        prober=_Prober(zone, expected_serial, None if follow_primaries else expected_digest,
+                       key, proofs if proofs is not None else default_proofs(),
+                       poller if poller is not None else default_poller(),
+                       learn=follow_primaries),
+        probe_timeout_s=probe_timeout_s,
+        grace_s=tsig_grace_s if tsig_grace_s is not None else min(3.0, deadline_s / 3),
+        expected_ds=expected_ds, follow_primaries=follow_primaries)
     delay = FIRST_DELAY_S
-    last_progress = start
-    rounds = 0
-    fatal: _State | None = None
-    prober = _Prober(zone, expected_serial, None if follow_primaries else expected_digest, key,
-                     proofs if proofs is not None else default_proofs(),
-                     poller if poller is not None else default_poller(),
-                     learn=follow_primaries)
-    timeout = probe_timeout_s
+    last_progress = run.start
+    while True:
+        progressed = run.round()
+        now = time.monotonic()
+        if on_progress is not None:
+            on_progress(GateProgress(zone, sum(s.ok for s in run.states), len(run.states),
+                                     round(now - run.start, 3), run.rounds))
+        if run.done():
+            return _report(zone, True, run.target, run.states, run.start, now,
+                           pulls=run.prober.pulls)
+        fatal = run.fatal(now)
+        if fatal is not None or now >= run.end:
+            return _report(zone, False, run.target, run.states, run.start, None,
+                           deadline_s=deadline_s, fatal=fatal, pulls=run.prober.pulls)
+        if progressed:
+            last_progress = now
+        cap = min(poll_s, FAST_CAP_S) if now - last_progress < FAST_WINDOW_S else poll_s
+        delay = FIRST_DELAY_S if progressed else min(cap, delay * BACKOFF)
+        time.sleep(max(0.0, min(delay, run.end - now)))
 
-    def record(st: _State, result: Result) -> bool:
+
+class _GateRun:
+    """One gate's servers and target, and one polling round at a time (the loop and its
+    pacing are wait_until_transferred's)."""
+
+    def __init__(self, zone: str, primaries: Sequence[Endpoint],
+                 secondaries: Sequence[Endpoint], expected_serial: int | None,
+                 key: dns.tsig.Key | None, deadline_s: float, *, prober: _Prober,
+                 probe_timeout_s: float, grace_s: float,
+                 expected_ds: Sequence[str] | None, follow_primaries: bool) -> None:
+        self.zone, self.key, self.prober = zone, key, prober
+        self.start = time.monotonic()
+        self.end = self.start + deadline_s
+        self.grace_s, self.expected_ds = grace_s, expected_ds
+        self.follow_primaries = follow_primaries
+        self.probe_timeout_s = self.timeout = probe_timeout_s
+        self.states = [_State(ep, "primary") for ep in primaries] + [
+            _State(ep, "secondary") for ep in secondaries]
+        self.prim = [s for s in self.states if s.role == "primary"]
+        self.sec = [s for s in self.states if s.role == "secondary"]
+        #: the serial every secondary must serve (at least): the primaries' once they pass
+        self.target: int | None = expected_serial if not self.prim else None
+        self.rounds = 0
+
+    def record(self, st: _State, result: Result) -> bool:
+        """Take one probe's result for *st*; True when it moved (passed, or a new serial)."""
         ok, serial, reason, detail = result
-        if ok and expected_ds:
+        if ok and self.expected_ds:
             from bind9_topology.dns.dnssec import check_signed
 
-            signed_ok, signed_detail = check_signed(st.endpoint, zone, expected_ds,
-                                                    timeout=max(timeout, 1.0))
+            signed_ok, signed_detail = check_signed(st.endpoint, self.zone, self.expected_ds,
+                                                    timeout=max(self.timeout, 1.0))
             if signed_ok:
                 detail = f"{detail}; {signed_detail}"
             else:
@@ -510,7 +546,7 @@ def wait_until_transferred(
         if ok:
             st.ok = True
             st.verified_at = _now_iso()
-            st.ready_after_s = round(now - start, 4)
+            st.ready_after_s = round(now - self.start, 4)
             st.tsig_since = None
             return True
         if reason in TSIG_REASONS or (reason is Reason.CONTENT_MISMATCH
@@ -522,71 +558,74 @@ def wait_until_transferred(
             st.tsig_since = None
         return progressed
 
-    while True:
-        rounds += 1
-        remaining = max(0.05, end - time.monotonic())
-        timeout = min(probe_timeout_s, remaining)
+    def round(self) -> bool:
+        """Probe every server not passed yet; True when anything moved."""
+        self.rounds += 1
+        remaining = max(0.05, self.end - time.monotonic())
+        self.timeout = min(self.probe_timeout_s, remaining)
         progressed = False
-        pending_p = [s for s in prim if not s.ok]
+        pending_p = [s for s in self.prim if not s.ok]
         if pending_p:
-            for s, result in zip(pending_p, prober.primaries(pending_p, timeout), strict=True):
-                progressed |= record(s, result)
-        if prim and all(s.ok for s in prim) and target is None:
-            target = newest_serial(s.serial for s in prim if s.serial is not None)
-            if follow_primaries and target is not None:
-                prober.digest = prober.learned.get(target)
-        pending_s = [s for s in sec if not s.ok]
-        if pending_s:
-            if target is not None:
-                results = prober.secondaries(pending_s, target, timeout, bool(prim))
-                for s, result in zip(pending_s, results, strict=True):
-                    progressed |= record(s, result)
-                if follow_primaries and prim and any(
-                        not s.ok and s.serial is not None
-                        and serial_compare_safe(s.serial, target) > 0 for s in pending_s):
-                    # A secondary ahead of the primaries: they may have moved on since
-                    # they were asked. Ask them again; when every one answers, the newest
-                    # serial they serve now is the target (serials only go forward).
-                    again = prober.primaries(prim, timeout)
-                    newer = newest_serial(r[1] for r in again if r[1] is not None)
-                    if all(r[0] for r in again) and newer is not None \
-                            and serial_compare_safe(newer, target) > 0:
-                        for s, result in zip(prim, again, strict=True):
-                            record(s, result)
-                        target, prober.digest = newer, prober.learned.get(newer)
-                        progressed = True
-                if key is not None:
-                    _nudge_lagging(pending_s, zone, target, key, timeout)
-            elif rounds == 1 or rounds % 10 == 0:
-                # no target yet: probe now and then so the report says what they serve
-                for s, soa in zip(pending_s, prober.soa(pending_s, key, timeout), strict=True):
-                    detail = _secondary_detail(soa)
-                    s.serial, s.reason = soa.serial, soa.reason
-                    s.detail = (detail if soa.reason in TSIG_REASONS
-                                else f"waiting for the primaries ({detail})")
-                    s.attempts += 1
-                    if soa.reason in TSIG_REASONS:
-                        s.tsig_since = s.tsig_since or time.monotonic()
-        done = all(s.ok for s in states) and (target is not None or not prim)
-        now = time.monotonic()
-        if on_progress is not None:
-            on_progress(GateProgress(zone, sum(s.ok for s in states), len(states),
-                                     round(now - start, 3), rounds))
-        if done:
-            return _report(zone, True, target, states, start, now, pulls=prober.pulls)
-        fatal = next(
-            (s for s in states if s.tsig_since is not None and now - s.tsig_since >= grace
-             and s.attempts >= 3),
-            None,
-        )
-        if fatal is not None or now >= end:
-            return _report(zone, False, target, states, start, None,
-                           deadline_s=deadline_s, fatal=fatal, pulls=prober.pulls)
-        if progressed:
-            last_progress = now
-        cap = min(poll_s, FAST_CAP_S) if now - last_progress < FAST_WINDOW_S else poll_s
-        delay = FIRST_DELAY_S if progressed else min(cap, delay * BACKOFF)
-        time.sleep(max(0.0, min(delay, end - now)))
+            for s, result in zip(pending_p, self.prober.primaries(pending_p, self.timeout),
+                                 strict=True):
+                progressed |= self.record(s, result)
+        if self.prim and all(s.ok for s in self.prim) and self.target is None:
+            self.target = newest_serial(s.serial for s in self.prim if s.serial is not None)
+            if self.follow_primaries and self.target is not None:
+                self.prober.digest = self.prober.learned.get(self.target)
+        pending_s = [s for s in self.sec if not s.ok]
+        if pending_s and self.target is not None:
+            progressed |= self._secondaries(pending_s, self.target)
+        elif pending_s and (self.rounds == 1 or self.rounds % 10 == 0):
+            self._describe_waiting(pending_s)
+        return progressed
+
+    def _secondaries(self, pending: list[_State], target: int) -> bool:
+        progressed = False
+        results = self.prober.secondaries(pending, target, self.timeout, bool(self.prim))
+        for s, result in zip(pending, results, strict=True):
+            progressed |= self.record(s, result)
+        if self.follow_primaries and self.prim and any(
+                not s.ok and s.serial is not None
+                and serial_compare_safe(s.serial, target) > 0 for s in pending):
+            progressed |= self._follow_moved_primaries(target)
+        if self.key is not None and self.target is not None:
+            _nudge_lagging(pending, self.zone, self.target, self.key, self.timeout)
+        return progressed
+
+    def _follow_moved_primaries(self, target: int) -> bool:
+        """A secondary ahead of the primaries: they may have moved on since they were
+        asked. Ask them again; when every one answers, the newest serial they serve now
+        is the target (serials only go forward)."""
+        again = self.prober.primaries(self.prim, self.timeout)
+        newer = newest_serial(r[1] for r in again if r[1] is not None)
+        if not (all(r[0] for r in again) and newer is not None
+                and serial_compare_safe(newer, target) > 0):
+            return False
+        for s, result in zip(self.prim, again, strict=True):
+            self.record(s, result)
+        self.target, self.prober.digest = newer, self.prober.learned.get(newer)
+        return True
+
+    def _describe_waiting(self, pending: list[_State]) -> None:
+        """No target yet: probe now and then so the report says what they serve."""
+        for s, soa in zip(pending, self.prober.soa(pending, self.key, self.timeout),
+                          strict=True):
+            detail = _secondary_detail(soa)
+            s.serial, s.reason = soa.serial, soa.reason
+            s.detail = (detail if soa.reason in TSIG_REASONS
+                        else f"waiting for the primaries ({detail})")
+            s.attempts += 1
+            if soa.reason in TSIG_REASONS:
+                s.tsig_since = s.tsig_since or time.monotonic()
+
+    def done(self) -> bool:
+        return all(s.ok for s in self.states) and (self.target is not None or not self.prim)
+
+    def fatal(self, now: float) -> _State | None:
+        """A server failing for a reason that does not fix itself, for the grace period."""
+        return next((s for s in self.states if s.tsig_since is not None
+                     and now - s.tsig_since >= self.grace_s and s.attempts >= 3), None)
 
 
 def _nudge_lagging(states: Sequence[_State], zone: str, target: int, key: dns.tsig.Key,
