@@ -41,7 +41,7 @@ def main() -> int:
     t_start = time.perf_counter()
     import synth
 
-    from bind9_topology.spec.topology import load_topology, read_stack_file
+    from bind9_topology.config.topology import load_topology, read_stack_file
     from components import region
     from components.preview import run_components
 

@@ -28,10 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bind9_topology.config.topology import load_topology, read_stack_file  # noqa: E402
 from bind9_topology.dns.checks import Endpoint, make_tsig_key, query_soa  # noqa: E402
 from bind9_topology.dns.gate import wait_until_transferred  # noqa: E402
 from bind9_topology.kube.forward import gate_endpoints  # noqa: E402
-from bind9_topology.spec.topology import load_topology, read_stack_file  # noqa: E402
 
 
 def _pods(namespace: str, instance: str, env: dict[str, str]) -> list[tuple[str, str]]:

@@ -40,12 +40,12 @@ from typing import Any
 ROOT = Path(os.environ.get("BENCH_REPO") or Path(__file__).resolve().parent.parent)
 sys.path.insert(0, str(ROOT))
 
+from bind9_topology.config.digest import zone_digest_from_text  # noqa: E402
+from bind9_topology.config.topology import load_topology  # noqa: E402
 from bind9_topology.dns.checks import Endpoint, make_tsig_key  # noqa: E402
 from bind9_topology.dns.gate import wait_until_transferred  # noqa: E402
 from bind9_topology.local.named_process import NamedProcess, free_port  # noqa: E402
 from bind9_topology.render.bind_files import Placement, render_instance, write_tree  # noqa: E402
-from bind9_topology.spec.digest import zone_digest_from_text  # noqa: E402
-from bind9_topology.spec.topology import load_topology  # noqa: E402
 
 HOST = "127.0.0.1"
 PRIMARY_IP = "10.0.1.10"

@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import synth  # noqa: E402
 
+from bind9_topology.config.model import TopologyError  # noqa: E402
+from bind9_topology.config.topology import load_topology  # noqa: E402
 from bind9_topology.render import manifests  # noqa: E402
 from bind9_topology.render.bind_files import ZONE_DIR, Placement, render_instance, write_tree  # noqa: E402
-from bind9_topology.spec.model import TopologyError  # noqa: E402
-from bind9_topology.spec.topology import load_topology  # noqa: E402
 
 CONFIGMAP_LIMIT = 1024 * 1024  # bytes of data an API server accepts in one ConfigMap
 

@@ -58,11 +58,11 @@ def collect(zones: int) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
     from verify_fanout import raw_config
 
+    from bind9_topology.config.topology import load_topology
     from bind9_topology.dns.checks import Endpoint, make_tsig_key
     from bind9_topology.dns.gate import wait_until_transferred
     from bind9_topology.local.named_process import NamedProcess, free_port
     from bind9_topology.render.bind_files import Placement, render_instance, write_tree
-    from bind9_topology.spec.topology import load_topology
 
     secret = base64.b64encode(os.urandom(32)).decode()
     key = make_tsig_key("transfer-key", "hmac-sha256", secret)

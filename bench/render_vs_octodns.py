@@ -86,8 +86,8 @@ def side_ours(project: Path, cache_dir: str) -> dict:
     sys.path.insert(0, str(HERE))
     import synth
 
+    from bind9_topology.config.topology import load_topology, read_stack_file
     from bind9_topology.render.bind_files import render_instance, write_tree
-    from bind9_topology.spec.topology import load_topology, read_stack_file
 
     raw = read_stack_file(project, synth.PRIMARY_STACK)  # config read: not timed (engine: JSON)
     out = project / "ours-out"

@@ -4,7 +4,7 @@
     python -m components render --stack prod --out out/
     python -m components keygen
     python -m components schema --check            (Pulumi.yaml and README from the model)
-    python -m components import-bindy bindy/*.yaml --stack prod   (see bind9_topology.spec.bindy)
+    python -m components import-bindy bindy/*.yaml --stack prod   (see bind9_topology.config.bindy)
     python -m components local up --stack prod      (see bind9_topology.local.runner)
     python -m components deploy --preview|--up [--stacks a,b] [--json]   (see components.deploy)
 """
@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from bind9_topology.spec.model import ConfigIssue, TopologyError
-from bind9_topology.spec.topology import (
+from bind9_topology.config.model import ConfigIssue, TopologyError
+from bind9_topology.config.topology import (
     PREFIX,
     SECRET_ENV,
     SECRET_KEY,
@@ -54,7 +54,7 @@ def load_for_cli(project_dir: Path, stack: str, *, need_secret: bool = False) ->
         raise TopologyError([*exc.issues, *issues], exc.warnings) from None
     if issues:
         raise TopologyError(issues, topology.warnings)
-    from bind9_topology.spec.topology import (
+    from bind9_topology.config.topology import (
         resolve_offline,  # primaryStack: read from its stack file
     )
 
@@ -122,7 +122,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_import_bindy(args: argparse.Namespace) -> int:
-    from bind9_topology.spec.bindy_import import import_stack
+    from bind9_topology.config.bindy_import import import_stack
 
     result = import_stack(
         [Path(f) for f in args.files], stack=args.stack, project_dir=args.project,
@@ -140,7 +140,7 @@ def cmd_import_bindy(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from bind9_topology.spec.schema import drift, write
+    from bind9_topology.config.schema import drift, write
 
     if args.write:
         changed = write(args.project)

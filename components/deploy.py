@@ -3,7 +3,7 @@
     python -m components deploy --preview [--stacks a,b] [--json] [--no-policy]
     python -m components deploy --up [--stacks a,b] [--json]
 
-The stacks run in the order of bind9_topology.spec.fleet (the primary stacks, then the
+The stacks run in the order of bind9_topology.config.fleet (the primary stacks, then the
 region stacks that transfer from them). `--preview` previews each one (with the policy
 pack in policy/) and prints one summary: per stack the creates, updates, deletes and
 replaces, the policy violations and the zones whose serial moves (the stack's
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bind9_topology.spec.fleet import DeployOrder, deploy_order
-from bind9_topology.spec.topology import PREFIX, SECRET_KEY
+from bind9_topology.config.fleet import DeployOrder, deploy_order
+from bind9_topology.config.topology import PREFIX, SECRET_KEY
 
 ZONE_SERIALS_TYPE = "pulumi-python:dynamic/bind9:ZoneSerials"
 GATE_TYPE = "pulumi-python:dynamic/bind9:TransferGate"

@@ -18,8 +18,8 @@ from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from bind9_topology.config.topology import Topology
 from bind9_topology.dns.serials import SerialStore, next_serial
-from bind9_topology.spec.topology import Topology
 
 from .args import SECRET_SIG
 

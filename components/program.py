@@ -11,8 +11,8 @@ from typing import Any
 import pulumi
 from pulumi.runtime.config import get_config_env, get_config_secret_keys_env, is_config_secret
 
-from bind9_topology.spec.model import PROJECT, TopologyError, Zone
-from bind9_topology.spec.topology import (
+from bind9_topology.config.model import PROJECT, TopologyError, Zone
+from bind9_topology.config.topology import (
     PREFIX,
     SECRET_KEY,
     StackConfig,
@@ -234,7 +234,7 @@ def deploy(topology: Topology, secret: pulumi.Output[str] | None = None) -> None
     if not topology.spec.primaryStack:
         export(build(topology, secret), topology)
         return
-    from bind9_topology.spec.topology import PRIMARY_STACK_OUTPUT
+    from bind9_topology.config.topology import PRIMARY_STACK_OUTPUT
 
     ref = pulumi.StackReference(f"primary-stack-{topology.spec.primaryStack.replace('/', '-')}",
                                 stack_name=topology.spec.primaryStack)
@@ -255,7 +255,7 @@ def deploy(topology: Topology, secret: pulumi.Output[str] | None = None) -> None
 def resolved_topology(topology: Topology, instances: Any) -> Topology:
     """Zones' primaryServers from the primary stack's `instances` output, or a RunError
     naming each zone without a primary there."""
-    from bind9_topology.spec.topology import with_primary_stack
+    from bind9_topology.config.topology import with_primary_stack
 
     try:
         resolved = with_primary_stack(topology, instances)

@@ -10,12 +10,12 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from bind9_topology.config.model import Zone
+from bind9_topology.config.topology import Topology
 from bind9_topology.dns.gate import gate_plans, map_address
 from bind9_topology.dns.targets import Target, direct, pods_of, probe_targets
 from bind9_topology.render import alerts
 from bind9_topology.render.plan import plan_instance
-from bind9_topology.spec.model import Zone
-from bind9_topology.spec.topology import Topology
 
 from .args import KubeAccess, TsigArgs
 from .bind9_instance import Bind9Instance, Bind9InstanceArgs

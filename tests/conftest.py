@@ -2,7 +2,7 @@
 config, a minimal valid raw config, and a big synthetic zone for the $INCLUDE split.
 
 Raw configs are the stack config mapping WITHOUT the ``bind9-topology:`` prefix,
-exactly what ``bind9_topology.spec.topology.read_stack_file`` returns.
+exactly what ``bind9_topology.config.topology.read_stack_file`` returns.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bind9_topology.spec.topology import Topology, load_topology, read_stack_file
+from bind9_topology.config.topology import Topology, load_topology, read_stack_file
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 

@@ -31,11 +31,11 @@ import dns.rdatatype
 import dns.tsig
 import pytest
 
+from bind9_topology.config.topology import load_topology
 from bind9_topology.dns.checks import Endpoint, query_soa
 from bind9_topology.local.named_process import NamedProcess, free_port
 from bind9_topology.pod import agent as agent_module
 from bind9_topology.render.bind_files import Placement, render_instance, write_tree
-from bind9_topology.spec.topology import load_topology
 from tests.conftest import new_secret
 from tests.namedkit import PROJECT, RAW, ZONE
 

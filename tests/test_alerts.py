@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
+from bind9_topology.config.model import TopologyError
+from bind9_topology.config.topology import load_topology
 from bind9_topology.render import alerts, manifests
-from bind9_topology.spec.model import TopologyError
-from bind9_topology.spec.topology import load_topology
 from components.preview import kubernetes_objects, run_components
 from tests.conftest import PROJECT_DIR, new_secret
 from tests.test_components import parent_of

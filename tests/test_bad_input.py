@@ -23,10 +23,10 @@ import pulumi
 import pytest
 import yaml
 
+from bind9_topology.config import safeyaml
+from bind9_topology.config.model import ConfigIssue, TopologyError
+from bind9_topology.config.topology import PREFIX, SECRET_KEY, Topology, load_topology
 from bind9_topology.render.bind_files import render_instance
-from bind9_topology.spec import safeyaml
-from bind9_topology.spec.model import ConfigIssue, TopologyError
-from bind9_topology.spec.topology import PREFIX, SECRET_KEY, Topology, load_topology
 from components import cli
 from tests.conftest import new_secret
 from tests.test_program_errors import RecordingMocks, run_program

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bind9_topology.spec.bindy import (
+from bind9_topology.config.bindy import (
     ALPHA_API,
     BETA_API,
     LEGACY_API,
     bindy_documents,
     convert,
 )
-from bind9_topology.spec.bindy_import import import_stack
-from bind9_topology.spec.model import TopologyError
-from bind9_topology.spec.topology import load_topology
+from bind9_topology.config.bindy_import import import_stack
+from bind9_topology.config.model import TopologyError
+from bind9_topology.config.topology import load_topology
 from components import cli
 
 pytestmark = pytest.mark.unit

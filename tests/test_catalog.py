@@ -25,12 +25,12 @@ import pytest
 import yaml
 from conftest import FIXED_SERIAL, PROJECT_DIR, new_secret
 
+from bind9_topology.config.catalog import member_label
+from bind9_topology.config.model import TopologyError
+from bind9_topology.config.topology import Topology, load_topology, read_stack_file
 from bind9_topology.dns.gate import gate_plans
 from bind9_topology.local.runner import load_state, pid_alive
 from bind9_topology.render.bind_files import Placement, render_instance, write_tree
-from bind9_topology.spec.catalog import member_label
-from bind9_topology.spec.model import TopologyError
-from bind9_topology.spec.topology import Topology, load_topology, read_stack_file
 from tests.test_local import local_project, run
 
 PRIMARY, REGION = "catalog", "catalog-region"
@@ -413,7 +413,7 @@ def test_a_catalog_with_a_wrong_key_is_refused(project: Path, tmp_path: Path) ->
 def test_catalogs_take_primaries_from_primary_stack(tmp_path: Path) -> None:
     """With primaryStack, a catalog needs no primaryServers: the primary stack's outputs
     (read from its stack file here) give the catalog zone's primaries and default-primaries."""
-    from bind9_topology.spec.topology import resolve_offline
+    from bind9_topology.config.topology import resolve_offline
 
     for name in ("Pulumi.yaml", "Pulumi.catalog.yaml"):
         shutil.copy(PROJECT_DIR / name, tmp_path / name)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import BIG_ZONE_NAME, BIG_ZONE_RECORDS, FIXED_SERIAL, PROJECT_DIR, new_secret
 
+from bind9_topology.config.model import TopologyError
+from bind9_topology.config.topology import Topology, list_stacks, load_topology, read_stack_file
 from bind9_topology.render.bind_files import (
     ZONE_DIR,
     Placement,
@@ -22,8 +24,6 @@ from bind9_topology.render.bind_files import (
     render_instance,
     write_tree,
 )
-from bind9_topology.spec.model import TopologyError
-from bind9_topology.spec.topology import Topology, list_stacks, load_topology, read_stack_file
 
 pytestmark = pytest.mark.config
 

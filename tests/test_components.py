@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
+from bind9_topology.config.topology import Topology, list_stacks, load_topology, read_stack_file
 from bind9_topology.render.bind_files import ZONE_DIR, render_instance
 from bind9_topology.render.manifests import ANNOTATION_CHECKSUM
 from bind9_topology.render.plan import PLACEHOLDER_SERIAL
-from bind9_topology.spec.topology import Topology, list_stacks, load_topology, read_stack_file
 from components.preview import (
     REDACTED,
     SECRET_SIG,

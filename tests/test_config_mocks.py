@@ -18,7 +18,7 @@ import pytest
 from pulumi.runtime.mocks import _sync_await
 from pulumi.runtime.stack import run_pulumi_func
 
-from bind9_topology.spec.topology import PREFIX, SECRET_KEY, read_stack_file
+from bind9_topology.config.topology import PREFIX, SECRET_KEY, read_stack_file
 from components import program
 from tests.conftest import PROJECT_DIR, new_secret
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pulumi.automation import EngineEvent
 
-from bind9_topology.spec.fleet import DeployOrder
+from bind9_topology.config.fleet import DeployOrder
 from components.cli import build_parser
 from components.deploy import (
     DeployError,

@@ -24,6 +24,7 @@ import dns.tsig
 import dns.zone
 import pytest
 
+from bind9_topology.config.digest import zone_digest, zone_digest_from_text
 from bind9_topology.dns.checks import (
     Endpoint,
     Reason,
@@ -39,7 +40,6 @@ from bind9_topology.dns.checks import (
 )
 from bind9_topology.dns.serials import serial_at_least, serial_compare
 from bind9_topology.local.named_process import NamedProcess, NamedStartError, free_port
-from bind9_topology.spec.digest import zone_digest, zone_digest_from_text
 
 ZONE = "example.test"
 SERIAL = 2024051700

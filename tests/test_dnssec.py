@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
+from bind9_topology.config.model import Zone
 from bind9_topology.dns import dnssec
 from bind9_topology.dns.checks import Endpoint
 from bind9_topology.render.bind_files import Placement, render_instance
-from bind9_topology.spec.model import Zone
 from tests.conftest import new_secret
 from tests.namedkit import HOST, PROJECT, RAW, ZONE, LoopbackTopology, loopback_topology
 
@@ -147,7 +147,7 @@ def test_ds_and_tags_are_stable_for_the_same_material() -> None:
 
 
 def signed_topology() -> Any:
-    from bind9_topology.spec.topology import load_topology
+    from bind9_topology.config.topology import load_topology
 
     return load_topology(signed_raw(), stack="test", project_dir=PROJECT,
                          tsig_secret=new_secret())

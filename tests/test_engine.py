@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bind9_topology.spec.topology import load_topology, read_stack_file
+from bind9_topology.config.topology import load_topology, read_stack_file
 from components.preview import run_components
 from tests.enginekit import Engine, make_engine
 

@@ -27,10 +27,10 @@ import dns.zone
 import dns.zonetypes
 import pytest
 
-from bind9_topology.spec import fast_records
-from bind9_topology.spec.digest import zone_digest_from_text
-from bind9_topology.spec.model import IDNA, Zone
-from bind9_topology.spec.zone_records import _build_zone
+from bind9_topology.config import fast_records
+from bind9_topology.config.digest import zone_digest_from_text
+from bind9_topology.config.model import IDNA, Zone
+from bind9_topology.config.zone_records import _build_zone
 
 pytestmark = pytest.mark.unit
 
@@ -305,7 +305,7 @@ YAML_CASES = [
 def test_one_pass_yaml_equals_the_safe_loader(text: str) -> None:
     import yaml
 
-    from bind9_topology.spec import safeyaml
+    from bind9_topology.config import safeyaml
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         expected_all: object = list(yaml.load_all(text, Loader=loader))

@@ -35,9 +35,9 @@ import dns.xfr
 import dns.zone
 import pytest
 
+from bind9_topology.config.digest import zone_digest
 from bind9_topology.dns import fastxfr
 from bind9_topology.dns.checks import make_tsig_key
-from bind9_topology.spec.digest import zone_digest
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""The stacks' deploy order (bind9_topology/spec/fleet.py), read from stack files only."""
+"""The stacks' deploy order (bind9_topology/config/fleet.py), read from stack files only."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bind9_topology.spec.fleet import deploy_order
-from bind9_topology.spec.model import TopologyError
+from bind9_topology.config.fleet import deploy_order
+from bind9_topology.config.model import TopologyError
 
 pytestmark = pytest.mark.unit
 

@@ -27,12 +27,12 @@ import dns.query
 import dns.rdatatype
 import pytest
 
+from bind9_topology.config.digest import zone_digest_from_text
+from bind9_topology.config.topology import Topology, load_topology
 from bind9_topology.dns.checks import Endpoint, make_tsig_key
 from bind9_topology.dns.gate import wait_until_transferred
 from bind9_topology.local.named_process import NamedProcess, free_port
 from bind9_topology.render.bind_files import Placement, render_instance, write_tree
-from bind9_topology.spec.digest import zone_digest_from_text
-from bind9_topology.spec.topology import Topology, load_topology
 
 pytestmark = pytest.mark.bind
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "bind9_topology"
 #: bottom to top: a layer may import itself and those before it
-LAYERS = ["pod", "spec", "dns", "render", "kube", "local"]
+LAYERS = ["pod", "config", "dns", "render", "kube", "local"]
 #: outside libraries only some layers may use
 ALLOWED_ONLY_IN = {"kubernetes": {"kube"}}
 FORBIDDEN = ("pulumi", "pulumi_kubernetes", "components")
@@ -67,19 +67,19 @@ def test_core_layers_hold() -> None:
 
 
 def test_the_check_sees_a_violation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The check itself can fail: a spec module that imports pulumi and the dns layer."""
+    """The check itself can fail: a config module that imports pulumi and the dns layer."""
     fake = tmp_path / "bind9_topology"
     for layer in LAYERS:
         (fake / layer).mkdir(parents=True)
         for n in range(5):
             (fake / layer / f"m{n}.py").write_text("import json\n")
-    (fake / "spec" / "bad.py").write_text(
+    (fake / "config" / "bad.py").write_text(
         "def f():\n    import pulumi\n    from bind9_topology.dns.gate import x\n")
     monkeypatch.setitem(globals(), "CORE", fake)
     monkeypatch.setitem(globals(), "ROOT", tmp_path)
     found = violations()
-    assert any("spec/bad.py:2 imports pulumi" in p for p in found), found
-    assert any("spec sits below dns" in p for p in found), found
+    assert any("config/bad.py:2 imports pulumi" in p for p in found), found
+    assert any("config sits below dns" in p for p in found), found
 
 
 def test_pulumi_layer_uses_the_core() -> None:

@@ -17,8 +17,8 @@ import pulumi
 import pytest
 import yaml
 
+from bind9_topology.config.topology import SECRET_KEY, read_stack_file
 from bind9_topology.local.runner import load_state
-from bind9_topology.spec.topology import SECRET_KEY, read_stack_file
 from tests.test_local import PROD_STACKS, local_project, run
 from tests.test_program_errors import RecordingMocks, run_program
 

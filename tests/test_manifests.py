@@ -22,7 +22,7 @@ except ImportError as exc:  # fail loudly: a missing validator must not pass as 
         "pip install -r requirements-dev.txt"
     ) from exc
 
-from bind9_topology.spec.topology import Topology, list_stacks, load_topology, read_stack_file
+from bind9_topology.config.topology import Topology, list_stacks, load_topology, read_stack_file
 from components.preview import kubernetes_objects, run_components
 
 pytestmark = pytest.mark.config

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from bind9_topology.config.model import TopologyError
+from bind9_topology.config.topology import PREFIX, load_topology
 from bind9_topology.render.bind_files import render_instance
-from bind9_topology.spec.model import TopologyError
-from bind9_topology.spec.topology import PREFIX, load_topology
 from components.preview import kubernetes_objects, run_components
 from tests.conftest import PROJECT_DIR, new_secret
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from bind9_topology.config.topology import Topology, list_stacks, load_topology, read_stack_file
 from bind9_topology.render import manifests
 from bind9_topology.render.bind_files import ZONE_DIR, render_instance, zone_file_name
 from bind9_topology.render.plan import PLACEHOLDER_SERIAL, InstancePlan, plan_instance
-from bind9_topology.spec.topology import Topology, list_stacks, load_topology, read_stack_file
 from tests.conftest import BIG_ZONE_NAME, PROJECT_DIR, new_secret
 
 pytestmark = pytest.mark.unit

@@ -15,8 +15,8 @@ from typing import Any
 import pulumi
 import pytest
 
-from bind9_topology.spec.model import TopologyError
-from bind9_topology.spec.topology import (
+from bind9_topology.config.model import TopologyError
+from bind9_topology.config.topology import (
     PREFIX,
     SECRET_KEY,
     load_topology,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bind9_topology.config.topology import load_topology
 from bind9_topology.local import runner
 from bind9_topology.local.named_process import NamedProcess, named_environment
 from bind9_topology.render import bind_files
@@ -21,7 +22,6 @@ from bind9_topology.render.bind_files import (
     write_private,
     write_tree,
 )
-from bind9_topology.spec.topology import load_topology
 
 pytestmark = pytest.mark.unit
 

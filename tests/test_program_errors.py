@@ -19,7 +19,7 @@ import pytest
 from pulumi.runtime.mocks import _sync_await
 from pulumi.runtime.stack import run_pulumi_func
 
-from bind9_topology.spec.topology import PREFIX, SECRET_KEY
+from bind9_topology.config.topology import PREFIX, SECRET_KEY
 from components import program
 
 pytestmark = pytest.mark.unit

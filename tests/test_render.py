@@ -20,6 +20,7 @@ import dns.zone
 import pytest
 from conftest import BIG_ZONE_NAME, BIG_ZONE_RECORDS, FIXED_SERIAL
 
+from bind9_topology.config.topology import Topology, list_stacks, load_topology, read_stack_file
 from bind9_topology.render.bind_files import (
     CONTAINER,
     ZONE_DIR,
@@ -29,7 +30,6 @@ from bind9_topology.render.bind_files import (
     render_instance,
     write_tree,
 )
-from bind9_topology.spec.topology import Topology, list_stacks, load_topology, read_stack_file
 
 pytestmark = pytest.mark.unit
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bind9_topology.spec import schema
-from bind9_topology.spec.model import StackSpec
-from bind9_topology.spec.topology import SECRET_KEY
+from bind9_topology.config import schema
+from bind9_topology.config.model import StackSpec
+from bind9_topology.config.topology import SECRET_KEY
 from components import cli
 
 pytestmark = pytest.mark.unit

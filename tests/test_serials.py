@@ -10,6 +10,7 @@ import threading
 import dns.serial
 import pytest
 
+from bind9_topology.config.digest import content_hash
 from bind9_topology.dns.serials import (
     MAX_SERIAL_STEP,
     SERIAL_MODULUS,
@@ -21,7 +22,6 @@ from bind9_topology.dns.serials import (
     serial_compare,
     serial_is_newer,
 )
-from bind9_topology.spec.digest import content_hash
 
 pytestmark = pytest.mark.unit
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from bind9_topology.spec.model import ConfigIssue, TopologyError
-from bind9_topology.spec.topology import Topology, load_topology
+from bind9_topology.config.model import ConfigIssue, TopologyError
+from bind9_topology.config.topology import Topology, load_topology
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""Cold zone builds across processes (bind9_topology.spec.zone_pool): the same result as
+"""Cold zone builds across processes (bind9_topology.config.zone_pool): the same result as
 one process, whatever happens to the workers, and no secret in a worker's environment."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from bind9_topology.spec import zone_pool
-from bind9_topology.spec.model import TopologyError
-from bind9_topology.spec.topology import SECRET_ENV, load_topology
+from bind9_topology.config import zone_pool
+from bind9_topology.config.model import TopologyError
+from bind9_topology.config.topology import SECRET_ENV, load_topology
 from tests.conftest import doc_ipv6
 
 pytestmark = pytest.mark.unit

@@ -50,10 +50,10 @@ import dns.xfr
 import dns.zone
 import dns.zonetypes
 
+from bind9_topology.config.digest import zone_digest
 from bind9_topology.dns import fastxfr
 from bind9_topology.dns.endpoint import Endpoint
 from bind9_topology.dns.serials import serial_at_least, serial_compare_safe
-from bind9_topology.spec.digest import zone_digest
 
 __all__ = [
     "Endpoint",

@@ -53,8 +53,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.tsig
 
+from bind9_topology.config.digest import _SIGNER_TYPES
 from bind9_topology.dns.endpoint import Endpoint
-from bind9_topology.spec.digest import _SIGNER_TYPES
 
 __all__ = ["CONNECTIONS", "AxfrDigest", "NotPlain", "Tsig", "axfr_query", "transfer",
            "transfer_many"]

@@ -51,6 +51,7 @@ from typing import Any
 
 import dns.tsig
 
+from bind9_topology.config.model import parse_server
 from bind9_topology.dns.checks import (
     Endpoint,
     Reason,
@@ -64,7 +65,6 @@ from bind9_topology.dns.checks import (
 from bind9_topology.dns.poller import SoaPoller, SoaRequest, default_poller
 from bind9_topology.dns.proofs import ContentProofs, default_proofs
 from bind9_topology.dns.serials import newest_serial, serial_at_least, serial_compare_safe
-from bind9_topology.spec.model import parse_server
 
 __all__ = [
     "GatePlan",
@@ -783,7 +783,7 @@ def _catalog_members(spec: Any) -> set[str]:
     catalog = getattr(spec, "catalog", None)
     if catalog is None or not catalog.verifySecondaries:
         return set()
-    from bind9_topology.spec.catalog import catalog_members
+    from bind9_topology.config.catalog import catalog_members
 
     return catalog_members(spec)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, NotRequired, TypedDict
 
+from bind9_topology.config.model import StackSpec, Zone
 from bind9_topology.dns.gate import map_address
-from bind9_topology.spec.model import StackSpec, Zone
 
 VIA_API: Literal["kubernetes-api"] = "kubernetes-api"
 

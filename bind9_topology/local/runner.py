@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from bind9_topology.spec.model import Instance, TopologyError
-from bind9_topology.spec.topology import (
+from bind9_topology.config.model import Instance, TopologyError
+from bind9_topology.config.topology import (
     SECRET_ENV,
     Topology,
     list_stacks,
@@ -226,15 +226,15 @@ def load_stack(project: Path, stack: str, secret: str) -> Topology:
     A secret set with `pulumi config set --secret` (a {secure: ...} value) is not
     readable here and not needed; one written in clear is refused as on every path.
     """
-    from bind9_topology.spec.model import TopologyError
-    from bind9_topology.spec.topology import clear_secret_issue
+    from bind9_topology.config.model import TopologyError
+    from bind9_topology.config.topology import clear_secret_issue
 
     raw = read_stack_file(project, stack)
     written = raw.pop("tsigSecret", None)
     topo = load_topology(raw, stack=stack, project_dir=project, tsig_secret=secret)
     if isinstance(written, str) and written:
         raise TopologyError([clear_secret_issue(stack)], topo.warnings)
-    from bind9_topology.spec.topology import (
+    from bind9_topology.config.topology import (
         resolve_offline,  # primaryStack: read from its stack file
     )
 
@@ -306,7 +306,7 @@ def owners(servers: dict[str, Server]) -> dict[str, Server]:
 def stacks_needed(requested: list[str], topos: dict[str, Topology],
                   servers: dict[str, Server]) -> list[str]:
     """The requested stacks plus those owning the primaries they transfer from."""
-    from bind9_topology.spec.model import parse_server
+    from bind9_topology.config.model import parse_server
 
     own = owners(servers)
     needed = list(requested)

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from bind9_topology.spec.model import Instance, StackSpec
+from bind9_topology.config.model import Instance, StackSpec
 
 Obj = dict[str, Any]
 

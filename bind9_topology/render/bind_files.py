@@ -19,9 +19,9 @@ from pathlib import Path
 
 import jinja2
 
+from bind9_topology.config.model import Instance, StackSpec, Zone
+from bind9_topology.config.zone_records import ZoneContent
 from bind9_topology.dns import dnssec
-from bind9_topology.spec.model import Instance, StackSpec, Zone
-from bind9_topology.spec.zone_records import ZoneContent
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 #: the in-pod agent, shipped in the instance's config ConfigMap (stdlib and dnspython only)

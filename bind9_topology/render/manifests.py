@@ -12,6 +12,7 @@ import copy
 import ipaddress
 from typing import Any
 
+from bind9_topology.config.model import Instance, StackSpec
 from bind9_topology.render.bind_files import (
     CONFIG_DIR,
     TSIG_DIR,
@@ -19,7 +20,6 @@ from bind9_topology.render.bind_files import (
     RenderedInstance,
     shard_files,
 )
-from bind9_topology.spec.model import Instance, StackSpec
 
 ANNOTATION_CHECKSUM = "bind9-topology.io/config-checksum"
 BIND_UID = 101  # the bind user of the internetsystemsconsortium/bind9 image

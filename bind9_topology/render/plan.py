@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bind9_topology.config.model import Instance, StackSpec
+from bind9_topology.config.zone_records import ZoneContent
 from bind9_topology.render import manifests
 from bind9_topology.render.bind_files import (
     CONTAINER,
@@ -27,8 +29,6 @@ from bind9_topology.render.bind_files import (
     render_instance,
     zone_file_name,
 )
-from bind9_topology.spec.model import Instance, StackSpec
-from bind9_topology.spec.zone_records import ZoneContent
 
 #: ten digits, like YYYYMMDDnn and like the largest serial (4294967295): what the
 #: layout is sized with, so a real serial never makes a file longer than planned

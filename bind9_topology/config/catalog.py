@@ -27,7 +27,7 @@ from pathlib import Path
 import dns.name
 from pydantic import ValidationError
 
-from bind9_topology.spec.model import (
+from bind9_topology.config.model import (
     PROJECT,
     CatalogConsumer,
     CatalogSpec,
@@ -197,7 +197,7 @@ def _known_members(spec: StackSpec, catalog_name: str, project_dir: Path,
     that name (its inline zones; zones from bindyManifests are not read here)."""
     if spec.catalog is not None and spec.catalog.zoneName == catalog_name:
         return set(members_of(spec, spec.catalog)), f"{CATALOG_PATH} of this stack"
-    from bind9_topology.spec.stack_files import list_stacks, read_stack_file
+    from bind9_topology.config.stack_files import list_stacks, read_stack_file
 
     for other in list_stacks(project_dir):
         if other == stack:

@@ -940,7 +940,7 @@ def _friendly(
 
 
 def _describe(value: Any) -> str:
-    from bind9_topology.spec.safeyaml import describe
+    from bind9_topology.config.safeyaml import describe
 
     return describe(value)
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from bind9_topology.spec.bindy import convert
-from bind9_topology.spec.model import ConfigIssue, TopologyError
-from bind9_topology.spec.stack_files import PREFIX
-from bind9_topology.spec.topology import load_topology
+from bind9_topology.config.bindy import convert
+from bind9_topology.config.model import ConfigIssue, TopologyError
+from bind9_topology.config.stack_files import PREFIX
+from bind9_topology.config.topology import load_topology
 
 
 @dataclass

@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bind9_topology.spec import safeyaml
-from bind9_topology.spec.bindy import BINDY_API, bindy_documents, load_manifests  # noqa: F401 (public here too)
-from bind9_topology.spec.model import (
+from bind9_topology.config import safeyaml
+from bind9_topology.config.bindy import BINDY_API, bindy_documents, load_manifests  # noqa: F401 (public here too)
+from bind9_topology.config.model import (
     PROJECT,
     ConfigIssue,
     Instance,
@@ -31,13 +31,13 @@ from bind9_topology.spec.model import (
     check_labels,
     issues_from_validation,
 )
-from bind9_topology.spec.stack_files import PREFIX as PREFIX
-from bind9_topology.spec.stack_files import StackConfig as StackConfig
-from bind9_topology.spec.stack_files import list_stacks as list_stacks
-from bind9_topology.spec.stack_files import namespace_typos as namespace_typos
-from bind9_topology.spec.stack_files import read_stack_file as read_stack_file
-from bind9_topology.spec.stack_files import strip_prefix as strip_prefix
-from bind9_topology.spec.zone_records import ZoneContent, build_zones
+from bind9_topology.config.stack_files import PREFIX as PREFIX
+from bind9_topology.config.stack_files import StackConfig as StackConfig
+from bind9_topology.config.stack_files import list_stacks as list_stacks
+from bind9_topology.config.stack_files import namespace_typos as namespace_typos
+from bind9_topology.config.stack_files import read_stack_file as read_stack_file
+from bind9_topology.config.stack_files import strip_prefix as strip_prefix
+from bind9_topology.config.zone_records import ZoneContent, build_zones
 
 SECRET_KEY = "tsigSecret"
 #: A records file may be this many times maxZoneBytes (YAML is wordier than a zone file).
@@ -63,7 +63,7 @@ class Topology:
 
 
 def project_dir_default() -> Path:
-    """The checkout this package sits in (bind9_topology/spec/topology.py -> its root)."""
+    """The checkout this package sits in (bind9_topology/config/topology.py -> its root)."""
     return Path(__file__).resolve().parents[2]
 
 
@@ -128,7 +128,7 @@ def _check_cross(
         zone_seen.setdefault(name, z)
         if zone.name is not None:
             try:
-                from bind9_topology.spec.model import dns1123_name
+                from bind9_topology.config.model import dns1123_name
 
                 dns1123_name(zone.name)
             except ValueError as exc:
@@ -363,7 +363,7 @@ def load_topology(
     entries = _gather(raw, project_dir, found)
     spec, instance_paths, zone_paths, all_instances_valid = _validate(entries, found)
     # Catalog zones (components/catalog.py): the zones they add are checked as any other.
-    from bind9_topology.spec.catalog import expand as expand_catalogs
+    from bind9_topology.config.catalog import expand as expand_catalogs
 
     extra, extra_paths, catalog_issues = expand_catalogs(spec, zone_paths, project_dir, stack)
     found.issues += catalog_issues
@@ -436,7 +436,7 @@ def primaries_by_zone(spec: StackSpec, instances: Any) -> tuple[dict[str, list[s
             continue
         for address in addresses:
             try:
-                from bind9_topology.spec.model import parse_server
+                from bind9_topology.config.model import parse_server
 
                 parse_server(address)
             except ValueError as exc:
@@ -457,7 +457,7 @@ def with_primary_stack(topology: Topology, instances: Any) -> Topology:
         raise TopologyError(issues, topology.warnings)
     from dataclasses import replace
 
-    from bind9_topology.spec.model import SecondaryConfig
+    from bind9_topology.config.model import SecondaryConfig
 
     zones = [
         z.model_copy(update={"secondaryConfig": SecondaryConfig(

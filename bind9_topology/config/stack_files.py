@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from bind9_topology.spec import safeyaml
-from bind9_topology.spec.model import PROJECT, ConfigIssue, TopologyError
+from bind9_topology.config import safeyaml
+from bind9_topology.config.model import PROJECT, ConfigIssue, TopologyError
 
 PREFIX = f"{PROJECT}:"
 

@@ -1,4 +1,4 @@
-"""The stack config schema, written from the pydantic model (bind9_topology.spec.model.StackSpec).
+"""The stack config schema, written from the pydantic model (bind9_topology.config.model.StackSpec).
 
 One source: each key's type, default and description live on StackSpec's fields
 (`Field(description=...)`); this module writes them into the `config:` block of
@@ -23,8 +23,8 @@ import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from bind9_topology.spec.model import PROJECT, StackSpec, unwrap_type
-from bind9_topology.spec.topology import (
+from bind9_topology.config.model import PROJECT, StackSpec, unwrap_type
+from bind9_topology.config.topology import (
     SECRET_KEY,  # read beside StackSpec: load_topology takes it apart
 )
 
@@ -34,7 +34,7 @@ SECRET_DESCRIPTION = (
 #: StackSpec's field after which the secret is listed.
 SECRET_AFTER = "tsigKey"
 
-README_BEGIN = ("<!-- BEGIN stack-config-reference: generated from bind9_topology/spec/model.py "
+README_BEGIN = ("<!-- BEGIN stack-config-reference: generated from bind9_topology/config/model.py "
                 "by `python -m components schema --write`; do not edit by hand -->")
 README_END = "<!-- END stack-config-reference -->"
 CONFIG_HEADER = "config:\n"

@@ -37,8 +37,8 @@ import dns.name
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bind9_topology.spec import safeyaml
-from bind9_topology.spec.model import PROJECT, ConfigIssue, _friendly, format_loc
+from bind9_topology.config import safeyaml
+from bind9_topology.config.model import PROJECT, ConfigIssue, _friendly, format_loc
 
 PREFIX = f"{PROJECT}:"
 LEGACY_API = "dns.firestoned.io/v1alpha1"
@@ -588,7 +588,7 @@ def _alias_keys(model: type[BaseModel]) -> list[str]:
 
 
 def _model_at(root: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:
-    from bind9_topology.spec.model import _is_model, unwrap_type
+    from bind9_topology.config.model import _is_model, unwrap_type
 
     tp: Any = root
     for part in loc:
@@ -1026,7 +1026,7 @@ def _in_zone(absolute: str, origin: str) -> bool:
 
 
 def _is_ip(value: str) -> bool:
-    from bind9_topology.spec.model import parse_server
+    from bind9_topology.config.model import parse_server
 
     try:
         parse_server(value)

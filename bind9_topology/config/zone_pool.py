@@ -4,7 +4,7 @@ Building a zone (parse its records, validate, sort, digest) is pure CPU in Pytho
 core's worth. A fresh clone or a new CI machine builds every zone at once (a thousand
 zones of a hundred records: about four seconds on one core), so when many zones miss
 the content cache they are shared with worker processes. A worker is a fresh
-interpreter (``python -m bind9_topology.spec.zone_pool``), not a fork: the Pulumi
+interpreter (``python -m bind9_topology.config.zone_pool``), not a fork: the Pulumi
 program that calls this runs gRPC and asyncio threads that a fork would copy mid-flight,
 and multiprocessing's spawn would import the program's ``__main__`` again.
 
@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bind9_topology.spec.model import ConfigIssue, Zone
-    from bind9_topology.spec.zone_records import ZoneContent
+    from bind9_topology.config.model import ConfigIssue, Zone
+    from bind9_topology.config.zone_records import ZoneContent
 
 #: fewer zones to build than this: build them here (a worker costs an interpreter start)
 MIN_ZONES_PER_WORKER = 64
@@ -62,7 +62,7 @@ def build_many(zones: list[tuple[Zone, str]], project_dir: Path,
                max_file_bytes: int) -> list[Built]:
     """``_build_zone`` of each (zone, path), in order; the same result however many
     processes share the work."""
-    from bind9_topology.spec.zone_records import _build_zone
+    from bind9_topology.config.zone_records import _build_zone
 
     def build(i: int) -> Built:
         return _build_zone(*zones[i], project_dir, max_file_bytes)
@@ -111,7 +111,7 @@ class _Workers:
         for _ in range(count if sys.executable else 0):  # an embedded Python has none
             try:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "bind9_topology.spec.zone_pool"],
+                    [sys.executable, "-m", "bind9_topology.config.zone_pool"],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                     env=env)
             except OSError:
@@ -232,7 +232,7 @@ def worker_env() -> dict[str, str]:
 
 def _worker() -> int:
     """Build the chunks sent on stdin until it closes; each result list goes to stdout."""
-    from bind9_topology.spec.zone_records import _build_zone
+    from bind9_topology.config.zone_records import _build_zone
 
     while (work := _receive(sys.stdin.buffer)) is not None:
         zones, project_dir, max_file_bytes = work

@@ -36,9 +36,9 @@ import dns.zonetypes
 import yaml
 from pydantic import ValidationError
 
-from bind9_topology.spec import fast_records, safeyaml
-from bind9_topology.spec.digest import content_hash
-from bind9_topology.spec.model import (
+from bind9_topology.config import fast_records, safeyaml
+from bind9_topology.config.digest import content_hash
+from bind9_topology.config.model import (
     IDNA,
     ConfigIssue,
     Record,
@@ -91,7 +91,7 @@ class ZoneContent:
         """Equal to dnscheck.zone_digest_from_text(self.text(0), zone_name), without the parse."""
         if self.zonemd is not None:
             return self.zonemd
-        from bind9_topology.spec.digest import zone_digest_from_text
+        from bind9_topology.config.digest import zone_digest_from_text
 
         return zone_digest_from_text(self.text(0), self.zone_name)
 
@@ -273,9 +273,9 @@ def build_zones(
     order.
 
     Zones the content cache holds come from it; the others are built, across the
-    machine's cores when there are many (bind9_topology.spec.zone_pool), and cached.
+    machine's cores when there are many (bind9_topology.config.zone_pool), and cached.
     """
-    from bind9_topology.spec import zone_pool
+    from bind9_topology.config import zone_pool
 
     results: list[tuple[ZoneContent | None, list[ConfigIssue]] | None] = []
     missing: list[int] = []

@@ -16,9 +16,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from bind9_topology.spec.bindy import load_manifests
-from bind9_topology.spec.model import PROJECT, ConfigIssue, TopologyError, parse_server
-from bind9_topology.spec.topology import PREFIX, list_stacks, read_stack_file
+from bind9_topology.config.bindy import load_manifests
+from bind9_topology.config.model import PROJECT, ConfigIssue, TopologyError, parse_server
+from bind9_topology.config.topology import PREFIX, list_stacks, read_stack_file
 
 
 @dataclass(frozen=True)
