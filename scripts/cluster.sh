@@ -175,6 +175,10 @@ network_up() {
     ip link add "$BRIDGE" type bridge
   fi
   ip addr replace "$NODE_IP/24" dev "$BRIDGE"
+  # A fixed MAC: a bridge otherwise takes the lowest MAC of its ports, so a pod's veth
+  # joining or leaving can change it, and every pod's ARP entry for the gateway goes stale
+  # (packets to and from Services are dropped until it is resolved again).
+  ip link set "$BRIDGE" address 02:b9:70:00:00:01
   ip link set "$BRIDGE" up
   # Service addresses go onto the bridge, never to the default route (kube-proxy's
   # DNAT turns them into pod addresses; anything it does not know stays local).

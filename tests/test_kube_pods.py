@@ -100,3 +100,27 @@ def test_an_unusable_kubeconfig_fails_the_gate_with_the_fix(tmp_path: Any) -> No
     message = str(failed.value)
     assert "zone example.com: cannot load the kubeconfig" in message
     assert "gate.via" in message and "Traceback" not in message
+
+
+def test_a_reset_port_forward_thread_prints_no_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client's port-forward threads die with ConnectionResetError when the API server
+    closes a stream; that traceback would reach the user through the engine beside the
+    gate's report. It is dropped; any other thread's failure still goes to the hook."""
+    import threading
+
+    from bind9_topology.kube.forward import quiet_forward_threads
+
+    seen: list[str] = []
+    monkeypatch.setattr(threading, "excepthook",
+                        lambda args: seen.append(f"{args.thread.name}: {args.exc_type.__name__}"))
+    quiet_forward_threads()
+    quiet_forward_threads()  # idempotent: one hook
+    for name, exc in (("Kubernetes port forward proxy: 53", ConnectionResetError(104, "reset")),
+                      ("another thread", ValueError("a bug")),
+                      ("Kubernetes port forward proxy: 53", ValueError("a bug there"))):
+        threading.excepthook(threading.ExceptHookArgs(  # type: ignore[call-arg]
+            (type(exc), exc, None, threading.Thread(name=name))))
+    assert seen == ["another thread: ValueError",
+                    "Kubernetes port forward proxy: 53: ValueError"]

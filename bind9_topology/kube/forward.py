@@ -24,6 +24,27 @@ from bind9_topology.kube.pods import PodTarget, current_pods
 DNS_PORT = 53
 
 
+def quiet_forward_threads() -> None:
+    """The kubernetes client's port-forward threads ("Kubernetes port forward proxy: ...")
+    die with ConnectionResetError when the API server closes a stream; Python would print
+    each one's traceback to stderr, which the engine shows the user beside the gate's own
+    report. Such a stream is already a failed connection the probe reports with its
+    reason: drop those tracebacks, keep every other thread's (idempotent)."""
+    previous = threading.excepthook
+    if getattr(previous, "_bind9_quiet", False):
+        return
+
+    def hook(args: Any) -> None:
+        name = args.thread.name if args.thread is not None else ""
+        if name.startswith("Kubernetes port forward proxy") and isinstance(
+                args.exc_value, OSError):
+            return
+        previous(args)
+
+    hook._bind9_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 class KubeApiError(Exception):
     """The API could not be asked (kubeconfig, context, permissions): a clear message."""
 
@@ -89,6 +110,7 @@ class PodForwarder:
     """
 
     def __init__(self, client: Any, pods: Sequence[PodTarget], remote_port: int = DNS_PORT):
+        quiet_forward_threads()
         self._client = client
         self._remote = remote_port
         self._stop = threading.Event()
