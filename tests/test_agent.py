@@ -120,6 +120,16 @@ class Pods:
             assert self.agents[name].poll() is None, log.read_text()
             time.sleep(0.05)
 
+    def next_serial_by_hand(self) -> None:
+        """A new serial on the primary without its agent: the zone file rewritten (newer
+        than named's load) and SIGHUP, as the local runner does."""
+        self.serial += 1
+        write_tree(self.rendered("primary-dns"), self.root / "primary-dns", include_secrets=True)
+        zone_file = self.root / "primary-dns/var/lib/bind/zones" / f"db.{ZONE}"
+        later = time.time() + 1
+        os.utime(zone_file, (later, later))
+        self.named["primary-dns"].reload()
+
     def serial_of(self, name: str) -> int | None:
         return query_soa(Endpoint(HOST, self.ports[name], name), ZONE, timeout=1.0).serial
 
@@ -181,13 +191,7 @@ def test_relay_reaches_every_pod_by_notify(tmp_path: Path) -> None:
         first = p.wait_serial(list(PODS), p.serial, within=20)
         assert sorted(first) == sorted(PODS), "the pods did not load the zone at start"
 
-        # A new serial on the primary (its agent's job below; here by hand and SIGHUP).
-        p.serial += 1
-        write_tree(p.rendered("primary-dns"), tmp_path / "primary-dns", include_secrets=True)
-        zone_file = tmp_path / "primary-dns/var/lib/bind/zones" / f"db.{ZONE}"
-        later = time.time() + 1
-        os.utime(zone_file, (later, later))
-        p.named["primary-dns"].reload()
+        p.next_serial_by_hand()
         seen = p.wait_serial(list(PODS), p.serial, within=10)
         # sec-0 got the primary's NOTIFY; the others only the relay (refresh: >= 300 s)
         assert sorted(seen) == sorted(PODS), seen
@@ -212,12 +216,7 @@ def test_without_the_relay_the_other_pods_wait_for_their_timers(tmp_path: Path) 
             if name != PODS[0]:
                 p.start_relay(name)
         assert sorted(p.wait_serial(list(PODS), p.serial, within=20)) == sorted(PODS)
-        p.serial += 1
-        write_tree(p.rendered("primary-dns"), tmp_path / "primary-dns", include_secrets=True)
-        zone_file = tmp_path / "primary-dns/var/lib/bind/zones" / f"db.{ZONE}"
-        later = time.time() + 1
-        os.utime(zone_file, (later, later))
-        p.named["primary-dns"].reload()
+        p.next_serial_by_hand()
         seen = p.wait_serial(list(PODS), p.serial, within=5)
         assert list(seen) == [PODS[0]], seen
 
