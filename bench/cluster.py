@@ -63,6 +63,7 @@ ROOT = Path(os.environ.get("BENCH_REPO") or HERE.parent)
 sys.path.insert(0, str(HERE))
 
 import synth  # noqa: E402
+from run import machine  # noqa: E402  (one description of the machine for every bench)
 
 RESULTS = HERE / "results"
 PROJECT = ROOT / ".cache" / "cluster" / "project"  # scripts/run-cluster.sh copies it here
@@ -151,6 +152,16 @@ class Timed:
     log: str
 
 
+def stop_group(proc: subprocess.Popen[Any]) -> None:
+    """TERM the process group started with *proc* (start_new_session), KILL it 30 s later."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def run_logged(cmd: list[str], env: dict[str, str], cwd: Path, log_name: str,
                timeout: float, stdin_text: str | None = None) -> Timed:
     LOGS.mkdir(parents=True, exist_ok=True)
@@ -163,12 +174,7 @@ def run_logged(cmd: list[str], env: dict[str, str], cwd: Path, log_name: str,
         try:
             proc.communicate(stdin_text, timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_group(proc)
             out.write(f"\n[bench] killed after {timeout} s\n")
     return Timed(round(time.monotonic() - start, 3), proc.returncode, str(path))
 
@@ -744,12 +750,7 @@ def big_stacks(env: dict[str, str], zones: int, records: int, up_timeout: float,
             try:
                 proc.wait(up_timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                stop_group(proc)
             sampler.stop()
         elapsed = round(time.monotonic() - start, 2)
         res: dict[str, Any] = {
@@ -777,18 +778,6 @@ def big_stacks(env: dict[str, str], zones: int, records: int, up_timeout: float,
 
 
 # --------------------------------------------------------------------------- report
-
-
-def machine() -> dict[str, Any]:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": model, "python": sys.version.split()[0]}
 
 
 def git_rev() -> str | None:
