@@ -63,7 +63,7 @@ from bind9_topology.dns.checks import (
     send_notify,
 )
 from bind9_topology.dns.poller import SoaPoller, SoaRequest, default_poller
-from bind9_topology.dns.proofs import ContentProofs, default_proofs
+from bind9_topology.dns.proofs import ContentProofs, Proof, default_proofs
 from bind9_topology.dns.serials import newest_serial, serial_at_least, serial_compare_safe
 
 __all__ = [
@@ -258,6 +258,19 @@ class _Prober:
 
     # ------------------------------------------------------------------ primaries
 
+    def _earlier_proof(self, endpoint: Endpoint, serial: int) -> Proof | None:
+        """A pull at *serial* that proved this primary's content before, else None: in
+        follow mode any earlier pull, which also teaches the digest of that serial (a
+        second digest at one serial is no proof), else one of the expected digest."""
+        if self.learn and self.key is not None:
+            known = self.proofs.known(endpoint, self.zone, serial)
+            if known is None or self.learned.setdefault(serial, known.digest) != known.digest:
+                return None
+            return known
+        if not self.digest:
+            return None
+        return self.proofs.get(endpoint, self.zone, serial, self.digest)
+
     def primaries(self, states: Sequence[_State], timeout: float) -> list[Result]:
         """Every primary answers AA at or past the expected serial and proves its content:
         the digest of a TSIG AXFR at the serial it answered (pulled only when no pull at
@@ -274,18 +287,8 @@ class _Prober:
                           "served when this stack was checked: its serial went backwards"
                           if self.learn else
                           f"serves serial {soa.serial}, expected at least {self.expected_serial}")
-            elif self.learn and self.key is not None:
-                known = self.proofs.known(st.endpoint, self.zone, soa.serial)
-                if known is not None and self.learned.setdefault(
-                        soa.serial, known.digest) == known.digest:
-                    self.zone_records = known.records
-                    out[i] = (True, soa.serial, Reason.OK,
-                              f"AXFR: serial {soa.serial}, {known.records} records (proven by "
-                              "an earlier pull at this serial)")
-                else:
-                    pulls.append((i, soa.serial))
-            elif self.digest:
-                proof = self.proofs.get(st.endpoint, self.zone, soa.serial, self.digest)
+            elif (self.learn and self.key is not None) or self.digest:
+                proof = self._earlier_proof(st.endpoint, soa.serial)
                 if proof is not None:
                     self.zone_records = proof.records
                     out[i] = (True, soa.serial, Reason.OK,
