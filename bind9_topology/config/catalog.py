@@ -194,7 +194,8 @@ def _known_members(spec: StackSpec, catalog_name: str, project_dir: Path,
                    stack: str) -> tuple[set[str], str]:
     """The member names of the catalog *catalog_name*, where this project can tell them:
     this stack's own catalog, or another stack file of the project whose ``catalog`` has
-    that name (its inline zones; zones from bindyManifests are not read here)."""
+    that name (its inline zones and those of its zonesFiles; zones from bindyManifests
+    are not read here)."""
     if spec.catalog is not None and spec.catalog.zoneName == catalog_name:
         return set(members_of(spec, spec.catalog)), f"{CATALOG_PATH} of this stack"
     from bind9_topology.config.stack_files import list_stacks, read_stack_file
@@ -213,7 +214,12 @@ def _known_members(spec: StackSpec, catalog_name: str, project_dir: Path,
                 continue
             if producer.zoneName != catalog_name:
                 continue
-            zones = [z for z in raw.get("zones") or [] if isinstance(z, dict)]
+            from bind9_topology.config.zone_files import ZONES_FILES_KEY, load_zone_files
+
+            files = raw.get(ZONES_FILES_KEY)
+            zones = [z for z in [*(raw.get("zones") or []), *load_zone_files(
+                project_dir, files if isinstance(files, list) else []).zones]
+                if isinstance(z, dict)]
             primaries = set()
             for z in zones:
                 if z.get("type") == "primary" and isinstance(z.get("zoneName"), str) \

@@ -3,7 +3,7 @@
 A stack comes after every stack it transfers from: one whose instances own an address
 (`service.loadBalancerIP` / `clusterIP`) that this stack's zones or catalogs name in
 `primaryServers`, and the stack its `primaryStack` names. Pure: only the stack files
-(and the bindy manifests they list) are read; nothing is built or probed.
+(and the zonesFiles and bindy manifests they list) are read; nothing is built or probed.
 `python -m components deploy` runs `pulumi up` in this order.
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 from bind9_topology.config.bindy import load_manifests
 from bind9_topology.config.model import PROJECT, ConfigIssue, TopologyError, parse_server
 from bind9_topology.config.topology import PREFIX, list_stacks, read_stack_file
+from bind9_topology.config.zone_files import ZONES_FILES_KEY, load_zone_files
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,11 @@ def _host(server: Any) -> str | None:
 
 def links_of(stack: str, raw: Mapping[str, Any], project_dir: Path) -> StackLinks:
     """The addresses *stack* owns and transfers from, from its raw config (*raw*:
-    read_stack_file's result) and its bindy manifests."""
+    read_stack_file's result), its zonesFiles and its bindy manifests."""
     instances = [i for i in _as_list(raw.get("instances")) if isinstance(i, Mapping)]
     zones = [z for z in _as_list(raw.get("zones")) if isinstance(z, Mapping)]
+    zones += [z for z in load_zone_files(project_dir, _as_list(raw.get(ZONES_FILES_KEY))).zones
+              if isinstance(z, Mapping)]
     manifests = _as_list(raw.get("bindyManifests"))
     if manifests:
         namespace = raw.get("namespace")

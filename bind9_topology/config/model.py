@@ -760,6 +760,11 @@ class StackSpec(_Strict):
         "DNSZone specs (below): zoneName, type (primary|secondary), "
         "instanceSelector.matchLabels, secondaryConfig.primaryServers, soaRecord, ttl, "
         "records or recordsFile, alsoNotify."))
+    zonesFiles: list[str] = Field(default_factory=list, description=(
+        "Paths (relative to the project directory) of YAML files, or directories of them, "
+        "each file a list of zones in the very shape of `zones`; they join the inline "
+        "zones. For many zones: the engine passes the whole stack config in one environment "
+        "variable, capped at 128 KiB (see \"Many zones: zonesFiles\")."))
     bindyManifests: list[str] = Field(default_factory=list, description=(
         "Paths of bindy YAML documents to load as well, of any of its three dialects "
         "(see \"Moving off bindy\"): dns.firestoned.io/v1alpha1 (Bind9Instance, DNSZone), "

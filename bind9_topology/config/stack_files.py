@@ -34,6 +34,17 @@ class StackConfig(dict[str, Any]):
 
 def read_stack_file(project_dir: Path, stack: str) -> StackConfig:
     """The project's keys from Pulumi.<stack>.yaml, without the project prefix."""
+    config = read_stack_config(project_dir, stack)
+    keys = [str(k) for k in config]
+    return StackConfig(
+        strip_prefix({str(k): v for k, v in config.items()}),
+        warnings=namespace_typos(keys, f"Pulumi.{stack}.yaml:"),
+    )
+
+
+def read_stack_config(project_dir: Path, stack: str) -> dict[str, Any]:
+    """Pulumi.<stack>.yaml's whole `config:` mapping, every namespace, keys as written
+    (what the engine hands the program; config_size measures it)."""
     path = project_dir / f"Pulumi.{stack}.yaml"
     if not path.exists():
         stacks = sorted(p.name[len("Pulumi."):-len(".yaml")]
@@ -42,16 +53,9 @@ def read_stack_file(project_dir: Path, stack: str) -> StackConfig:
             [ConfigIssue(path=str(path.name),
                          message=f"no such stack file; known stacks: {', '.join(stacks)}")]
         )
-    try:
-        doc = safeyaml.load_file(path)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path.name}:{mark.line + 1}:{mark.column + 1}" if mark else path.name
-        raise TopologyError([ConfigIssue(path=where, message=(
-            f"not valid YAML ({exc.problem or exc}); fix the syntax there (indentation, "
-            "a missing ':' or an unclosed quote or bracket)"))]) from None
-    except (yaml.YAMLError, ValueError, OSError) as exc:
-        raise TopologyError([ConfigIssue(path=path.name, message=f"cannot read: {exc}")]) from None
+    doc, problem = load_yaml(path, path.name)
+    if problem is not None:
+        raise TopologyError([problem])
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
@@ -62,11 +66,24 @@ def read_stack_file(project_dir: Path, stack: str) -> StackConfig:
         raise TopologyError([ConfigIssue(path=f"{path.name}:config", message=(
             f"expected a mapping of '{PREFIX}<key>: value' entries, got "
             f"{safeyaml.describe(config)}"))])
-    keys = [str(k) for k in config]
-    return StackConfig(
-        strip_prefix({str(k): v for k, v in config.items()}),
-        warnings=namespace_typos(keys, f"{path.name}:"),
-    )
+    return {str(k): v for k, v in config.items()}
+
+
+def load_yaml(path: Path, label: str) -> tuple[Any, ConfigIssue | None]:
+    """One YAML document of a file the user names, through safeyaml's bounds; or the issue
+    that stops it, at `<label>:<line>:<column>` for a syntax error (what the editor shows).
+
+    Stack files and zonesFiles share it, so both say the same about the same mistake."""
+    try:
+        return safeyaml.load_file(path), None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
+        return None, ConfigIssue(path=where, message=(
+            f"not valid YAML ({exc.problem or exc}); fix the syntax there (indentation, "
+            "a missing ':' or an unclosed quote or bracket)"))
+    except (yaml.YAMLError, ValueError, OSError) as exc:
+        return None, ConfigIssue(path=label, message=f"cannot read: {exc}")
 
 
 def strip_prefix(config: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from bind9_topology.config.stack_files import list_stacks as list_stacks
 from bind9_topology.config.stack_files import namespace_typos as namespace_typos
 from bind9_topology.config.stack_files import read_stack_file as read_stack_file
 from bind9_topology.config.stack_files import strip_prefix as strip_prefix
+from bind9_topology.config.zone_files import ZONES_FILES_KEY, load_zone_files
 from bind9_topology.config.zone_records import ZoneContent, build_zones
 
 SECRET_KEY = "tsigSecret"
@@ -122,9 +123,13 @@ def _check_cross(
         at = zone_paths[z]
         name = zone.resource_name
         if name in zone_seen:
+            twin = spec.zones[zone_seen[name]]
+            same = (twin.zoneName, twin.type) == (zone.zoneName, zone.type)
             issues.append(ConfigIssue(path=f"{at}.name", message=(
-                f"duplicate zone resource name {name!r} (also {zone_paths[zone_seen[name]]}); set "
-                "a distinct name")))
+                f"duplicate zone resource name {name!r} (also {zone_paths[zone_seen[name]]}); "
+                + (f"{zone.type} zone {zone.zoneName} is defined at both: keep one of the two "
+                   "entries (or, for two zones of that name on different instances, set a "
+                   "distinct name)" if same else "set a distinct name"))))
         zone_seen.setdefault(name, z)
         if zone.name is not None:
             try:
@@ -173,14 +178,16 @@ def _check_cross(
             z.type == "secondary" for z in spec.zones):
         issues.append(ConfigIssue(path=f"{prefix}primaryStack", message=(
             "is set but the stack has no secondary zone to take primaries for; remove it")))
-    per_instance: dict[tuple[str, str], str] = {}
-    for zone in spec.zones:
+    per_instance: dict[tuple[str, str], tuple[str, str]] = {}
+    for z, zone in enumerate(spec.zones):
         for inst in spec.instances_for(zone):
-            other = per_instance.setdefault((inst.name, zone.zoneName), zone.resource_name)
+            other, other_at = per_instance.setdefault((inst.name, zone.zoneName),
+                                                      (zone.resource_name, zone_paths[z]))
             if other != zone.resource_name:
                 issues.append(ConfigIssue(path=f"{prefix}zones", message=(
                     f"instance {inst.name!r} would serve {zone.zoneName} twice ({other} and "
-                    f"{zone.resource_name}); one zone per instance")))
+                    f"{zone.resource_name}), from {other_at} and {zone_paths[z]}; one zone "
+                    "per instance")))
     return issues
 
 
@@ -246,7 +253,8 @@ class _Findings:
 
 @dataclass
 class _Entries:
-    """The stack's instances and zones, inline and from bindyManifests, with their paths."""
+    """The stack's instances and zones, inline, from zonesFiles and from bindyManifests,
+    with their paths."""
 
     raw: dict[str, Any]
     zones: list[Any]
@@ -258,9 +266,10 @@ class _Entries:
 def _gather(raw: dict[str, Any], project_dir: Path, found: _Findings) -> _Entries:
     """The lists of the config, each checked to be a list before it is walked (a mapping
     or a string would otherwise be walked key by key or character by character), with
-    bindy's documents appended and every instance given its default labels."""
+    the zones of zonesFiles and bindy's documents appended and every instance given its
+    default labels."""
     shape_errors: set[str] = set()
-    for key in ("instances", "zones", "bindyManifests"):
+    for key in ("instances", "zones", ZONES_FILES_KEY, "bindyManifests"):
         if raw.get(key) is not None and not isinstance(raw[key], list):
             found.issues.append(ConfigIssue(path=f"{PREFIX}{key}", message=(
                 f"expected a list, got {safeyaml.describe(raw[key])}; write each entry on "
@@ -271,6 +280,12 @@ def _gather(raw: dict[str, Any], project_dir: Path, found: _Findings) -> _Entrie
     zones = list(raw.get("zones") or [])
     instance_paths = [f"{PREFIX}instances[{i}]" for i in range(len(instances))]
     zone_paths = [f"{PREFIX}zones[{i}]" for i in range(len(zones))]
+    from_files = load_zone_files(project_dir, raw.get(ZONES_FILES_KEY) or [])
+    found.issues += from_files.issues
+    zones += from_files.zones
+    zone_paths += from_files.zone_paths
+    # load_zone_files named every entry that is not a path; StackSpec sees the others only.
+    raw[ZONES_FILES_KEY] = [f for f in raw.get(ZONES_FILES_KEY) or [] if isinstance(f, str)]
     namespace = raw.get("namespace", "dns-system")
     bindy = load_manifests(project_dir, raw.get("bindyManifests") or [],
                            namespace if isinstance(namespace, str) else None)
