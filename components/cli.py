@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from bind9_topology.config.config_size import check_stack
 from bind9_topology.config.model import ConfigIssue, TopologyError
 from bind9_topology.config.topology import (
     PREFIX,
@@ -43,8 +44,14 @@ def secret_for_cli(raw: dict[str, Any], stack: str) -> tuple[str | None, list[Co
 
 
 def load_for_cli(project_dir: Path, stack: str, *, need_secret: bool = False) -> Topology:
+    """The stack checked as `pulumi up` checks it, and also against the size its config
+    will have in the engine's PULUMI_CONFIG (which the engine itself only reports as
+    'argument list too long', before the program runs)."""
     raw = read_stack_file(project_dir, stack)
+    too_big, near = check_stack(project_dir, stack)
+    raw.warnings += near
     secret, issues = secret_for_cli(raw, stack)
+    issues += too_big
     try:
         topology = load_topology(
             raw, stack=stack, project_dir=project_dir, tsig_secret=secret,

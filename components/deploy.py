@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bind9_topology.config.config_size import check_stack
 from bind9_topology.config.fleet import DeployOrder, deploy_order
+from bind9_topology.config.model import ConfigIssue, TopologyError
 from bind9_topology.config.topology import PREFIX, SECRET_KEY
 
 ZONE_SERIALS_TYPE = "pulumi-python:dynamic/bind9:ZoneSerials"
@@ -347,6 +349,20 @@ def _check_stacks(workspace: Any, stacks: list[str]) -> None:
             "secret, .local-run/tsig.secret)")
 
 
+def _check_config_sizes(project: Path, stacks: list[str], echo: Callable[[str], None]) -> None:
+    """Every stack's config against the cap on the engine's PULUMI_CONFIG, before any
+    stack runs: past it the engine says only 'argument list too long', and stacks earlier
+    in the order would already have been changed."""
+    problems: list[ConfigIssue] = []
+    for stack in stacks:
+        too_big, near = check_stack(project, stack)
+        problems += too_big
+        for warning in near:
+            echo(f"warning: {warning}")
+    if problems:
+        raise DeployError("no stack was run: " + TopologyError(problems).render())
+
+
 def _failure_text(exc: Exception) -> str:
     """The last meaningful lines of a failed command (when no event said why)."""
     lines = [ln for ln in str(exc).splitlines() if ln.strip()]
@@ -389,6 +405,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(line, file=out, flush=True)
 
     try:
+        _check_config_sizes(project, order.stacks, echo)
         workspace = _workspace(project)
         _check_stacks(workspace, order.stacks)
     except DeployError as exc:

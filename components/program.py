@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,13 @@ from typing import Any
 import pulumi
 from pulumi.runtime.config import get_config_env, get_config_secret_keys_env, is_config_secret
 
+from bind9_topology.config.config_size import (
+    ENV_NAME,
+    ConfigSize,
+    measure,
+    measure_env,
+    size_findings,
+)
 from bind9_topology.config.model import PROJECT, TopologyError, Zone
 from bind9_topology.config.topology import (
     PREFIX,
@@ -218,10 +226,35 @@ def with_local_runner(topology: Topology, project_dir: Path) -> Topology:
     return replace(topology, spec=spec, dnssec_material=dnssec_material(project_dir, topology))
 
 
+def config_size() -> ConfigSize:
+    """The size of the config this program was given, as PULUMI_CONFIG: the variable
+    itself when the language host set it, else (mocks, inline programs) the map
+    set_all_config filled, measured as the host would write it."""
+    env = os.environ.get(ENV_NAME)
+    if env is not None:
+        return measure_env(env)
+    from pulumi.runtime import config as runtime_config
+
+    holder = getattr(runtime_config, "CONFIG", None)
+    explicit = holder.get() if holder is not None else {}
+    return measure({str(k): str(v) for k, v in explicit.items()})
+
+
+def check_config_size() -> None:
+    """Near the cap on PULUMI_CONFIG, a warning naming the largest keys and the fix (the
+    engine fails before the program over it, so only mocks can get here with more)."""
+    too_big, near = size_findings(config_size())
+    if too_big:
+        raise pulumi.RunError(TopologyError(too_big).render())
+    for warning in near:
+        pulumi.log.warn(str(warning))
+
+
 def main() -> None:
     stack = pulumi.get_stack()
-    # Paths in config (recordsFile, bindyManifests) are relative to the project's
-    # Pulumi.yaml, wherever the components package itself is installed.
+    check_config_size()
+    # Paths in config (recordsFile, zonesFiles, bindyManifests) are relative to the
+    # project's Pulumi.yaml, wherever the components package itself is installed.
     project_dir = project_directory()
     text, secret = tsig_secret()
     topology = checked_topology(stack, raw_config(), project_dir, text)

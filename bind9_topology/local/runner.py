@@ -34,10 +34,11 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+from bind9_topology.config.config_size import check_stack
 from bind9_topology.config.model import Instance, TopologyError
 from bind9_topology.config.topology import (
     SECRET_ENV,
@@ -239,6 +240,21 @@ def load_stack(project: Path, stack: str, secret: str) -> Topology:
     )
 
     return resolve_offline(topo, project)
+
+
+def _check_requested(project: Path, stack: str, secret: str) -> Topology:
+    """A stack asked for by name, checked as load_stack does and also against the size of
+    its config in the engine's PULUMI_CONFIG: the runner needs no engine, but the same
+    stack's `pulumi up` would stop at 'argument list too long', so it is said here, first.
+    (Stacks started only because they own primaries are not refused for it.)"""
+    too_big, near = check_stack(project, stack)
+    try:
+        topo = load_stack(project, stack, secret)
+    except TopologyError as exc:
+        raise TopologyError([*exc.issues, *too_big], [*exc.warnings, *near]) from None
+    if too_big:
+        raise TopologyError(too_big, [*topo.warnings, *near])
+    return replace(topo, warnings=(*topo.warnings, *near))
 
 
 def _existing_secret(project: Path) -> str | None:
@@ -723,7 +739,7 @@ def _up(project: Path, requested: list[str], *, as_json: bool, once: bool, budge
     # a bad stack raises its TopologyError with every problem at once.
     probe_secret = _existing_secret(project) or base64.b64encode(bytes(32)).decode()
     for stack in requested:
-        checked = load_stack(project, stack, probe_secret)
+        checked = _check_requested(project, stack, probe_secret)
         if not as_json:
             for warning in checked.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
