@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job on a real Kubernetes cluster on this machine: the local cluster up
-# (scripts/cluster.sh), then `pulumi up` of the primary stack and of every region
-# stack (Pulumi.cluster*.yaml) with BIND in pods, each stack's transfer-gate
-# verdict printed, then `pulumi destroy` of every stack and the cluster down.
+# The main job on real Kubernetes clusters on this machine: one cluster per region
+# up (scripts/cluster.sh), then `pulumi up` of the primary stack and of every region
+# stack (Pulumi.cluster*.yaml), each against its own cluster (`kubernetes:context` in
+# its stack file), with BIND in pods, each stack's transfer-gate verdict printed,
+# then `pulumi destroy` of every stack and the clusters down.
 #
 #   bash scripts/run-cluster.sh          up, verdict, destroy, down
 #   bash scripts/run-cluster.sh --keep   leave the stacks and the cluster running
@@ -94,8 +95,9 @@ yaml.safe_dump(new, open(sys.argv[2], "w"), sort_keys=False)
 PY
   fi
   mv "$cfg.new" "$cfg"
-  namespace="$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["config"]["bind9-topology:namespace"])' "$cfg")"
-  kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  read -r namespace context < <(python3 -c 'import sys, yaml; c = yaml.safe_load(open(sys.argv[1]))["config"]; print(c["bind9-topology:namespace"], c.get("kubernetes:context", ""))' "$cfg")
+  kubectl ${context:+--context "$context"} create namespace "$namespace" --dry-run=client -o yaml |
+    kubectl ${context:+--context "$context"} apply -f - >/dev/null
   p stack select --create --non-interactive "$stack" >/dev/null
   if ! grep -q 'bind9-topology:tsigSecret' "$cfg"; then
     p config set --secret --stack "$stack" bind9-topology:tsigSecret <"$SECRET_FILE"
@@ -113,7 +115,10 @@ PY
   verdict "$stack"
 done
 echo
-kubectl get pods -A -o wide -l app.kubernetes.io/name=bind9 || true
+for context in $(kubectl config get-contexts -o name); do
+  echo "-- $context"
+  kubectl --context "$context" get pods,services -A -o wide -l app.kubernetes.io/name=bind9 || true
+done
 
 if ((KEEP)); then
   echo "stacks and cluster left running: eval \"\$(bash scripts/cluster.sh env)\"; destroy with"
