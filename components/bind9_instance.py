@@ -91,9 +91,10 @@ class Bind9Instance(pulumi.ComponentResource):
             else None
         )
         self.checksum = pulumi.Output.from_input(plan.checksum)
-        self.address = self.service.spec.apply(
-            lambda s: (s.load_balancer_ip or s.cluster_ip) if s else None
-        )
+        # A LoadBalancer's address as its controller reports it (the pinned one, whether
+        # through spec.loadBalancerIP or an annotation), else the Service's cluster IP.
+        self.address = pulumi.Output.all(self.service.spec, self.service.status).apply(
+            lambda ss: _service_address(ss[0], ss[1]))
         self.register_outputs(
             {
                 "name": inst.name,
@@ -212,3 +213,14 @@ def _dnssec_secret_data(materials: dict[str, str]) -> dict[str, str]:
         for name, body in secret_files(zone, json.loads(material)).items():
             data[secret_key(name)] = body.decode()
     return data
+
+
+def _service_address(spec: Any, status: Any) -> str | None:
+    ingress = (status.load_balancer.ingress if status and status.load_balancer else None) or []
+    for entry in ingress:
+        if entry.ip:
+            return str(entry.ip)
+    if not spec:
+        return None
+    return str(spec.load_balancer_ip or spec.cluster_ip) if (
+        spec.load_balancer_ip or spec.cluster_ip) else None

@@ -201,7 +201,10 @@ def test_agent_off_leaves_the_pod_as_before(minimal_raw, tsig_secret) -> None:
     for name in ("primary-dns", "secondary-dns"):
         pod = deployment_of(mocks, name)["spec"]["template"]["spec"]
         assert [c["name"] for c in pod["containers"]] == ["bind9"]
-        assert "serviceAccountName" not in pod and "initContainers" not in pod
+        assert "serviceAccountName" not in pod
+        # A secondary still waits for a path to its primaries; nothing else runs first.
+        assert [c["name"] for c in pod.get("initContainers", [])] == (
+            ["wait-primaries"] if name == "secondary-dns" else [])
 
 
 # --------------------------------------------------------------------------- names, counts
@@ -540,9 +543,11 @@ def test_network_policies(runs, stack: str) -> None:
             notify = {h for z in zones for h, _ in z.notify_servers}
             assert notify, "a primary of the example stacks notifies someone"
             want = [{"podSelector": {"matchLabels": {"dns-role": "secondary"}}}] + [
-                {"ipBlock": {"cidr": f"{ip}/32"}} for ip in notify
+                {"ipBlock": {"cidr": cidr}}
+                for cidr in sorted({f"{ip}/32" for ip in notify} | set(inst.config.peerCidrs))
             ]
-            # TCP 53 (transfers) only from secondaries and NOTIFY targets.
+            # TCP 53 (transfers) only from secondaries, NOTIFY targets and peerCidrs (the
+            # other regions' NAT addresses).
             assert sorted(map(_key, _peers(rules, "TCP"))) == sorted(map(_key, want))
             # Queries (UDP) from allowQuery.
             udp = {_key(p) for p in _peers(rules, "UDP")}
@@ -561,7 +566,7 @@ def test_network_policies(runs, stack: str) -> None:
             ]
             assert len(notify_rules) == 1
             cidrs = {p["ipBlock"]["cidr"] for p in notify_rules[0]["from"] if "ipBlock" in p}
-            assert cidrs == {f"{ip}/32" for ip in primaries}
+            assert cidrs == {f"{ip}/32" for ip in primaries} | set(inst.config.peerCidrs)
             # Queries over UDP and TCP from allowQuery.
             for proto in ("UDP", "TCP"):
                 peers = {_key(p) for p in _peers(rules, proto)}
@@ -617,3 +622,20 @@ def test_one_zone_edit_changes_only_its_own_zone_config_map(
     changed = sorted(name for name in before if before[name] != after[name])
     assert len(changed) == 1, changed
     assert "db.big2.example" in before[changed[0]]
+
+
+def test_a_secondary_waits_for_a_tcp_path_to_its_primaries(runs) -> None:
+    """The init step asks every primary address of the instance's zones over TCP, bounded,
+    and never fails the pod (named starts after the bound regardless)."""
+    topo, mocks = runs["prod-us-west-2"]
+    for inst in topo.spec.instances:
+        pod = deployment_of(mocks, inst.name)["spec"]["template"]["spec"]
+        (wait,) = [c for c in pod["initContainers"] if c["name"] == "wait-primaries"]
+        script = wait["command"][-1]
+        for zone in topo.spec.zones_for(inst):
+            assert zone.secondaryConfig
+            for host, port in zone.secondaryConfig.servers:
+                assert f"-p {port} @{host} " in script
+        assert "+tcp" in script and "while [ $i -lt 60 ]" in script
+        assert "exit 1" not in script and wait["securityContext"] == pod["containers"][0][
+            "securityContext"]

@@ -177,8 +177,9 @@ def test_components_register_keys_secret_init_container_and_ds_output() -> None:
     tags = deps["primary-dns"]["spec"]["template"]["metadata"]["annotations"][
         "bind9-topology/dnssec-key-tags"]
     assert tags.startswith(f"{ZONE}:") and "/" in tags
-    for name in ("sec-a", "sec-b"):
-        assert "initContainers" not in deps[name]["spec"]["template"]["spec"]
+    for name in ("sec-a", "sec-b"):  # no keys: only the wait for a path to the primaries
+        assert [c["name"] for c in deps[name]["spec"]["template"]["spec"]["initContainers"]] == [
+            "wait-primaries"]
     (gate,) = [r for r in mocks.resources if r.type.endswith("bind9:TransferGate")]
     assert "expectedDs" in gate.inputs["zones"][ZONE]
 

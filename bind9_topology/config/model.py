@@ -337,6 +337,14 @@ class ServiceSpec(_Strict):
     type: Literal["ClusterIP", "LoadBalancer"] = "ClusterIP"
     loadBalancerIP: str | None = None
     clusterIP: str | None = None
+    # Where the pinned address goes: spec.loadBalancerIP (deprecated upstream, still read
+    # by most controllers) or an annotation of the controller (MetalLB's
+    # `metallb.io/loadBalancerIPs`, which refuses both at once).
+    loadBalancerIPAnnotation: str | None = None
+    # Local keeps the client's source address (ACLs, NetworkPolicy ipBlocks, NOTIFY
+    # sources stay meaningful) and spares a second hop; LoadBalancer Services only.
+    externalTrafficPolicy: Literal["Local", "Cluster"] | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("loadBalancerIP", "clusterIP")
     @classmethod
@@ -359,6 +367,12 @@ class ServiceSpec(_Strict):
             raise ValueError(
                 "set either loadBalancerIP or clusterIP: an instance has one fixed address"
             )
+        if self.loadBalancerIPAnnotation and not self.loadBalancerIP:
+            raise ValueError("loadBalancerIPAnnotation is set without loadBalancerIP; set the "
+                             "address to pin, or remove loadBalancerIPAnnotation")
+        if self.externalTrafficPolicy and self.type != "LoadBalancer":
+            raise ValueError("externalTrafficPolicy applies to type LoadBalancer only; "
+                             "remove it or set type: LoadBalancer")
         return self
 
     @property

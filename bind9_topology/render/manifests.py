@@ -246,6 +246,46 @@ def zone_copy_init_container(bind9: Obj) -> Obj:
     }
 
 
+# How long a secondary's pod waits for a path to its primaries before named starts anyway.
+PRIMARY_WAIT_SECONDS = 60
+
+
+def primaries_wait_init_container(spec: StackSpec, instance: Instance, bind9: Obj) -> Obj | None:
+    """Holds named back until one primary answers an SOA query over TCP from this pod.
+
+    A new pod's first packets can be refused while the network plugin adds its address
+    to the NetworkPolicy sets, or while a LoadBalancer address is not yet announced; named
+    marks a primary that refused it twice unreachable for up to ten minutes, so the pod
+    would stay unready that long. After PRIMARY_WAIT_SECONDS named starts regardless and
+    retries on its own."""
+    probes: dict[tuple[str, int], str] = {}
+    for zone in spec.zones_for(instance):
+        if zone.secondaryConfig:
+            for server in zone.secondaryConfig.servers:
+                probes.setdefault(server, zone.zoneName)
+    if not probes:
+        return None
+    asks = " || ".join(
+        f"dig +tcp +norec +time=1 +tries=1 -p {port} @{host} {name} SOA >/dev/null 2>&1"
+        for (host, port), name in sorted(probes.items()))
+    script = (
+        "i=0\n"
+        f"while [ $i -lt {PRIMARY_WAIT_SECONDS} ]; do\n"
+        f"  if {asks}; then echo \"a primary answers over TCP after $i s\"; exit 0; fi\n"
+        "  i=$((i + 1)); sleep 1\n"
+        "done\n"
+        f"echo \"no primary answered over TCP in {PRIMARY_WAIT_SECONDS} s;"
+        " starting named anyway\"\n"
+    )
+    return {
+        "name": "wait-primaries",
+        "image": bind9["image"],
+        "imagePullPolicy": bind9["imagePullPolicy"],
+        "command": ["/bin/sh", "-c", script],
+        "securityContext": copy.deepcopy(bind9["securityContext"]),
+    }
+
+
 def named_volumes(spec: StackSpec, rendered: RenderedInstance,
                   zone_maps: list[Obj]) -> tuple[list[Obj], list[Obj]]:
     """The pod's volumes and named's mounts: config and key (read-only), its writable
@@ -371,6 +411,8 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
         volumes.append(agent_api_volume())
     if inst.role == "primary" and rendered.live_zones:
         init_containers.append(zone_copy_init_container(container))
+    if inst.role == "secondary" and (wait := primaries_wait_init_container(spec, inst, container)):
+        init_containers.append(wait)
     if rendered.signed_links:
         # Every replica signs with the same keys: the stack's, from the Secret.
         volumes.append({"name": "dnssec-keys", "secret": {
@@ -475,16 +517,20 @@ def service(spec: StackSpec, instance: Instance) -> Obj:
     if metrics.enabled:
         body["ports"].append({"name": "metrics", "port": metrics.port,
                               "targetPort": metrics.port, "protocol": "TCP"})
-    if instance.service.loadBalancerIP:
-        body["loadBalancerIP"] = instance.service.loadBalancerIP
-    if instance.service.clusterIP:
-        body["clusterIP"] = instance.service.clusterIP
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(spec, instance, instance.name),
-        "spec": body,
-    }
+    svc = instance.service
+    meta = metadata(spec, instance, instance.name)
+    annotations = dict(svc.annotations)
+    if svc.loadBalancerIP and svc.loadBalancerIPAnnotation:
+        annotations[svc.loadBalancerIPAnnotation] = svc.loadBalancerIP
+    elif svc.loadBalancerIP:
+        body["loadBalancerIP"] = svc.loadBalancerIP
+    if annotations:
+        meta["annotations"] = annotations
+    if svc.type == "LoadBalancer":
+        body["externalTrafficPolicy"] = svc.externalTrafficPolicy or "Local"
+    if svc.clusterIP:
+        body["clusterIP"] = svc.clusterIP
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": body}
 
 
 def _ip_blocks(cidrs: list[str]) -> list[Obj]:
