@@ -1,11 +1,14 @@
-"""The main job on a real Kubernetes cluster: `pulumi up` of every cluster stack.
+"""The main job on real Kubernetes clusters: `pulumi up` of every cluster stack.
 
-The cluster is the one of scripts/cluster.sh (kube-apiserver, kubelet, containerd,
-runc, BIND in pods from the image built from Debian's packages). The tests run in
-order on one deployment: up of the primary stack and each region stack, answers
-from every Service, no drift, a record change rolled with zero failed queries, a
-secondary pod deleted by hand, destroy. Every network target is a pod or Service
-address of this cluster (on its bridge) or loopback; every loop is bounded.
+The clusters are those of scripts/cluster.sh, one per region, each in its own network
+namespace (kube-apiserver, kubelet, containerd, runc, kube-proxy, MetalLB, kube-router's
+NetworkPolicy firewall, BIND in pods from the image built from Debian's packages). Each
+stack targets its own cluster (`kubernetes:context`). The tests run in order on one
+deployment: up of the primary stack and each region stack, answers from every
+LoadBalancer address, no drift, the policy enforced both ways, a record change with zero
+failed queries, a partition between regions and its heal, destroy. Every network target
+is an address this machine made (the bridge between the clusters, their pod and
+LoadBalancer ranges) or loopback; every loop is bounded.
 """
 
 from __future__ import annotations
@@ -49,17 +52,28 @@ def _stack_doc(project: Path, stack: str) -> dict[str, Any]:
 
 
 def _services(project: Path, stack: str) -> dict[str, str]:
-    """Instance name -> its fixed ClusterIP, from the stack file."""
-    return {i["name"]: i["service"]["clusterIP"]
+    """Instance name -> its fixed address (a LoadBalancer's), from the stack file."""
+    return {i["name"]: i["service"].get("loadBalancerIP") or i["service"]["clusterIP"]
             for i in _stack_doc(project, stack)["bind9-topology:instances"]}
+
+
+def _context(project: Path, stack: str) -> str:
+    """The kubeconfig context of the stack's own cluster (`kubernetes:context`)."""
+    return str(_stack_doc(project, stack)["kubernetes:context"])
 
 
 @dataclass
 class Cluster:
     env: dict[str, str]
+    #: namespace -> the context of the cluster it lives in (each stack its own cluster)
+    contexts: dict[str, str] = field(default_factory=dict)
 
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(["kubectl", *args], env=self.env, capture_output=True,
+        """kubectl against the cluster of the namespace named by `-n`."""
+        context: list[str] = []
+        if "-n" in args and (ns := args[args.index("-n") + 1]) in self.contexts:
+            context = ["--context", self.contexts[ns]]
+        proc = subprocess.run(["kubectl", *context, *args], env=self.env, capture_output=True,
                               text=True, timeout=120)
         if check and proc.returncode != 0:
             pytest.fail(f"kubectl {' '.join(args)}: {proc.stderr[-3000:]}")
@@ -68,13 +82,14 @@ class Cluster:
     def fresh_namespace(self, name: str) -> None:
         """Create *name*, waiting (bounded) for an earlier one of that name to go."""
         deadline = time.monotonic() + 180
+        at = ["--context", self.contexts[name]]
         while time.monotonic() < deadline:
-            got = self.kubectl("get", "namespace", name, "-o", "json", check=False)
+            got = self.kubectl(*at, "get", "namespace", name, "-o", "json", check=False)
             if got.returncode != 0:
-                self.kubectl("create", "namespace", name)
+                self.kubectl(*at, "create", "namespace", name)
                 return
             if json.loads(got.stdout)["status"].get("phase") != "Terminating":
-                self.kubectl("delete", "namespace", name, "--wait=false")
+                self.kubectl(*at, "delete", "namespace", name, "--wait=false")
             time.sleep(1)
         pytest.fail(f"namespace {name} still terminating after 180 s")
 
@@ -145,6 +160,7 @@ def deployed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     for stack in STACKS:
         namespace = _stack_doc(engine.project, stack)["bind9-topology:namespace"]
         dep.namespaces[stack] = namespace
+        cluster.contexts[namespace] = _context(engine.project, stack)
         cluster.fresh_namespace(namespace)
         engine.init(stack, secret)
     try:
@@ -158,7 +174,8 @@ def deployed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
             for stack in reversed(STACKS):
                 dep.pulumi("destroy", "--yes", "--skip-preview", stack=stack, check=False)
         for namespace in dep.namespaces.values():
-            cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+            cluster.kubectl("--context", cluster.contexts[namespace], "delete", "namespace",
+                            namespace, "--wait=false", check=False)
 
 
 # --------------------------------------------------------------------------- after up
@@ -199,6 +216,85 @@ def test_tsig_axfr_succeeds_and_keyless_axfr_is_refused(deployed: Deployment) ->
         assert keyless.reason.name in {"REFUSED", "NOTAUTH"}, keyless
 
 
+# --------------------------------------------------------------------------- between clusters
+
+
+def test_transfers_between_regions_arrive_from_the_regions_nat_addresses(
+    deployed: Deployment,
+) -> None:
+    """Each region is its own cluster: the primaries log every region's TSIG transfers as
+    coming from that cluster's node address (its pods leave by source NAT), and each
+    region's pods log the primaries' NOTIFY as coming from the primary cluster's."""
+    regions = {"cluster-us-west-2": "10.250.0.129", "cluster-eu-west-1": "10.250.0.193"}
+    namespace = deployed.namespaces[PRIMARY_STACK]
+    logs = "".join(deployed.cluster.kubectl("logs", "-n", namespace, pod["metadata"]["name"],
+                                            "-c", "bind9").stdout
+                   for pod in deployed.cluster.pods(namespace, "instance=primary-dns"))
+    for stack, nat in regions.items():
+        assert f" {nat}#" in logs and "/key transfer-key" in logs, (stack, logs[-3000:])
+        transfers = [line for line in logs.splitlines() if f" {nat}#" in line
+                     and "transfer of" in line and "XFR started: TSIG transfer-key" in line]
+        assert transfers, (stack, nat)
+        region_ns = deployed.namespaces[stack]
+        region_logs = "".join(
+            deployed.cluster.kubectl("logs", "-n", region_ns, pod["metadata"]["name"], "-c",
+                                     "bind9").stdout
+            for pod in deployed.cluster.pods(region_ns))
+        assert "10.250.0.65#" in region_logs and "received notify" in region_logs.lower(), (
+            stack, region_logs[-3000:])
+
+
+def test_the_network_policy_is_enforced_both_ways(deployed: Deployment) -> None:
+    """kube-router enforces what the NetworkPolicies say, in the primaries' own cluster:
+    a pod of an unrelated namespace may query a primary over UDP (allowQuery) but not
+    reach it over TCP 53 (transfers: secondaries and peerCidrs only), not even through
+    the LoadBalancer address; the instance's own secondary pods do reach it over TCP."""
+    namespace = deployed.namespaces[PRIMARY_STACK]
+    context = deployed.cluster.contexts[namespace]
+    probe_ns = "b9t-policy-probe"
+    deployed.cluster.contexts[probe_ns] = context
+    deployed.cluster.fresh_namespace(probe_ns)
+    image = next(i["image"] for i in _stack_doc(deployed.engine.project, PRIMARY_STACK)
+                 ["bind9-topology:instances"] if i["name"] == "primary-dns")
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "probe", "namespace": probe_ns},
+           "spec": {"automountServiceAccountToken": False, "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "probe", "image": image,
+                                    "imagePullPolicy": "Never",
+                                    "command": ["sleep", "600"]}]}}
+    try:
+        applied = subprocess.run(
+            ["kubectl", "--context", context, "apply", "-f", "-"], input=json.dumps(pod),
+            env=deployed.cluster.env, capture_output=True, text=True, timeout=60)
+        assert applied.returncode == 0, applied.stderr
+        deployed.cluster.kubectl("wait", "-n", probe_ns, "--for=condition=Ready", "pod/probe",
+                                 "--timeout=120s")
+        primary = deployed.cluster.pods(namespace, "instance=primary-dns")[0]["status"]["podIP"]
+        address = _services(deployed.engine.project, PRIMARY_STACK)["primary-dns"]
+        secondary = next(p["metadata"]["name"]
+                         for p in deployed.cluster.pods(namespace, "instance=secondary-dns")
+                         if _ready(p))
+
+        def dig(ns: str, pod_name: str, target: str, *flags: str) -> str:
+            out = deployed.cluster.kubectl(
+                "exec", "-n", ns, pod_name, "-c", "probe" if ns == probe_ns else "bind9", "--",
+                "dig", *flags, "+time=2", "+tries=1", "+norec", f"@{target}", "example.com",
+                "SOA", check=False)
+            return out.stdout + out.stderr
+
+        for target in (primary, address):
+            udp = dig(probe_ns, "probe", target)
+            assert "status: NOERROR" in udp and "flags: qr aa" in udp, (target, udp)
+            tcp = dig(probe_ns, "probe", target, "+tcp")
+            assert "status: NOERROR" not in tcp, (target, tcp)
+            assert "refused" in tcp or "timed out" in tcp or "no servers" in tcp, (target, tcp)
+            allowed = dig(namespace, secondary, target, "+tcp")
+            assert "status: NOERROR" in allowed, (target, allowed)
+    finally:
+        deployed.cluster.kubectl("--context", context, "delete", "namespace", probe_ns,
+                                 "--wait=false", check=False)
+
+
 def test_no_changes_and_no_drift_after_up(deployed: Deployment) -> None:
     for stack in STACKS:
         deployed.pulumi("preview", "--expect-no-changes", stack=stack)
@@ -235,11 +331,13 @@ def test_the_gate_verified_every_pod_through_the_api(deployed: Deployment) -> No
                     _services(deployed.engine.project, PRIMARY_STACK)["primary-dns"]}, servers
 
 
-def _gate_props(deployed: Deployment, zone: str, serial: int, **endpoints: Any) -> dict[str, Any]:
+def _gate_props(deployed: Deployment, zone: str, serial: int, stack: str,
+                **endpoints: Any) -> dict[str, Any]:
     return {"zoneName": zone, "expectedSerial": serial, "expectedDigest": None,
             "tsigKeyName": KEY_NAME, "tsigAlgorithm": "hmac-sha256",
             "tsigSecret": deployed.secret, "deadlineSeconds": 15, "pollIntervalSeconds": 0.5,
-            "kubeconfig": deployed.cluster.env["KUBECONFIG"], "kubeContext": None,
+            "kubeconfig": deployed.cluster.env["KUBECONFIG"],
+            "kubeContext": _context(deployed.engine.project, stack),
             "primaries": [], "secondaries": [], **endpoints}
 
 
@@ -252,8 +350,9 @@ def _host_pid(deployed: Deployment, pod: dict[str, Any]) -> int:
     # named's container (the statuses come sorted by name: the agent's is first)
     status = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "bind9")
     container = status["containerID"].split("://", 1)[1]
+    region = pod["spec"]["nodeName"].removeprefix("b9t-")  # each cluster its own containerd
     tasks = subprocess.run(
-        ["ctr", "--address", "/run/bind9-topology/containerd.sock", "-n", "k8s.io",
+        ["ctr", "--address", f"/run/b9t/{region}/containerd.sock", "-n", "k8s.io",
          "tasks", "ls"], capture_output=True, text=True, timeout=30, check=True).stdout
     for line in tasks.splitlines():
         parts = line.split()
@@ -271,7 +370,7 @@ def test_a_held_back_replica_keeps_the_gate_waiting_and_is_named(
     instance = "secondary-dns-usw2-a"
     held, other = deployed.cluster.pods(namespace, f"instance={instance}")[:2]
     serial = deployed.serials()["example.org"]
-    props = _gate_props(deployed, "example.org", serial,
+    props = _gate_props(deployed, "example.org", serial, "cluster-us-west-2",
                         secondaries=[_api(instance, namespace)])
     ready = TransferGateProvider()._wait(props)
     assert ready["ready"] is True and len(ready["servers"]) == 2, ready["servers"]
@@ -300,7 +399,11 @@ def test_the_gate_works_from_a_network_that_reaches_only_the_api(
     and leaves every later pod stuck Terminating ("remove netns: device busy").
     """
     host_if, ns_if = "b9tg0", "b9tg1"
-    api_ip = "10.244.0.1"
+    api_ip = "10.250.0.65"  # the primary region's API server, in its cluster's namespace
+    forward = [["FORWARD", "-i", host_if, "-d", f"{api_ip}/32", "-p", "tcp", "--dport",
+                "6443", "-j", "ACCEPT"],
+               ["FORWARD", "-o", host_if, "-s", f"{api_ip}/32", "-p", "tcp", "--sport",
+                "6443", "-j", "ACCEPT"]]
 
     def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=check)
@@ -322,9 +425,11 @@ def test_the_gate_works_from_a_network_that_reaches_only_the_api(
         sh(*inside, "ip", "link", "set", ns_if, "up")
         sh(*inside, "ip", "link", "set", "lo", "up")
         sh(*inside, "ip", "route", "add", f"{api_ip}/32", "via", "10.245.0.1")
+        for rule in forward:  # the host forwards this one flow onto the clusters' bridge
+            sh("iptables", "-I", *rule)
         serial = deployed.serials()["example.com"]
         namespace = deployed.namespaces[PRIMARY_STACK]
-        props = _gate_props(deployed, "example.com", serial,
+        props = _gate_props(deployed, "example.com", serial, PRIMARY_STACK,
                             primaries=[_api("primary-dns", namespace)],
                             secondaries=[_api("secondary-dns", namespace)])
         props_file = tmp_path / "props.json"
@@ -354,6 +459,8 @@ def test_the_gate_works_from_a_network_that_reaches_only_the_api(
         assert len(result["servers"]) == 4 and all(k.startswith("pod ")
                                                    for k in result["servers"]), result
     finally:
+        for rule in forward:
+            sh("iptables", "-D", *rule, check=False)
         holder.kill()
         holder.wait(timeout=10)
         sh("ip", "link", "del", host_if, check=False)
@@ -375,9 +482,9 @@ def test_lost_state_serial_moves_past_what_the_pods_serve_through_the_api(
     content = topo.contents["example.net"]
     base = {"zoneName": "example.net", "contentHash": "state-lost",
             "probe": [_api("primary-dns", namespace), _api("secondary-dns", namespace)],
-            "kubeconfig": deployed.cluster.env["KUBECONFIG"], "kubeContext": None,
-            "tsigKeyName": KEY_NAME, "tsigAlgorithm": "hmac-sha256",
-            "tsigSecret": deployed.secret}
+            "kubeconfig": deployed.cluster.env["KUBECONFIG"],
+            "kubeContext": _context(project, PRIMARY_STACK), "tsigKeyName": KEY_NAME,
+            "tsigAlgorithm": "hmac-sha256", "tsigSecret": deployed.secret}
     other = fresh_serial({**base, "digest": "0" * 64})
     assert other == served + 1, (served, other)
     same = fresh_serial({**base, "digest": content.digest})
@@ -628,6 +735,63 @@ def test_a_region_follows_the_primary_and_names_a_pod_that_cannot_transfer(
     stack_file.write_text(original)
     deployed.pulumi("up", "--yes", "--skip-preview", stack=region)
     deployed.pulumi("preview", "--expect-no-changes", stack=region)
+
+
+def _partition(block_a: str, veth_a: str, block_b: str, veth_b: str) -> list[list[str]]:
+    """Host-bridge rules that drop every frame between two regions' networks (both ways)."""
+    return [["FORWARD", "-m", "physdev", "--physdev-in", veth_a, "-d", block_b, "-j", "DROP"],
+            ["FORWARD", "-m", "physdev", "--physdev-in", veth_b, "-d", block_a, "-j", "DROP"]]
+
+
+def test_a_partitioned_region_fails_naming_its_pods_and_heals(deployed: Deployment) -> None:
+    """The network between us-west-2 and the primaries' region drops everything (rules on
+    the host bridge that joins the clusters). A record change: the primary stack's `up`
+    ends ready, us-west-2's `up` fails within its deadline naming each of its pods and
+    why, eu-west-1's `up` ends ready at the new serial (no other region affected). Once
+    the link heals, `pulumi up` of us-west-2 ends ready at that serial."""
+    project = deployed.engine.project
+    region, other = "cluster-us-west-2", "cluster-eu-west-1"
+    stack_file = project / f"Pulumi.{region}.yaml"
+    original = stack_file.read_text()
+    doc = yaml.safe_load(original)
+    deadline_s = 20
+    doc["config"]["bind9-topology:gate"]["deadlineSeconds"] = deadline_s
+    stack_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    deployed.pulumi("up", "--yes", "--skip-preview", stack=region)  # the new deadline
+    pods = [p["metadata"]["name"] for p in deployed.cluster.pods(deployed.namespaces[region])]
+    rules = _partition("10.250.0.64/26", "b9tv1", "10.250.0.128/26", "b9tv2")
+    for rule in rules:
+        subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True, timeout=30)
+    try:
+        records = project / "configs" / "zones" / "example.com.yaml"
+        records.write_text(records.read_text()
+                           + "  - {name: partition, type: A, data: 192.0.2.79}\n")
+        deployed.pulumi("up", "--yes", "--skip-preview", stack=PRIMARY_STACK)
+        moved = deployed.serials()["example.com"]
+
+        started = time.monotonic()
+        failed = deployed.pulumi("up", "--yes", "--skip-preview", stack=region, check=False)
+        took = time.monotonic() - started
+        output = failed.stdout + failed.stderr
+        assert failed.returncode != 0, output[-3000:]
+        assert "Traceback" not in output, output[-3000:]
+        assert all(name in output for name in pods), (pods, output[-4000:])
+        assert "fix:" in output, output[-3000:]
+        print(f"pulumi up of the partitioned region failed after {took:.1f}s")
+        assert took < deadline_s + 120, took  # the deadline, plus the engine's own work
+
+        deployed.pulumi("up", "--yes", "--skip-preview", stack=other)
+        status = _gate_outputs(deployed, other)["example.com"]
+        assert status["ready"] is True and status["servedSerial"] == moved, status
+    finally:
+        for rule in rules:
+            subprocess.run(["iptables", "-D", *rule], check=False, capture_output=True,
+                           timeout=30)
+    deployed.pulumi("up", "--yes", "--skip-preview", stack=region)
+    status = _gate_outputs(deployed, region)["example.com"]
+    assert status["ready"] is True and status["servedSerial"] == moved, status
+    stack_file.write_text(original)
+    deployed.pulumi("up", "--yes", "--skip-preview", stack=region)
 
 
 def test_deleted_secondary_pod_is_ready_only_once_it_serves_its_zones(
