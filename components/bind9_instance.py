@@ -215,12 +215,22 @@ def _dnssec_secret_data(materials: dict[str, str]) -> dict[str, str]:
     return data
 
 
+def _field(obj: Any, *names: str) -> Any:
+    """A field of a Kubernetes output, typed object or plain dict (camel or snake case)."""
+    for name in names:
+        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
 def _service_address(spec: Any, status: Any) -> str | None:
-    ingress = (status.load_balancer.ingress if status and status.load_balancer else None) or []
-    for entry in ingress:
-        if entry.ip:
-            return str(entry.ip)
+    balancer = _field(status, "load_balancer", "loadBalancer") if status else None
+    for entry in (_field(balancer, "ingress") if balancer else None) or []:
+        if ip := _field(entry, "ip"):
+            return str(ip)
     if not spec:
         return None
-    return str(spec.load_balancer_ip or spec.cluster_ip) if (
-        spec.load_balancer_ip or spec.cluster_ip) else None
+    fixed = _field(spec, "load_balancer_ip", "loadBalancerIP") or _field(
+        spec, "cluster_ip", "clusterIP")
+    return str(fixed) if fixed else None

@@ -639,3 +639,22 @@ def test_a_secondary_waits_for_a_tcp_path_to_its_primaries(runs) -> None:
         assert "+tcp" in script and "while [ $i -lt 60 ]" in script
         assert "exit 1" not in script and wait["securityContext"] == pod["containers"][0][
             "securityContext"]
+
+
+def test_the_instance_address_is_the_load_balancers_when_it_has_one() -> None:
+    """The engine hands the Service's outputs over as dicts (camelCase) or typed objects:
+    the address is the LoadBalancer ingress IP when assigned, else the fixed spec one."""
+    from types import SimpleNamespace
+
+    from components.bind9_instance import _service_address
+
+    status = {"loadBalancer": {"ingress": [{"ip": "10.250.0.80", "ipMode": "VIP"}]}}
+    assert _service_address({"clusterIP": "10.96.0.5"}, status) == "10.250.0.80"
+    assert _service_address({"clusterIP": "10.96.0.5"}, {"loadBalancer": {}}) == "10.96.0.5"
+    typed = SimpleNamespace(
+        load_balancer=SimpleNamespace(ingress=[SimpleNamespace(ip="10.0.1.10")]))
+    assert _service_address(SimpleNamespace(load_balancer_ip=None, cluster_ip="10.96.0.9"),
+                            typed) == "10.0.1.10"
+    assert _service_address(SimpleNamespace(load_balancer_ip="10.0.1.10", cluster_ip=None),
+                            None) == "10.0.1.10"
+    assert _service_address(None, None) is None

@@ -769,7 +769,8 @@ class StackSpec(_Strict):
         "Bind9Instance specs (below): name, role (primary|secondary), labels (dns-role, "
         'region, environment), replicas, version ("9.18"|"9.20"), config {recursion, '
         "allowQuery, allowTransfer, peerCidrs, maxRefreshSeconds}, resources, service "
-        "{type, loadBalancerIP | clusterIP}, image, metrics."))
+        "{type, loadBalancerIP | clusterIP, loadBalancerIPAnnotation, externalTrafficPolicy, "
+        "annotations}, image, metrics."))
     zones: list[Zone] = Field(default_factory=list, description=(
         "DNSZone specs (below): zoneName, type (primary|secondary), "
         "instanceSelector.matchLabels, secondaryConfig.primaryServers, soaRecord, ttl, "
