@@ -1,4 +1,4 @@
-"""Cluster figures (issue 19) on the local single-node cluster (scripts/cluster.sh).
+"""Cluster figures (issue 19) on the local clusters, one per region (scripts/cluster.sh).
 
     python bench/cluster.py                       # setup, 10 change rounds, 3+3 loss runs
     python bench/cluster.py --zones 1000          # also the 1,000-zone x 100-record stacks
@@ -7,21 +7,23 @@
 
 Parts (each can be left out with --skip):
 
-setup   `bash scripts/run-cluster.sh --keep`: the cluster up, the project copied into
+setup   `bash scripts/run-cluster.sh --keep`: the clusters up, the project copied into
         .cache/cluster/project, `pulumi up` of every cluster stack (file backend).
 change  N rounds: one record of configs/zones/example.com.yaml of the *copied* project
         changed, `pulumi up --stack cluster` timed, while every pod of every instance of
         every region is asked for the zone's SOA serial every ~20 ms over UDP (pod IPs
-        from `kubectl get pods`, refreshed every 0.5 s: the primary rolls); per secondary
-        pod, the delay from the first primary pod serving the new serial to that pod
-        serving it. Then `pulumi up` of each region stack, timed.
-loss    `dnsperf` at --qps per Service (every Service ClusterIP of the cluster stack
-        files, -t 1) during a `kubectl rollout restart` of the primary Deployment, and
-        during one of every secondary Deployment (one after the other); lost queries
-        per Service from dnsperf's statistics; --loss-runs runs each.
-big     (--zones N) a synthetic N-zone primary stack and two region stacks (bench/synth.py)
-        on the cluster in their own namespaces, `pulumi up` of each, cold (fresh state,
-        empty zone content cache), timed, with the peak RSS of the engine's process tree.
+        from `kubectl get pods` in each stack's cluster (`kubernetes:context`), refreshed
+        every 0.5 s; the host routes to every cluster's pods); per secondary pod, the
+        delay from the first primary pod serving the new serial to that pod serving it.
+        Then `pulumi up` of each region stack, timed.
+loss    `dnsperf` at --qps per Service (every Service LoadBalancer address of the cluster
+        stack files, -t 1: ClusterIPs do not leave their cluster) during a `kubectl
+        rollout restart` of the primary Deployment, and during one of every secondary
+        Deployment (one after the other); lost queries per Service from dnsperf's
+        statistics; --loss-runs runs each.
+big     (--zones N) a synthetic N-zone primary stack and two region stacks (bench/synth.py),
+        each on its region's cluster in its own namespace, `pulumi up` of each, cold (fresh
+        state, empty zone content cache), timed, with the peak RSS of the engine's tree.
 
 Prints a table and writes bench/results/cluster-<label>.json (--label, default latest).
 Everything is relative to the repository this file lives in (or $BENCH_REPO).
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import math
 import os
@@ -63,6 +66,8 @@ ROOT = Path(os.environ.get("BENCH_REPO") or HERE.parent)
 sys.path.insert(0, str(HERE))
 
 import synth  # noqa: E402
+from clusters import HOST_IP, Region  # noqa: E402  (scripts/cluster.sh's layout)
+from clusters import regions as cluster_regions  # noqa: E402
 from run import machine  # noqa: E402  (one description of the machine for every bench)
 
 RESULTS = HERE / "results"
@@ -122,12 +127,23 @@ class Stack:
     namespace: str
     instances: list[dict[str, Any]]
     zones: list[str]
+    context: str | None = None  # `kubernetes:context`: each stack its own cluster
 
     @property
     def services(self) -> list[tuple[str, str, str]]:
-        """(instance, role, ClusterIP) of every instance with a fixed ClusterIP."""
-        return [(i["name"], i["role"], i["service"]["clusterIP"]) for i in self.instances
-                if (i.get("service") or {}).get("clusterIP")]
+        """(instance, role, address) of every instance with a fixed address the host reaches:
+        its LoadBalancer address (a ClusterIP only where no LoadBalancer is set)."""
+        out = []
+        for i in self.instances:
+            svc = i.get("service") or {}
+            if addr := svc.get("loadBalancerIP") or svc.get("clusterIP"):
+                out.append((i["name"], i["role"], str(addr)))
+        return out
+
+
+def kubectl(context: str | None) -> list[str]:
+    """kubectl aimed at one cluster (the merged kubeconfig's current one without a context)."""
+    return ["kubectl", "--context", context] if context else ["kubectl"]
 
 
 def read_stacks(project: Path, pattern: str = "Pulumi.cluster*.yaml") -> list[Stack]:
@@ -139,7 +155,8 @@ def read_stacks(project: Path, pattern: str = "Pulumi.cluster*.yaml") -> list[St
             name=path.name.removeprefix("Pulumi.").removesuffix(".yaml"),
             namespace=config[f"{PREFIX}namespace"],
             instances=config.get(f"{PREFIX}instances") or [],
-            zones=sorted({z["zoneName"] for z in config.get(f"{PREFIX}zones") or []})))
+            zones=sorted({z["zoneName"] for z in config.get(f"{PREFIX}zones") or []}),
+            context=config.get("kubernetes:context")))
     stacks.sort(key=lambda s: (not any(i["role"] == "primary" for i in s.instances),
                                s.name != PRIMARY_STACK))
     return stacks
@@ -210,11 +227,22 @@ class Pod:
     deleting: bool
 
 
-def list_pods(namespaces: list[str], env: dict[str, str]) -> list[Pod]:
-    out = subprocess.run(["kubectl", "get", "pods", "-A", "-o", "json"], env=env,
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+def list_pods(namespaces: dict[str, str | None], env: dict[str, str]) -> list[Pod]:
+    """The BIND pods of the given namespaces ({namespace: context}), each from its cluster."""
+    by_context: dict[str | None, set[str]] = {}
+    for ns, context in namespaces.items():
+        by_context.setdefault(context, set()).add(ns)
     pods = []
-    for item in json.loads(out)["items"]:
+    for context, wanted in by_context.items():
+        out = subprocess.run([*kubectl(context), "get", "pods", "-A", "-o", "json"], env=env,
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        pods += pods_from_json(out, wanted)
+    return pods
+
+
+def pods_from_json(text: str, namespaces: set[str]) -> list[Pod]:
+    pods = []
+    for item in json.loads(text)["items"]:
         meta, status = item["metadata"], item.get("status") or {}
         labels = meta.get("labels") or {}
         if meta["namespace"] not in namespaces or not status.get("podIP"):
@@ -241,7 +269,7 @@ class SerialPoller:
     it keeps the first time it answered (authoritatively) with each serial.
     """
 
-    def __init__(self, zone: str, namespaces: list[str], env: dict[str, str],
+    def __init__(self, zone: str, namespaces: dict[str, str | None], env: dict[str, str],
                  interval: float = 0.02, refresh: float = 0.5) -> None:
         self.zone, self.namespaces, self.env = zone, namespaces, env
         self.interval, self.refresh = interval, refresh
@@ -396,7 +424,7 @@ def zone_records_file(stack_file: Path, zone: str) -> Path:
 def change_rounds(stacks: list[Stack], env: dict[str, str], rounds: int, zone: str,
                   converge_timeout: float, up_timeout: float) -> dict[str, Any]:
     primary, regions = stacks[0], stacks[1:]
-    namespaces = [s.namespace for s in stacks]
+    namespaces = {s.namespace: s.context for s in stacks}
     records = zone_records_file(PROJECT / f"Pulumi.{primary.name}.yaml", zone)
     out: dict[str, Any] = {"zone": zone, "records_file": str(records), "rounds": []}
     for n in range(1, rounds + 1):
@@ -535,10 +563,7 @@ def parse_dnsperf(text: str) -> dict[str, Any]:
 def loss_run(kind: str, run: int, stacks: list[Stack], env: dict[str, str], qps: int,
              clients: int, lead: float, tail_s: float, queries: Path) -> dict[str, Any]:
     services = [(s, inst, role, ip) for s in stacks for inst, role, ip in s.services]
-    if kind == "primary":
-        rolls = [(s.namespace, inst) for s, inst, role, _ in services if role == "primary"]
-    else:
-        rolls = [(s.namespace, inst) for s, inst, role, _ in services if role == "secondary"]
+    rolls = [(s.context, s.namespace, inst) for s, inst, role, _ in services if role == kind]
     LOGS.mkdir(parents=True, exist_ok=True)
     procs = []
     for s, inst, _role, ip in services:
@@ -553,10 +578,10 @@ def loss_run(kind: str, run: int, stacks: list[Stack], env: dict[str, str], qps:
     time.sleep(lead)
     roll_times: dict[str, float] = {}
     errors: list[str] = []
-    for ns, name in rolls:
+    for context, ns, name in rolls:
         t = time.monotonic()
-        for cmd in (["kubectl", "-n", ns, "rollout", "restart", f"deployment/{name}"],
-                    ["kubectl", "-n", ns, "rollout", "status", f"deployment/{name}",
+        for cmd in ([*kubectl(context), "-n", ns, "rollout", "restart", f"deployment/{name}"],
+                    [*kubectl(context), "-n", ns, "rollout", "status", f"deployment/{name}",
                      "--timeout=600s"]):
             r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=660)
             if r.returncode != 0:
@@ -668,14 +693,72 @@ class RssSampler:
         self.thread.join(5)
 
 
-def _cluster_ip(addr: str) -> str:
-    """synth's 10.0.X.Y addresses -> 10.96.(53+X).Y, in the cluster's Service range."""
+# synth's host parts -> offsets into a region's LoadBalancer pool: its upper half, as the
+# cluster stacks, which stay up beside the big ones, take the lower (.64i+16, +17).
+BIG_POOL_OFFSETS = {10: 8, 20: 9, 21: 10}
+
+
+def big_address(addr: str, by_index: dict[int, Region]) -> str:
+    """synth's 10.0.X.Y -> an address of the pool of region X (synth numbers its regions as
+    scripts/cluster.sh does: 1 us-east-1, 2 us-west-2, 3 eu-west-1)."""
     m = re.fullmatch(r"10\.0\.(\d+)\.(\d+)", addr)
-    return f"10.96.{53 + int(m.group(1))}.{m.group(2)}" if m else addr
+    if not m:
+        return addr
+    return by_index[int(m.group(1))].pool_address(BIG_POOL_OFFSETS[int(m.group(2))])
+
+
+def _region_of(addr: str, regions: list[Region]) -> Region | None:
+    ip = ipaddress.ip_address(addr.rsplit(":", 1)[0] if addr.count(":") == 1 else addr)
+    return next((r for r in regions if ip in ipaddress.ip_network(r.block)), None)
+
+
+def big_stack_config(config: dict[str, Any], regions: list[Region],
+                     ref: dict[str, Any]) -> dict[str, Any]:
+    """One of synth's stack configs moved onto its region's cluster, as the cluster stacks
+    are: its context, LoadBalancer addresses of its region's pool pinned by annotation, and
+    peerCidrs for the NAT blocks of the other regions it talks to (plus the host, whose gate
+    asks the primaries)."""
+    by_index = {r.index: r for r in regions}
+    region = next(r for r in regions if r.name == config[f"{PREFIX}region"])
+    config["kubernetes:context"] = region.context
+    config[f"{PREFIX}namespace"] = f"bench-{region.name}"
+    config[f"{PREFIX}environment"] = "test"
+    zones = config[f"{PREFIX}zones"]
+    for zone in zones:
+        if zone.get("alsoNotify"):
+            zone["alsoNotify"] = [big_address(a, by_index) for a in zone["alsoNotify"]]
+        sc = zone.get("secondaryConfig")
+        if sc and sc.get("primaryServers"):
+            sc["primaryServers"] = [big_address(a, by_index) for a in sc["primaryServers"]]
+    ref_svc = ref.get("service") or {}
+    for inst in config[f"{PREFIX}instances"]:
+        addr = big_address(inst["service"]["loadBalancerIP"], by_index)
+        if _region_of(addr, regions) != region:
+            raise ValueError(f"{inst['name']}: {addr} is not in {region.name}'s pool")
+        inst["service"] = {"type": "LoadBalancer", "loadBalancerIP": addr,
+                           "loadBalancerIPAnnotation": ref_svc.get(
+                               "loadBalancerIPAnnotation", "metallb.io/loadBalancerIPs")}
+        inst["image"] = ref["image"]
+        inst["resources"] = {"requests": {"cpu": "20m", "memory": "64Mi"},
+                             "limits": {"memory": "1Gi"}}
+        labels = inst.get("labels") or {}
+        mine = [z for z in zones if z.get("type") == inst["role"] and all(
+            labels.get(k) == v for k, v in
+            ((z.get("instanceSelector") or {}).get("matchLabels") or {}).items())]
+        # a primary hears from its zones' secondaries, a secondary from its primaries
+        peers = [a for z in mine for a in (z.get("alsoNotify") or []) + (
+            (z.get("secondaryConfig") or {}).get("primaryServers") or [])]
+        cidrs = sorted({r.block for a in peers if (r := _region_of(a, regions))
+                        and r != region}, key=ipaddress.ip_network)
+        if inst["role"] == "primary":
+            cidrs.append(f"{HOST_IP}/32")
+        if cidrs:
+            inst.setdefault("config", {})["peerCidrs"] = cidrs
+    return config
 
 
 def big_project(zones: int, records: int, cluster_stack: Path) -> tuple[Path, list[Stack]]:
-    """synth's three stacks, made to run on the local cluster."""
+    """synth's three stacks, each made to run on its region's local cluster."""
     from engine_preview import zones_to_manifests  # bench/engine_preview.py
 
     project = ROOT / ".cache" / "bench" / f"cluster-project-{zones}x{records}"
@@ -689,33 +772,19 @@ def big_project(zones: int, records: int, cluster_stack: Path) -> tuple[Path, li
         else:
             shutil.copy(src, project / item)
     ref = yaml.safe_load(cluster_stack.read_text())["config"][f"{PREFIX}instances"][0]
-    regions = {synth.PRIMARY_STACK: "us-east-1", "bench-west": "us-west-2",
-               "bench-eu": "eu-west-1"}
+    regions = cluster_regions(ROOT)
     for stack in synth.STACKS:
         path = project / f"Pulumi.{stack}.yaml"
         doc = yaml.safe_load(path.read_text())
-        config = doc["config"]
-        config[f"{PREFIX}namespace"] = f"bench-{regions[stack]}"
-        config[f"{PREFIX}environment"] = "test"
-        for inst in config[f"{PREFIX}instances"]:
-            ip = inst["service"]["loadBalancerIP"]
-            inst["service"] = {"type": "ClusterIP", "clusterIP": _cluster_ip(ip)}
-            inst["image"] = ref["image"]
-            inst["resources"] = {"requests": {"cpu": "20m", "memory": "64Mi"},
-                                 "limits": {"memory": "1Gi"}}
-        for zone in config[f"{PREFIX}zones"]:
-            if zone.get("alsoNotify"):
-                zone["alsoNotify"] = [_cluster_ip(a) for a in zone["alsoNotify"]]
-            sc = zone.get("secondaryConfig")
-            if sc and sc.get("primaryServers"):
-                sc["primaryServers"] = [_cluster_ip(a) for a in sc["primaryServers"]]
+        big_stack_config(doc["config"], regions, ref)
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         zones_to_manifests(project, stack)
     stacks = []
     for stack in synth.STACKS:
         config = yaml.safe_load((project / f"Pulumi.{stack}.yaml").read_text())["config"]
         stacks.append(Stack(stack, config[f"{PREFIX}namespace"],
-                            config[f"{PREFIX}instances"], []))
+                            config[f"{PREFIX}instances"], [],
+                            config.get("kubernetes:context")))
     return project, stacks
 
 
@@ -730,7 +799,7 @@ def big_stacks(env: dict[str, str], zones: int, records: int, up_timeout: float,
     out: dict[str, Any] = {"zones": zones, "records": records, "project": str(project),
                            "stacks": {}}
     for s in stacks:
-        subprocess.run(["kubectl", "create", "namespace", s.namespace], env=env,
+        subprocess.run([*kubectl(s.context), "create", "namespace", s.namespace], env=env,
                        capture_output=True, timeout=60)
         pulumi(["stack", "select", "--create"], s.name, benv, project,
                f"big-init-{s.name}.log", 120)
@@ -928,7 +997,8 @@ def main() -> int:
         stacks = read_stacks(PROJECT)
         if not stacks:
             raise RuntimeError(f"no Pulumi.cluster*.yaml in {PROJECT}: run without --no-setup")
-        result["stacks"] = {s.name: {"namespace": s.namespace, "services": s.services}
+        result["stacks"] = {s.name: {"namespace": s.namespace, "context": s.context,
+                                     "services": s.services}
                             for s in stacks}
         if "change" not in skip:
             result["change"] = change_rounds(stacks, env, args.rounds, args.zone,
@@ -950,9 +1020,10 @@ def main() -> int:
             result["big"] = big_stacks(env, args.zones, args.records, args.big_timeout,
                                        destroy=not (args.keep_big or args.down))
             notes.append("big: cold `pulumi up` (fresh state, empty zone content cache) of "
-                         "synth's 3 stacks moved to the cluster (ClusterIPs 10.96.54-56.x, "
-                         "namespaces bench-*); peak RSS: the sum over the pulumi CLI's "
-                         "process tree, sampled from /proc every 0.2 s")
+                         "synth's 3 stacks, each moved onto its region's cluster (LoadBalancer "
+                         "addresses .64i+24-26 of each pool, namespaces bench-<region>); peak "
+                         "RSS: the sum over the pulumi CLI's process tree, sampled from /proc "
+                         "every 0.2 s")
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
         notes.append(f"stopped: {exc}"[:2000])
         log(f"stopped: {exc}")
