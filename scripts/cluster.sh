@@ -136,7 +136,9 @@ wait_for() { # description, seconds, command...
     if "$@" >/dev/null 2>&1; then return 0; fi
     sleep 0.5
   done
-  die "${REGION:+$REGION: }timed out after ${limit}s waiting for $what (logs: $LOGS; \`scripts/cluster.sh down\` moves them to $KEPT_LOGS-<UTC time>, keeping the last $KEEP_LOGS)"
+  local file="$LOGS"
+  [[ -f "$LOGS/${what%%[: ]*}.log" ]] && file="$LOGS/${what%%[: ]*}.log"
+  die "${REGION:+$REGION: }timed out after ${limit}s waiting for $what (log: $file; \`scripts/cluster.sh down\` moves the logs to $KEPT_LOGS-<UTC time>/${REGION:-shared}, keeping the last $KEEP_LOGS)"
 }
 
 in_ns() { nsenter --net="/run/netns/$NETNS" -- "$@"; }
@@ -400,8 +402,8 @@ cluster_up() { # region: every process of its cluster, then its add-ons
     --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1
   start kube-proxy "$BIN/kube-proxy" --config="$RUN/kube-proxy.yaml" --v=1
 
-  wait_for "MetalLB's CRDs" 60 "${k[@]}" -n metallb-system get ipaddresspools.metallb.io
-  wait_for "the service account of metallb-system" 60 "${k[@]}" -n metallb-system get serviceaccount default
+  wait_for "kube-apiserver: MetalLB's CRDs" 60 "${k[@]}" -n metallb-system get ipaddresspools.metallb.io
+  wait_for "kube-controller-manager: the service account of metallb-system" 60 "${k[@]}" -n metallb-system get serviceaccount default
   "${k[@]}" apply -f "$RUN/addons.yaml" >/dev/null
   log "$REGION: kube-router firewall, MetalLB"
   start kube-router "$BIN/kube-router" --kubeconfig="$PKI/addons.kubeconfig" \
@@ -415,11 +417,11 @@ cluster_up() { # region: every process of its cluster, then its add-ons
     --namespace=metallb-system --node-name="$NODE_NAME" --pod-name=speaker-placeholder \
     --port=7473 --log-level=warn
 
-  wait_for "node $NODE_NAME Ready" 180 bash -c \
+  wait_for "kubelet: node $NODE_NAME Ready" 180 bash -c \
     "'${k[0]}' --kubeconfig '$PKI/admin.kubeconfig' get node $NODE_NAME -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
-  wait_for "the default ServiceAccount" 120 "${k[@]}" -n default get serviceaccount default
-  wait_for "kube-proxy's rules" 60 bash -c "nsenter --net=/run/netns/$NETNS -- iptables -t nat -S KUBE-SERVICES | grep -q 'default/kubernetes:https'"
-  wait_for "kube-router's policy chains" 60 bash -c "nsenter --net=/run/netns/$NETNS -- iptables -S KUBE-ROUTER-FORWARD"
+  wait_for "kube-controller-manager: the default ServiceAccount" 120 "${k[@]}" -n default get serviceaccount default
+  wait_for "kube-proxy: its rules" 60 bash -c "nsenter --net=/run/netns/$NETNS -- iptables -t nat -S KUBE-SERVICES | grep -q 'default/kubernetes:https'"
+  wait_for "kube-router: its policy chains" 60 bash -c "nsenter --net=/run/netns/$NETNS -- iptables -S KUBE-ROUTER-FORWARD"
   log "$REGION: ready (node $NODE_NAME at $NODE_IP, LoadBalancers $LB_POOL, pods $POD_CIDR)"
 }
 
