@@ -18,12 +18,17 @@ it must"):
   a 100k-record zone over loopback where named needs 0.4 s).
 
 Endpoints are IP addresses (dnspython does not resolve host names).
+
+With *sessions* (:class:`~bind9_topology.dns.sessions.Sessions`) the TCP work -- SOA
+questions to a ``tcp_only`` endpoint, transfers -- goes over the server's kept
+connections instead of a new connection each; what each probe reports stays the same.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import enum
 import threading
 import time
@@ -45,6 +50,7 @@ import dns.rdataset
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
 import dns.rrset
+import dns.transaction
 import dns.tsig
 import dns.xfr
 import dns.zone
@@ -54,6 +60,7 @@ from bind9_topology.config.digest import zone_digest
 from bind9_topology.dns import fastxfr
 from bind9_topology.dns.endpoint import Endpoint
 from bind9_topology.dns.serials import serial_at_least, serial_compare_safe
+from bind9_topology.dns.sessions import Session, Sessions
 
 __all__ = [
     "Endpoint",
@@ -70,6 +77,7 @@ __all__ = [
     "query_soa",
     "send_notify",
     "soa_answer",
+    "soa_over",
     "soa_query",
     "verify_primary",
     "verify_secondary",
@@ -252,10 +260,12 @@ def query_soa(
     *,
     timeout: float = 2.0,
     key: dns.tsig.Key | None = None,
+    sessions: Sessions | None = None,
 ) -> SoaProbe:
     """Ask *endpoint* for the SOA of *zone* over UDP (TCP if truncated).
 
-    OK only for NOERROR with the AA bit and the zone's SOA in the answer.
+    OK only for NOERROR with the AA bit and the zone's SOA in the answer. With
+    *sessions*, what goes over TCP goes over one of the server's sessions.
     """
     clock = _Clock()
     name = _zone_name(zone)
@@ -264,18 +274,38 @@ def query_soa(
     def result(reason: Reason, detail: str, serial: int | None = None) -> SoaProbe:
         return SoaProbe(endpoint, zname, reason, serial, detail, clock())
 
+    def tcp(q: dns.message.Message) -> dns.message.Message:
+        if sessions is not None:
+            with sessions.session(endpoint) as session:
+                return session.query(q, timeout)
+        return dns.query.tcp(q, endpoint.host, timeout=timeout, port=endpoint.port)
+
     try:
         q = soa_query(name, key)
         if endpoint.tcp_only:
-            r = dns.query.tcp(q, endpoint.host, timeout=timeout, port=endpoint.port)
+            r = tcp(q)
         else:
             r = dns.query.udp(q, endpoint.host, timeout=timeout, port=endpoint.port)
             if r.flags & dns.flags.TC:
-                r = dns.query.tcp(q, endpoint.host, timeout=timeout, port=endpoint.port)
+                r = tcp(q)
     except Exception as exc:  # every failure becomes a Reason
         reason, detail = _exception_reason(exc)
         return result(reason, detail)
 
+    return soa_answer(endpoint, name, r, clock())
+
+
+def soa_over(session: Session, endpoint: Endpoint, zone: str | dns.name.Name,
+             key: dns.tsig.Key | None, timeout: float) -> SoaProbe:
+    """:func:`query_soa` of a ``tcp_only`` *endpoint* over *session* (one of its
+    server's, held by the caller): the same probe, over the kept connection."""
+    clock = _Clock()
+    name = _zone_name(zone)
+    try:
+        r = session.query(soa_query(name, key), timeout)
+    except Exception as exc:  # every failure becomes a Reason
+        reason, detail = _exception_reason(exc)
+        return SoaProbe(endpoint, name.to_text(), reason, None, detail, clock())
     return soa_answer(endpoint, name, r, clock())
 
 
@@ -374,13 +404,15 @@ def axfr(
     key: dns.tsig.Key | None = None,
     timeout: float = 5.0,
     lifetime: float | None = 120.0,
+    sessions: Sessions | None = None,
 ) -> tuple[TransferProbe, dns.zone.Zone | None]:
     """Pull *zone* from *endpoint* by AXFR (TSIG-signed with *key* if given).
 
     *timeout* bounds the wait for each message, *lifetime* the whole transfer.
     Returns the probe and, when OK, the transferred zone. When a key is used,
     dnspython insists that the first and last message of the answer are
-    signed, so an unsigned answer is never accepted as the zone.
+    signed, so an unsigned answer is never accepted as the zone. With *sessions*,
+    over one of the server's sessions (dnspython's transfer, on the kept connection).
     """
     clock = _Clock()
     name = _zone_name(zone)
@@ -397,9 +429,14 @@ def axfr(
             )
         else:
             q, _ = dns.xfr.make_query(zobj, serial=None)
-        dns.query.inbound_xfr(
-            endpoint.host, zobj, q, port=endpoint.port, timeout=timeout, lifetime=lifetime
-        )
+        if sessions is not None:
+            with sessions.session(endpoint) as session:
+                for _ in session.xfr(q, zobj, serial=None, timeout=timeout, lifetime=lifetime):
+                    pass
+        else:
+            dns.query.inbound_xfr(
+                endpoint.host, zobj, q, port=endpoint.port, timeout=timeout, lifetime=lifetime
+            )
     except Exception as exc:
         reason, detail = _exception_reason(exc, transfer=True)
         return TransferProbe(
@@ -444,6 +481,7 @@ def axfr_probe(
     key: dns.tsig.Key | None = None,
     timeout: float = 5.0,
     lifetime: float | None = 120.0,
+    sessions: Sessions | None = None,
 ) -> TransferProbe:
     """``axfr(...)[0]`` -- the same probe -- read straight from the wire, no zone kept.
 
@@ -453,7 +491,8 @@ def axfr_probe(
     rcode, a TSIG error, anything out of place) is asked again through :func:`axfr`,
     whose verdict stands.
     """
-    return axfr_probes([endpoint], zone, key=key, timeout=timeout, lifetime=lifetime)[0]
+    return axfr_probes([endpoint], zone, key=key, timeout=timeout, lifetime=lifetime,
+                       sessions=sessions)[0]
 
 
 def axfr_probes(
@@ -464,20 +503,24 @@ def axfr_probes(
     timeout: float = 5.0,
     lifetime: float | None = 120.0,
     slot: Callable[[Endpoint], threading.Semaphore] | None = None,
+    sessions: Sessions | None = None,
 ) -> list[TransferProbe]:
     """:func:`axfr_probe` of *zone* from every endpoint at once (one thread, one selector).
 
-    *slot*: a semaphore per server that a transfer must hold to run
-    (:func:`bind9_topology.dns.fastxfr.transfer_many`).
+    *slot*: a semaphore per server that a transfer must hold to run; *sessions*: the
+    server's sessions instead, whose kept connections the transfers go over
+    (:func:`bind9_topology.dns.fastxfr.transfer_many`; an answer asked again through
+    :func:`axfr` goes over them too).
     """
     clock = _Clock()
     name = _zone_name(zone)
     zname = name.to_text()
-    outcomes = fastxfr.transfer_many(endpoints, name, key, timeout, lifetime, slot)
+    outcomes = fastxfr.transfer_many(endpoints, name, key, timeout, lifetime, slot, sessions)
     probes: list[TransferProbe] = []
     for endpoint, outcome in zip(endpoints, outcomes, strict=True):
         if isinstance(outcome, fastxfr.NotPlain):
-            probes.append(axfr(endpoint, name, key=key, timeout=timeout, lifetime=lifetime)[0])
+            probes.append(axfr(endpoint, name, key=key, timeout=timeout, lifetime=lifetime,
+                               sessions=sessions)[0])
         elif isinstance(outcome, BaseException):
             reason, detail = _exception_reason(outcome, transfer=True)
             probes.append(TransferProbe(endpoint, zname, reason, None, None, 0, f"AXFR: {detail}",
@@ -498,6 +541,7 @@ def ixfr(
     key: dns.tsig.Key | None = None,
     timeout: float = 5.0,
     lifetime: float | None = 120.0,
+    sessions: Sessions | None = None,
 ) -> TransferProbe:
     """Ask *endpoint* for the changes to *zone* since *since_serial* (IXFR over TCP).
 
@@ -506,7 +550,8 @@ def ixfr(
     for that serial) or UP_TO_DATE (only the current SOA: nothing newer).
     ``records`` counts the resource records in the answer. A server whose
     serial is behind *since_serial* comes back as STALE_SERIAL. No zone is
-    kept: the answer is checked (sequence, TSIG) and counted, not applied.
+    kept: the answer is checked (sequence, TSIG) and counted, not applied. With
+    *sessions*, over one of the server's sessions (the same dnspython reading).
     """
     clock = _Clock()
     name = _zone_name(zone)
@@ -516,27 +561,36 @@ def ixfr(
     records = 0
     first_rr: list[tuple[dns.name.Name, int]] = []
     try:
-        messages: Iterator[dns.message.Message] = dns.query.xfr(
-            endpoint.host,
-            name,
-            rdtype=dns.rdatatype.IXFR,
-            port=endpoint.port,
-            timeout=timeout,
-            lifetime=lifetime,
-            serial=since_serial,
-            relativize=False,
-            raise_on_serial_went_backwards=False,
-            keyring=_keyring(key) if key is not None else None,
-            keyname=key.name if key is not None else None,
-            keyalgorithm=key.algorithm if key is not None else dns.tsig.default_algorithm,
-        )
-        for msg in messages:
-            for rrset in msg.answer:
-                records += len(rrset)
-                if len(first_rr) < 2:
-                    first_rr.append((rrset.name, rrset.rdtype))
-                    if len(first_rr) == 1 and rrset.rdtype == dns.rdatatype.SOA:
-                        serial = int(cast(dns.rdtypes.ANY.SOA.SOA, rrset[0]).serial)
+        with contextlib.ExitStack() as stack:
+            messages: Iterator[dns.message.Message]
+            if sessions is not None:
+                session = stack.enter_context(sessions.session(endpoint))
+                messages = session.xfr(
+                    _ixfr_query(name, since_serial, key), _Discard(name),
+                    serial=since_serial, timeout=timeout, lifetime=lifetime,
+                    raise_on_serial_went_backwards=False)
+            else:
+                messages = dns.query.xfr(
+                    endpoint.host,
+                    name,
+                    rdtype=dns.rdatatype.IXFR,
+                    port=endpoint.port,
+                    timeout=timeout,
+                    lifetime=lifetime,
+                    serial=since_serial,
+                    relativize=False,
+                    raise_on_serial_went_backwards=False,
+                    keyring=_keyring(key) if key is not None else None,
+                    keyname=key.name if key is not None else None,
+                    keyalgorithm=key.algorithm if key is not None else dns.tsig.default_algorithm,
+                )
+            for msg in messages:
+                for rrset in msg.answer:
+                    records += len(rrset)
+                    if len(first_rr) < 2:
+                        first_rr.append((rrset.name, rrset.rdtype))
+                        if len(first_rr) == 1 and rrset.rdtype == dns.rdatatype.SOA:
+                            serial = int(cast(dns.rdtypes.ANY.SOA.SOA, rrset[0]).serial)
     except Exception as exc:
         reason, detail = _exception_reason(exc, transfer=True)
         return TransferProbe(
@@ -577,6 +631,49 @@ def ixfr(
         kind = XfrKind.FULL
         detail = f"IXFR: server fell back to a full transfer at serial {serial}, {records} records"
     return TransferProbe(endpoint, zname, Reason.OK, serial, None, records, detail, clock(), kind)
+
+
+def _ixfr_query(name: dns.name.Name, since_serial: int,
+                key: dns.tsig.Key | None) -> dns.message.Message:
+    """The IXFR query ``dns.query.xfr`` sends: *since_serial* in an SOA in the authority
+    section, signed with *key* when given."""
+    q = dns.message.make_query(name, dns.rdatatype.IXFR, dns.rdataclass.IN)
+    rrset = q.find_rrset(q.authority, name, dns.rdataclass.IN, dns.rdatatype.SOA, create=True)
+    rrset.add(dns.rdata.from_text("IN", "SOA", f". . {since_serial} 0 0 0 0"), 0)
+    if key is not None:
+        q.use_tsig(_keyring(key), key.name, algorithm=key.algorithm)
+    return q
+
+
+class _Discard(dns.transaction.TransactionManager):
+    """A transfer checked and counted, applied nowhere (``dns.query.xfr``'s own manager):
+    absolute names, every change a no-op."""
+
+    def __init__(self, origin: dns.name.Name) -> None:
+        self.origin = origin
+
+    def origin_information(self) -> tuple[dns.name.Name | None, bool, dns.name.Name | None]:
+        return self.origin, False, self.origin
+
+    def get_class(self) -> dns.rdataclass.RdataClass:
+        return dns.rdataclass.IN
+
+    def reader(self) -> dns.transaction.Transaction:
+        raise NotImplementedError
+
+    def writer(self, replacement: bool = False) -> dns.transaction.Transaction:
+        return cast(dns.transaction.Transaction, _NoChange())
+
+
+class _NoChange:
+    """A transaction whose every operation does nothing."""
+
+    def __getattr__(self, _name: str) -> Callable[..., None]:
+        return _nothing
+
+
+def _nothing(*_args: object, **_kwargs: object) -> None:
+    return None
 
 
 # --------------------------------------------------------------------------

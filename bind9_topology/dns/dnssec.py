@@ -34,6 +34,8 @@ import dns.rdtypes.ANY.DNSKEY
 import dns.rdtypes.ANY.DS
 import dns.rrset
 
+from bind9_topology.dns.sessions import Sessions
+
 ALGORITHM = dns.dnssectypes.Algorithm.ECDSAP256SHA256  # 13
 ALGORITHM_NAME = "ECDSAP256SHA256"
 DIGEST = "SHA256"  # DS digest type 2
@@ -177,10 +179,15 @@ def secret_key(file_name: str) -> str:
 
 
 def _fetch(endpoint: Any, zone: dns.name.Name, rdtype: dns.rdatatype.RdataType,
-           timeout: float
+           timeout: float, sessions: Sessions | None = None,
            ) -> dns.message.Message:
+    """*rdtype* of *zone* over TCP (with *sessions*: over one of the server's kept
+    connections, bind9_topology.dns.sessions)."""
     query = dns.message.make_query(zone, rdtype, want_dnssec=True)
     query.flags &= ~dns.flags.RD
+    if sessions is not None:
+        with sessions.session(endpoint) as session:
+            return session.query(query, timeout)
     return dns.query.tcp(query, endpoint.host, port=endpoint.port, timeout=timeout)
 
 
@@ -193,18 +200,19 @@ def _find(msg: dns.message.Message, name: dns.name.Name, rdtype: int,
 
 
 def check_signed(endpoint: Any, zone: str, expected_ds: Sequence[str],
-                 timeout: float = 2.0) -> tuple[bool, str]:
+                 timeout: float = 2.0, sessions: Sessions | None = None) -> tuple[bool, str]:
     """(ok, detail): *endpoint* serves DNSKEY and a signed SOA, and the signatures hold.
 
     The DNSKEY RRset must be signed by a key whose DS is one of *expected_ds* (text,
     "<zone>. IN DS ..." or the rdata alone), and the SOA's RRSIG must validate against
-    that DNSKEY RRset (dnspython, dns.dnssec.validate).
+    that DNSKEY RRset (dnspython, dns.dnssec.validate). *sessions*: the kept TCP
+    connections the two questions go over (bind9_topology.dns.sessions.Sessions).
     """
     name = dns.name.from_text(zone)
     wanted = {_ds_rdata(d) for d in expected_ds}
     try:
-        keys_msg = _fetch(endpoint, name, dns.rdatatype.DNSKEY, timeout)
-        soa_msg = _fetch(endpoint, name, dns.rdatatype.SOA, timeout)
+        keys_msg = _fetch(endpoint, name, dns.rdatatype.DNSKEY, timeout, sessions)
+        soa_msg = _fetch(endpoint, name, dns.rdatatype.SOA, timeout, sessions)
     except Exception as exc:  # a probe reports, never raises
         return False, f"DNSKEY/SOA query failed: {exc}"
     dnskeys = _find(keys_msg, name, dns.rdatatype.DNSKEY)

@@ -16,7 +16,7 @@ zone) with a new id; TSIG (:class:`Tsig`) is the HMAC of RFC 8945 over exactly w
 ``dns.tsig`` hashes, the first and the last message of an answer signed, unsigned
 messages in the middle covered by the next signature (5.3.1). Transfers run many at
 once from one selector (:func:`transfer_many`) over kept connections
-(:data:`CONNECTIONS`).
+(:data:`CONNECTIONS`, or the gate's :class:`~bind9_topology.dns.sessions.Sessions`).
 
 Anything this reader does not take as the plain, well-formed case (an rcode other
 than NOERROR, a TSIG that does not verify or carries an error, a question or an SOA
@@ -55,6 +55,7 @@ import dns.tsig
 
 from bind9_topology.config.digest import _SIGNER_TYPES
 from bind9_topology.dns.endpoint import Endpoint
+from bind9_topology.dns.sessions import Session, Sessions
 
 __all__ = ["CONNECTIONS", "AxfrDigest", "NotPlain", "Tsig", "axfr_query", "transfer",
            "transfer_many"]
@@ -586,7 +587,7 @@ class _Transfer:
     """One AXFR in :func:`transfer_many`'s loop."""
 
     __slots__ = ("buffer", "deadline", "end", "endpoint", "outcome", "query", "reader", "reused",
-                 "slot", "sock", "timeout", "wire")
+                 "session", "slot", "sock", "timeout", "wire")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -601,6 +602,7 @@ class _Transfer:
         self.timeout = 0.0
         self.outcome: AxfrDigest | BaseException | None = None
         self.slot: threading.Semaphore | None = None  # held while it runs
+        self.session: Session | None = None  # held while it runs (with sessions)
 
 
 def _timeout() -> BaseException:
@@ -614,6 +616,7 @@ def transfer_many(
     timeout: float,
     lifetime: float | None,
     slot: Callable[[Endpoint], threading.Semaphore] | None = None,
+    sessions: Sessions | None = None,
 ) -> list[AxfrDigest | BaseException]:
     """An AXFR of *zone* from each endpoint, all at once, in this thread (one selector).
 
@@ -625,6 +628,11 @@ def transfer_many(
     blocking, so transfers from other servers go on meanwhile). Connections are taken
     from and given back to :data:`CONNECTIONS`; a kept connection that fails before
     any answer is replaced by a new one, once.
+
+    *sessions*, when given, replaces both: a transfer starts once it holds one of its
+    server's sessions (taken without blocking, like a slot) and goes over that session's
+    connection (kept, or a new one it then keeps), which goes back open only after a
+    transfer read to its end with nothing left over.
     """
     xfers = [_Transfer(ep) for ep in endpoints]
     waiting = list(xfers)
@@ -635,7 +643,12 @@ def transfer_many(
             now = time.monotonic()
             still: list[_Transfer] = []
             for x in waiting:
-                if slot is not None:
+                if sessions is not None:
+                    x.session = sessions.take(x.endpoint, blocking=False)
+                    if x.session is None:
+                        still.append(x)
+                        continue
+                elif slot is not None:
                     held = slot(x.endpoint)
                     if not held.acquire(blocking=False):
                         still.append(x)
@@ -667,7 +680,7 @@ def transfer_many(
                 time.sleep(0.002)
     finally:
         for x in xfers:
-            if x.sock is not None:
+            if x.sock is not None or x.session is not None:
                 _end(x, sel, keep=False)
         sel.close()
     return [x.outcome if x.outcome is not None else _timeout() for x in xfers]
@@ -687,7 +700,13 @@ def _start(x: _Transfer, zone: dns.name.Name, key: dns.tsig.Key | None, timeout:
     x.end = now + lifetime if lifetime is not None else float("inf")
     x.deadline = min(now + timeout, x.end)
     x.timeout = timeout
-    kept = CONNECTIONS.take(x.endpoint)
+    if x.session is not None:
+        x.session.clean = False  # until the transfer is read to its end
+        kept = x.session.kept()
+        if kept is not None:
+            kept.setblocking(False)
+    else:
+        kept = CONNECTIONS.take(x.endpoint)
     if kept is not None:
         x.sock, x.reused, x.wire = kept, True, x.query
         sel.register(kept, selectors.EVENT_WRITE, x)
@@ -704,6 +723,8 @@ def _connect(x: _Transfer, sel: selectors.BaseSelector) -> bool:
         return False
     sock.setblocking(False)
     x.sock, x.reused, x.wire = sock, False, x.query
+    if x.session is not None:
+        x.session.attach(sock)
     err = sock.connect_ex((x.endpoint.host, x.endpoint.port))
     if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
         x.outcome = OSError(err, os.strerror(err))
@@ -750,6 +771,9 @@ def _step(x: _Transfer, sel: selectors.BaseSelector) -> bool:
                 sel.unregister(sock)
             sock.close()
             x.sock = None
+            if x.session is not None:
+                x.session.drop()
+                x.session.owner._count("reconnected", x.session.server)
             return not _connect(x, sel)
         x.outcome = exc
         return True
@@ -760,15 +784,24 @@ def _step(x: _Transfer, sel: selectors.BaseSelector) -> bool:
 
 def _end(x: _Transfer, sel: selectors.BaseSelector, *, keep: bool = True) -> None:
     """Close or keep *x*'s connection (kept: a complete transfer, nothing left over), and
-    give back its slot."""
+    give back its slot or its session."""
     sock, x.sock = x.sock, None
+    complete = keep and isinstance(x.outcome, AxfrDigest) and not x.buffer
     if sock is not None:
         with contextlib.suppress(KeyError, ValueError):
             sel.unregister(sock)
-        if keep and isinstance(x.outcome, AxfrDigest) and not x.buffer:
+        if x.session is not None:
+            if complete:
+                x.session.done()
+            else:
+                x.session.drop()
+        elif complete:
             CONNECTIONS.give(x.endpoint, sock)
         else:
             sock.close()
+    session, x.session = x.session, None
+    if session is not None:
+        session.owner.give(session)
     held, x.slot = x.slot, None
     if held is not None:
         held.release()

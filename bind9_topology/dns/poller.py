@@ -19,6 +19,11 @@ are drawn at random among those not in flight to the same server. At most
 so a burst never overflows a server's receive buffer or TCP listen queue (a dropped
 datagram or SYN would cost a whole timeout).
 
+:func:`soa_probes` is what the gate asks through: with *sessions*, the questions to
+``tcp_only`` endpoints (port-forwards, where every new connection is costly) go over the
+servers' kept connections (:mod:`bind9_topology.dns.sessions`), the rest through the
+poller.
+
 Pure standard library and dnspython; no state shared with callers but the result.
 """
 
@@ -52,10 +57,12 @@ from bind9_topology.dns.checks import (
     SoaProbe,
     _exception_reason,
     soa_answer,
+    soa_over,
     soa_query,
 )
+from bind9_topology.dns.sessions import Sessions, default_sessions
 
-__all__ = ["SoaPoller", "SoaRequest", "default_poller", "poll_soa"]
+__all__ = ["SoaPoller", "SoaRequest", "default_poller", "poll_soa", "soa_probes"]
 
 MAX_IN_FLIGHT = 64  # per server
 MAX_TCP_IN_FLIGHT = 4  # per server: named's TCP listen queue is short (10)
@@ -469,5 +476,37 @@ def default_poller() -> SoaPoller:
 
 
 def poll_soa(requests: Sequence[SoaRequest], *, timeout: float = 2.0) -> list[SoaProbe]:
-    """:meth:`SoaPoller.query` on the process's poller."""
-    return default_poller().query(requests, timeout=timeout)
+    """:func:`soa_probes` on the process's poller and sessions (those to a ``tcp_only``
+    endpoint over its kept connections)."""
+    return soa_probes(requests, timeout=timeout, sessions=default_sessions())
+
+
+def soa_probes(requests: Sequence[SoaRequest], *, timeout: float = 2.0,
+               poller: SoaPoller | None = None,
+               sessions: Sessions | None = None) -> list[SoaProbe]:
+    """The SOA of each request, in order, as :func:`checks.query_soa` gives it: through
+    *poller* (default: the process's), except, with *sessions*, those to ``tcp_only``
+    endpoints: each server's one after another over its kept connections
+    (:meth:`Sessions.lanes`, servers side by side, while the poller asks the rest)."""
+    poller = poller if poller is not None else default_poller()
+    tcp = [i for i, r in enumerate(requests) if r.endpoint.tcp_only] if sessions else []
+    if sessions is None or not tcp:
+        return poller.query(requests, timeout=timeout)
+    rest = [i for i, r in enumerate(requests) if not r.endpoint.tcp_only]
+    out: list[SoaProbe | None] = [None] * len(requests)
+    if rest:
+        results: list[SoaProbe] = []
+        thread = threading.Thread(
+            target=lambda: results.extend(poller.query([requests[i] for i in rest],
+                                                       timeout=timeout)),
+            name="soa-probes", daemon=True)
+        thread.start()
+    over = sessions.lanes([requests[i] for i in tcp], lambda r: r.endpoint,
+                          lambda s, r: soa_over(s, r.endpoint, r.zone, r.key, timeout))
+    for i, probe in zip(tcp, over, strict=True):
+        out[i] = probe
+    if rest:
+        thread.join()
+        for i, probe in zip(rest, results, strict=True):
+            out[i] = probe
+    return [p for p in out if p is not None]

@@ -6,7 +6,10 @@ ephemeral port) forwards each TCP connection over a new port-forward stream of
 the API server (the official `kubernetes` client), so the gate's checks (SOA,
 TSIG AXFR/IXFR, all over TCP) run unchanged against 127.0.0.1:<port>.
 
-Port-forward carries TCP only: the gate asks over TCP in this mode.
+Port-forward carries TCP only: the gate asks over TCP in this mode, over kept
+connections (bind9_topology.dns.sessions: a few per pod for a whole gate run, each
+carrying one question or transfer after another), so a run opens a few streams per pod,
+not one per question. Those sessions end with the run, before the listeners close.
 """
 
 from __future__ import annotations
@@ -175,6 +178,12 @@ class PodForwarder:
                 forward.close()
 
     def close(self) -> None:
+        from bind9_topology.dns.sessions import default_sessions
+
+        # the process's kept connections to these listeners end first: a later listener
+        # on the same port is another forward
+        default_sessions().close(("127.0.0.1", listener.port)
+                                 for listener in self.listeners.values())
         self._stop.set()
         for listener in self.listeners.values():
             with contextlib.suppress(OSError):
@@ -223,16 +232,32 @@ def endpoint_resolver(
     ``expand(items)`` -> endpoints, for any of those items (many zones of one gate share
     the instances' pods, so they share the forwards too). An instance without pods is a
     KubeApiError, or no endpoints with *skip_without_pods* (what serves nothing yet, e.g.
-    before its first rollout, has no serial to ask for)."""
+    before its first rollout, has no serial to ask for).
+
+    The run ends with it: the process's kept connections (bind9_topology.dns.sessions)
+    to every endpoint it handed out are closed on the way out, before the listeners."""
     from bind9_topology.dns.checks import Endpoint
+    from bind9_topology.dns.sessions import default_sessions
+
+    handed: set[tuple[str, int]] = set()
+    lock = threading.Lock()
+
+    def hand(endpoints: list[Any]) -> list[Any]:
+        with lock:
+            handed.update((e.host, e.port) for e in endpoints)
+        return endpoints
 
     def direct(items: Sequence[dict[str, Any]]) -> list[Any]:
-        return [Endpoint(str(i["host"]), int(i.get("port") or DNS_PORT), str(i.get("name") or ""))
-                for i in items if i.get("via") != "kubernetes-api"]
+        return hand([Endpoint(str(i["host"]), int(i.get("port") or DNS_PORT),
+                              str(i.get("name") or ""))
+                     for i in items if i.get("via") != "kubernetes-api"])
 
     through_api = [i for i in items if i.get("via") == "kubernetes-api"]
     if not through_api:
-        yield direct
+        try:
+            yield direct
+        finally:
+            default_sessions().close(handed)
         return
     client = api_client(kubeconfig, context)
     pods_of: dict[tuple[str, str], list[PodTarget]] = {}
@@ -252,8 +277,12 @@ def endpoint_resolver(
             out = direct(items)
             for item in items:
                 if item.get("via") == "kubernetes-api":
-                    out += [Endpoint("127.0.0.1", forwarder.port_of(p), p.label, tcp_only=True)
-                            for p in pods_of[(str(item["namespace"]), str(item["instance"]))]]
+                    out += hand([Endpoint("127.0.0.1", forwarder.port_of(p), p.label,
+                                          tcp_only=True)
+                                 for p in pods_of[(str(item["namespace"]), str(item["instance"]))]])
             return out
 
-        yield expand
+        try:
+            yield expand
+        finally:
+            default_sessions().close(handed)
