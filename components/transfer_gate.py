@@ -410,9 +410,10 @@ def observe_primaries(primaries: Mapping[str, Sequence[Any]], olds: Mapping[str,
     from concurrent.futures import ThreadPoolExecutor
 
     from bind9_topology.dns.checks import axfr_probes
-    from bind9_topology.dns.gate import MAX_WORKERS, _pull_slot
+    from bind9_topology.dns.gate import MAX_WORKERS
     from bind9_topology.dns.proofs import default_proofs
     from bind9_topology.dns.serials import newest_serial, serial_compare_safe
+    from bind9_topology.dns.sessions import default_sessions
     from components.zone_serial import _ask_live_servers
 
     pairs = [(zone, ep) for zone, eps in primaries.items() for ep in dict.fromkeys(eps)]
@@ -446,7 +447,7 @@ def observe_primaries(primaries: Mapping[str, Sequence[Any]], olds: Mapping[str,
 
     def pull(zone: str) -> tuple[str, list[Any]]:
         return zone, axfr_probes(pulls[zone], zone, key=key, timeout=FOLLOW_PULL_TIMEOUT_S,
-                                 lifetime=FOLLOW_PULL_LIFETIME_S, slot=_pull_slot)
+                                 lifetime=FOLLOW_PULL_LIFETIME_S, sessions=default_sessions())
 
     proofs = default_proofs()  # the gate of this same `pulumi up` does not pull them again
     if pulls:

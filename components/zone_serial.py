@@ -151,10 +151,12 @@ def _direct_resolver(_items: Sequence[Mapping[str, Any]]) -> Iterator[Callable[.
 def _serve_this_content(zone: str, endpoints: list[Any], digest: str | None, key: Any) -> bool:
     """True when every endpoint transfers (TSIG AXFR) content whose digest is *digest*."""
     from bind9_topology.dns.checks import axfr_probes
+    from bind9_topology.dns.sessions import default_sessions
 
     if not digest or key is None or not endpoints:
         return False
-    probes = axfr_probes(endpoints, zone, key=key, timeout=2.0, lifetime=120.0)
+    probes = axfr_probes(endpoints, zone, key=key, timeout=2.0, lifetime=120.0,
+                         sessions=default_sessions())
     return all(p.ok and p.digest == digest.lower() for p in probes)
 
 

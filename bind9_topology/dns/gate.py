@@ -21,13 +21,18 @@ through the process's :class:`~bind9_topology.dns.poller.SoaPoller` (one UDP
 socket, one selector loop, shared by every gate of the process); every zone
 pull of a round runs at once in the calling thread
 (:func:`~bind9_topology.dns.checks.axfr_probes`: one selector, the wire read by
-:mod:`~bind9_topology.dns.fastxfr`), at most ``PULLS_PER_SERVER`` per server
-process-wide. A pull is skipped where :mod:`~bind9_topology.dns.proofs` holds
-a proof of the same digest by the same server at the same serial: a server
-whose serial did not move is not pulled twice. A secondary of a small zone
-(``DIRECT_PROOF_MAX_RECORDS``) is pulled without the SOA question first: the
-signed AXFR answers AA, serial and content in one exchange, and only "exactly
-the target, this digest" passes that way.
+:mod:`~bind9_topology.dns.fastxfr`). Everything that goes over TCP -- the pulls, the
+IXFRs, the DNSSEC lookups, and every SOA question to a ``tcp_only`` endpoint (a pod
+through a port-forward of the Kubernetes API, where each new connection is a new
+stream of the API) -- goes over the servers' kept connections
+(:class:`~bind9_topology.dns.sessions.Sessions`: at most ``SESSIONS_PER_SERVER``
+per server at a time, each carrying one exchange after another), so a gate run opens
+a handful of connections per server, not one per question. A pull is skipped where
+:mod:`~bind9_topology.dns.proofs` holds a proof of the same digest by the same server
+at the same serial: a server whose serial did not move is not pulled twice. A
+secondary of a small zone (``DIRECT_PROOF_MAX_RECORDS``) is pulled without the SOA
+question first: the signed AXFR answers AA, serial and content in one exchange, and
+only "exactly the target, this digest" passes that way.
 
 The wait between rounds starts at a few milliseconds and backs off, to 25 ms
 while a change is fresh (any server's serial moved in the last 10 s) and to
@@ -62,9 +67,10 @@ from bind9_topology.dns.checks import (
     judge_primary_transfer,
     send_notify,
 )
-from bind9_topology.dns.poller import SoaPoller, SoaRequest, default_poller
+from bind9_topology.dns.poller import SoaPoller, SoaRequest, default_poller, soa_probes
 from bind9_topology.dns.proofs import ContentProofs, Proof, default_proofs
 from bind9_topology.dns.serials import newest_serial, serial_at_least, serial_compare_safe
+from bind9_topology.dns.sessions import Sessions, default_sessions
 
 __all__ = [
     "GatePlan",
@@ -79,7 +85,6 @@ __all__ = [
 TSIG_REASONS = frozenset({Reason.TSIG_BADKEY, Reason.TSIG_BADSIG, Reason.TSIG_BADTIME})
 MAX_WORKERS = 16  # zones a caller gates at a time (bench, local runner)
 POOL_WORKERS = 32  # the shared pool of blocking probes (zone transfers, NOTIFYs)
-PULLS_PER_SERVER = 4  # zone transfers from one server at a time (see _pull_slot)
 # A secondary whose content must be proven is pulled without the SOA query first when
 # the zone (as the primary's proof counted it) has at most this many records: then
 # the transfer costs about what an SOA query costs, and it answers AA, serial and
@@ -196,20 +201,6 @@ _POOL_PID = 0
 _POOL_LOCK = threading.Lock()
 
 
-_SLOTS: dict[tuple[str, int], threading.Semaphore] = {}
-
-
-def _pull_slot(ep: Endpoint) -> threading.Semaphore:
-    """At most PULLS_PER_SERVER zone transfers from one server at a time, process-wide:
-    named serves ``transfers-out`` (10) at once and answers SERVFAIL past that, its TCP
-    listen queue is short, and the gate must leave room for the real secondaries."""
-    with _POOL_LOCK:
-        slot = _SLOTS.get((ep.host, ep.port))
-        if slot is None:
-            slot = _SLOTS[(ep.host, ep.port)] = threading.BoundedSemaphore(PULLS_PER_SERVER)
-        return slot
-
-
 def _each(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     """fn over items, at once: all but the first in the shared pool, the first here."""
     if not items:
@@ -227,8 +218,9 @@ class _Prober:
 
     def __init__(self, zone: str, expected_serial: int | None, expected_digest: str | None,
                  key: dns.tsig.Key | None, proofs: ContentProofs, poller: SoaPoller,
-                 learn: bool = False) -> None:
+                 sessions: Sessions, learn: bool = False) -> None:
         self.zone = zone
+        self.sessions = sessions
         self.expected_serial = expected_serial
         self.digest = expected_digest.lower() if expected_digest else None
         self.key = key
@@ -244,13 +236,14 @@ class _Prober:
 
     def soa(self, states: Sequence[_State], key: dns.tsig.Key | None,
             timeout: float) -> list[SoaProbe]:
-        return self.poller.query([SoaRequest(s.endpoint, self.zone, key) for s in states],
-                                 timeout=timeout)
+        return soa_probes([SoaRequest(s.endpoint, self.zone, key) for s in states],
+                          timeout=timeout, poller=self.poller, sessions=self.sessions)
 
     def pull(self, eps: Sequence[Endpoint], timeout: float) -> list[TransferProbe]:
-        """The zone from each server, all at once (each holding one of its server's slots)."""
+        """The zone from each server, all at once (each over one of its server's sessions)."""
         self.pulls += len(eps)
-        return axfr_probes(eps, self.zone, key=self.key, timeout=timeout, slot=_pull_slot)
+        return axfr_probes(eps, self.zone, key=self.key, timeout=timeout,
+                           sessions=self.sessions)
 
     def proven(self, ep: Endpoint, serial: int, probe: TransferProbe) -> None:
         assert probe.digest is not None
@@ -319,7 +312,7 @@ class _Prober:
                 i, serial = item
                 assert self.key is not None
                 probe_x = ixfr(states[i].endpoint, self.zone, since_serial=serial, key=self.key,
-                               timeout=timeout, lifetime=30)
+                               timeout=timeout, lifetime=30, sessions=self.sessions)
                 if not probe_x.ok:
                     return False, serial, probe_x.reason, probe_x.detail
                 return True, probe_x.serial, Reason.OK, f"serial {probe_x.serial}, TSIG transfer ok"
@@ -459,13 +452,16 @@ def wait_until_transferred(
     proofs: ContentProofs | None = None,
     poller: SoaPoller | None = None,
     follow_primaries: bool = False,
+    sessions: Sessions | None = None,
 ) -> GateReport:
     """Poll until every primary and secondary passes, or the deadline; never raises for DNS.
 
     With *expected_ds* (a signed zone), a server passes only once it also serves DNSKEY
     and a signed SOA whose RRSIG validates against the DNSKEY matching that DS.
     *proofs*: content proofs made before (default: the process's); *poller*: the SOA
-    poller (default: the process's).
+    poller (default: the process's); *sessions*: the kept TCP connections every TCP
+    exchange goes over (default: the process's; whoever hands out the endpoints closes
+    them when its run ends, as ``kube.forward.endpoint_resolver`` does).
 
     *follow_primaries* (a region's zone, whose primaries another stack moves; ADR 13):
     *expected_digest* is not given but learned, by a TSIG AXFR of each primary at the
@@ -481,6 +477,7 @@ def wait_until_transferred(
         prober=_Prober(zone, expected_serial, None if follow_primaries else expected_digest,
                        key, proofs if proofs is not None else default_proofs(),
                        poller if poller is not None else default_poller(),
+                       sessions if sessions is not None else default_sessions(),
                        learn=follow_primaries),
         probe_timeout_s=probe_timeout_s,
         grace_s=tsig_grace_s if tsig_grace_s is not None else min(3.0, deadline_s / 3),
@@ -537,7 +534,8 @@ class _GateRun:
             from bind9_topology.dns.dnssec import check_signed
 
             signed_ok, signed_detail = check_signed(st.endpoint, self.zone, self.expected_ds,
-                                                    timeout=max(self.timeout, 1.0))
+                                                    timeout=max(self.timeout, 1.0),
+                                                    sessions=self.prober.sessions)
             if signed_ok:
                 detail = f"{detail}; {signed_detail}"
             else:

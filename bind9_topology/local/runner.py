@@ -693,6 +693,7 @@ class Progress:
 def run_gates(jobs: list[ZoneJob], key: Any, deadline: float, poll: float,
               progress: Progress) -> list[tuple[ZoneJob, Any]]:
     from bind9_topology.dns.gate import wait_until_transferred
+    from bind9_topology.dns.sessions import Sessions
 
     def one(job: ZoneJob) -> tuple[ZoneJob, Any]:
         tag = f"{job.stack}/{job.plan.zone}"
@@ -700,7 +701,7 @@ def run_gates(jobs: list[ZoneJob], key: Any, deadline: float, poll: float,
             job.plan.zone, job.primaries, job.secondaries, job.expected_serial,
             job.expected_digest, key, deadline, poll,
             on_progress=lambda p: progress.update(tag, p.ready, p.total),
-            expected_ds=job.expected_ds,
+            expected_ds=job.expected_ds, sessions=sessions,
         )
         if report.ok:
             progress.done += 1
@@ -708,7 +709,8 @@ def run_gates(jobs: list[ZoneJob], key: Any, deadline: float, poll: float,
 
     if not jobs:
         return []
-    with ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
+    # the run's kept TCP connections (transfers), closed when every zone is gated
+    with Sessions() as sessions, ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
         results = list(pool.map(one, jobs))
     progress.finish()
     return results
