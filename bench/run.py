@@ -9,7 +9,8 @@ Keys of latest.json (see bench/README.md for what each measures):
   render_ratio_vs_octodns, gate_overhead_p50_ms,
   gate_overhead_p95_ms, change_to_secondaries_p50_ms, change_to_secondaries_p95_ms,
   change_to_gate_ready_p50_ms, change_to_gate_ready_p95_ms, all_zones_to_secondaries_p50_ms,
-  all_zones_to_secondaries_p95_ms, verify_1000x3_s, max_zone_records, validate_200k_s,
+  all_zones_to_secondaries_p95_ms, verify_1000x3_s, gate_sessions_before_s,
+  gate_sessions_after_s, gate_sessions_ratio, max_zone_records, validate_200k_s,
   machine, notes.
 """
 
@@ -162,7 +163,8 @@ def main() -> int:
     ap.add_argument("--no-install", action="store_true",
                     help="do not create the octoDNS virtualenv when it is missing")
     ap.add_argument("--skip", default="",
-                    help="comma list: eval,engine,octodns,gate,verify,maxzone,validate,plot")
+                    help="comma list: eval,engine,octodns,gate,verify,sessions,maxzone,"
+                    "validate,plot")
     args = ap.parse_args()
     mode = "quick" if args.quick else "full"
     size = SIZES[mode]
@@ -283,6 +285,25 @@ def main() -> int:
             result["verify_1000x3_s"] = None
             notes.append(f"verify failed: {str(exc)[-600:]}")
 
+    # 4b. the gate through port-forward-like listeners: a connection per question vs sessions
+    if "sessions" not in skip:
+        log("gate through 50 ms listeners, before/after kept sessions ...")
+        try:
+            gs = child_json([str(HERE / "gate_sessions.py"), "--zones", "200", "--rounds",
+                             "2" if mode == "quick" else "3", "--json"], timeout=900)
+            result["gate_sessions"] = gs
+            result["gate_sessions_before_s"] = gs["before_s"]
+            result["gate_sessions_after_s"] = gs["after_s"]
+            result["gate_sessions_ratio"] = gs["ratio_before_over_after"]
+            notes.append(f"gate_sessions: {gs['zones']} zones x {gs['servers']} servers behind "
+                         f"listeners adding {gs['connect_delay_ms']:g} ms per new connection "
+                         f"(tcp_only, as through the API): {gs['before_connections']} "
+                         f"connections before ({gs['before_rev']}), "
+                         f"{gs['after_connections']} with kept sessions")
+        except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
+            result["gate_sessions_before_s"] = result["gate_sessions_after_s"] = None
+            notes.append(f"gate_sessions failed: {str(exc)[-600:]}")
+
     # 5. largest zone
     if "maxzone" not in skip:
         log("largest zone search ...")
@@ -339,6 +360,9 @@ def main() -> int:
             ("gate_overhead_p95_ms", "gate_overhead_p95_ms"),
             ("verify_1000x3_s", "verify_1000x3_s"),
             ("verify again, nothing moved s", "verify_again_s"),
+            ("gate, 50 ms listeners, before s", "gate_sessions_before_s"),
+            ("gate, 50 ms listeners, sessions s", "gate_sessions_after_s"),
+            ("gate, 50 ms listeners, before/after", "gate_sessions_ratio"),
             ("max_zone_records", "max_zone_records"),
             ("validate_200k_s", "validate_200k_s")]
     m = result["machine"]
