@@ -413,7 +413,7 @@ def observe_primaries(primaries: Mapping[str, Sequence[Any]], olds: Mapping[str,
     from bind9_topology.dns.gate import MAX_WORKERS
     from bind9_topology.dns.proofs import default_proofs
     from bind9_topology.dns.serials import newest_serial, serial_compare_safe
-    from bind9_topology.dns.sessions import default_sessions
+    from bind9_topology.dns.sessions import Sessions
     from components.zone_serial import _ask_live_servers
 
     pairs = [(zone, ep) for zone, eps in primaries.items() for ep in dict.fromkeys(eps)]
@@ -447,11 +447,13 @@ def observe_primaries(primaries: Mapping[str, Sequence[Any]], olds: Mapping[str,
 
     def pull(zone: str) -> tuple[str, list[Any]]:
         return zone, axfr_probes(pulls[zone], zone, key=key, timeout=FOLLOW_PULL_TIMEOUT_S,
-                                 lifetime=FOLLOW_PULL_LIFETIME_S, sessions=default_sessions())
+                                 lifetime=FOLLOW_PULL_LIFETIME_S, sessions=sessions)
 
     proofs = default_proofs()  # the gate of this same `pulumi up` does not pull them again
     if pulls:
-        with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(pulls))) as pool:
+        # every pull over a few kept connections per primary, closed when they are done
+        with Sessions() as sessions, ThreadPoolExecutor(
+                max_workers=min(MAX_WORKERS, len(pulls))) as pool:
             pulled = list(pool.map(pull, sorted(pulls)))
         for zone, probes in pulled:
             entry = out[zone]
