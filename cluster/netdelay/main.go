@@ -205,7 +205,7 @@ func main() {
 		log.Printf("receive buffer: %v (continuing)", err)
 	}
 
-	var verdictErrors atomic.Uint64
+	var verdictErrors, receiveErrors atomic.Uint64
 	d := &delayer{rules: rs, accept: func(id uint32) {
 		if err := nf.SetVerdict(id, nfqueue.NfAccept); err != nil && verdictErrors.Add(1) <= 10 {
 			log.Printf("verdict for packet %d: %v", id, err)
@@ -231,9 +231,14 @@ func main() {
 		if readCtx.Err() != nil {
 			return 1
 		}
-		if errors.Is(err, unix.ENOBUFS) {
-			// Messages were lost; their packets stay queued until we exit.
-			log.Printf("receive: %v (continuing)", err)
+		if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOENT) {
+			// ENOBUFS: messages were lost; their packets stay queued until we exit.
+			// ENOENT: the kernel's answer to a verdict for a packet it no longer
+			// holds (seen under load on the clusters). Neither ends the queue:
+			// stopping here would silently turn the latency off (the rule bypasses).
+			if receiveErrors.Add(1) <= 10 {
+				log.Printf("receive: %v (continuing)", err)
+			}
 			return 0
 		}
 		fatal <- err
@@ -255,8 +260,9 @@ func main() {
 	d.stop()
 	stopReading()
 	_ = nf.Close()
-	log.Printf("exit: %d delayed, %d accepted at once, %d over --max-queue, %d verdict errors",
-		d.delayed.Load(), d.direct.Load(), d.overflow.Load(), verdictErrors.Load())
+	log.Printf("exit: %d delayed, %d accepted at once, %d over --max-queue, %d verdict errors, "+
+		"%d receive errors", d.delayed.Load(), d.direct.Load(), d.overflow.Load(),
+		verdictErrors.Load(), receiveErrors.Load())
 	os.Exit(code)
 }
 
