@@ -237,6 +237,28 @@ def test_transfers_between_regions_arrive_from_the_regions_nat_addresses(
         assert transfers, (stack, nat)
 
 
+def test_the_regions_are_as_far_apart_as_b9t_latency_says(deployed: Deployment) -> None:
+    """cluster/netdelay holds what a cluster receives from another region for half the
+    round trip: a query from each region's network to the primaries' LoadBalancer takes
+    about B9T_LATENCY's round trip (30 ms from us-west-2, 80 ms from eu-west-1), while
+    the host, on the bridge itself, is not delayed."""
+    if os.environ.get("B9T_LATENCY"):
+        pytest.skip("B9T_LATENCY is set: not the default round trips")
+    address = _services(deployed.engine.project, PRIMARY_STACK)["primary-dns"]
+
+    def query_ms(netns: str | None) -> int:
+        enter = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
+        out = subprocess.run([*enter, "dig", "+tries=1", "+time=2", f"@{address}",
+                              "example.com", "SOA"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+        return int(out.split("Query time: ", 1)[1].split(" ", 1)[0])
+
+    for netns, rtt in (("b9t-us-west-2", 30), ("b9t-eu-west-1", 80)):
+        times = sorted(query_ms(netns) for _ in range(5))
+        assert rtt * 0.8 <= times[2] <= rtt + 40, (netns, times)
+    assert sorted(query_ms(None) for _ in range(5))[2] < 10
+
+
 def test_the_network_policy_is_enforced_both_ways(deployed: Deployment) -> None:
     """kube-router enforces what the NetworkPolicies say, in the primaries' own cluster:
     a pod of an unrelated namespace may query a primary over UDP (allowQuery) but not
