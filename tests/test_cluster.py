@@ -700,6 +700,15 @@ def test_a_roll_under_query_load_loses_no_query(deployed: Deployment, stack: str
     assert all(z["ready"] is True for z in deployed.outputs(stack)["zones"].values())
 
 
+def _add_record_and_up(deployed: Deployment, zone: str, name: str, address: str) -> int:
+    """One A record added to *zone*, `pulumi up` of the primary stack: the zone's new serial."""
+    records = deployed.engine.project / "configs" / "zones" / f"{zone}.yaml"
+    records.write_text(records.read_text()
+                       + f"  - {{name: {name}, type: A, data: {address}}}\n")
+    deployed.pulumi("up", "--yes", "--skip-preview", stack=PRIMARY_STACK)
+    return deployed.serials()[zone]
+
+
 def test_a_region_follows_the_primary_and_names_a_pod_that_cannot_transfer(
     deployed: Deployment,
 ) -> None:
@@ -727,11 +736,7 @@ def test_a_region_follows_the_primary_and_names_a_pod_that_cannot_transfer(
     rule = ["OUTPUT", "-p", "tcp", "-d", primary_ip, "--dport", "53", "-j", "REJECT"]
     subprocess.run([*inside, "-I", *rule], check=True, capture_output=True, timeout=30)
     try:
-        records = project / "configs" / "zones" / "example.org.yaml"
-        records.write_text(records.read_text()
-                           + "  - {name: region-follow, type: A, data: 192.0.2.78}\n")
-        deployed.pulumi("up", "--yes", "--skip-preview", stack=PRIMARY_STACK)
-        moved = deployed.serials()["example.org"]
+        moved = _add_record_and_up(deployed, "example.org", "region-follow", "192.0.2.78")
 
         preview = json.loads(deployed.pulumi("preview", "--json", stack=region).stdout)
         gate = next(s for s in preview["steps"] if s["urn"].endswith("-transfer-gate"))
@@ -788,11 +793,7 @@ def test_a_partitioned_region_fails_naming_its_pods_and_heals(deployed: Deployme
     for rule in rules:
         subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True, timeout=30)
     try:
-        records = project / "configs" / "zones" / "example.com.yaml"
-        records.write_text(records.read_text()
-                           + "  - {name: partition, type: A, data: 192.0.2.79}\n")
-        deployed.pulumi("up", "--yes", "--skip-preview", stack=PRIMARY_STACK)
-        moved = deployed.serials()["example.com"]
+        moved = _add_record_and_up(deployed, "example.com", "partition", "192.0.2.79")
 
         started = time.monotonic()
         failed = deployed.pulumi("up", "--yes", "--skip-preview", stack=region, check=False)
