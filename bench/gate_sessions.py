@@ -34,7 +34,6 @@ import base64
 import contextlib
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -198,14 +197,7 @@ def run(zones: int, records: int, rounds: int, delay_ms: float, modes: list[str]
         before_rev: str | None, per_server: int | None = None) -> dict[str, Any]:
     import verify_fanout as vf
 
-    from bind9_topology.config.topology import load_topology
     from bind9_topology.local.named_process import NamedProcess, free_port
-    from bind9_topology.render.bind_files import (
-        ZONE_DIR,
-        Placement,
-        render_instance,
-        write_tree,
-    )
 
     secret = base64.b64encode(os.urandom(32)).decode()
     names = ["primary", *vf.SECONDARIES]
@@ -221,18 +213,7 @@ def run(zones: int, records: int, rounds: int, delay_ms: float, modes: list[str]
         if "before" in modes:
             (root / "before").mkdir()
             before_sha = extract(before_revision(before_rev), root / "before")
-        topo = load_topology(vf.raw_config(zones, records), stack="bench", project_dir=root,
-                             tsig_secret=secret)
-        for inst in topo.spec.instances:
-            placement = Placement(root=str(root / inst.name), port=ports[inst.name],
-                                  listen_v4=HOST, listen_v6="none", notify_delay=0,
-                                  address_map=amap)
-            rendered = render_instance(topo.spec, inst, topo.contents,
-                                       dict.fromkeys(topo.contents, vf.SERIAL), placement, secret)
-            write_tree(rendered, root / inst.name, include_secrets=True)
-        for sec in vf.SECONDARIES:
-            shutil.copytree(root / "primary" / ZONE_DIR, root / sec / ZONE_DIR,
-                            dirs_exist_ok=True)
+        topo = vf.write_fanout(root, zones, records, secret, ports, amap)
         zone_names = sorted(topo.contents)
         try:
             for n in names:

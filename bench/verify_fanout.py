@@ -77,6 +77,24 @@ def raw_config(zones: int, records: int) -> dict[str, Any]:
     }
 
 
+def write_fanout(root: Path, zones: int, records: int, secret: str, ports: dict[str, int],
+                 amap: dict[str, str]) -> Any:
+    """The fan-out topology's named trees under *root* (the secondaries seeded with the
+    primary's zones, so they start loaded): the loaded topology."""
+    topo = load_topology(raw_config(zones, records), stack="bench", project_dir=root,
+                         tsig_secret=secret)
+    for inst in topo.spec.instances:
+        placement = Placement(root=str(root / inst.name), port=ports[inst.name],
+                              listen_v4=HOST, listen_v6="none", notify_delay=0,
+                              address_map=amap)
+        rendered = render_instance(topo.spec, inst, topo.contents,
+                                   dict.fromkeys(topo.contents, SERIAL), placement, secret)
+        write_tree(rendered, root / inst.name, include_secrets=True)
+    for sec in SECONDARIES:
+        shutil.copytree(root / "primary" / ZONE_DIR, root / sec / ZONE_DIR, dirs_exist_ok=True)
+    return topo
+
+
 def run(zones: int, records: int, workers: int | None = None) -> dict[str, Any]:
     secret = base64.b64encode(os.urandom(32)).decode()
     key = make_tsig_key("transfer-key", "hmac-sha256", secret)
@@ -89,18 +107,7 @@ def run(zones: int, records: int, workers: int | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="verify-fanout-") as tmp:
         root = Path(tmp)
-        topo = load_topology(raw_config(zones, records), stack="bench", project_dir=root,
-                             tsig_secret=secret)
-        for inst in topo.spec.instances:
-            placement = Placement(root=str(root / inst.name), port=ports[inst.name],
-                                  listen_v4=HOST, listen_v6="none", notify_delay=0,
-                                  address_map=amap)
-            rendered = render_instance(topo.spec, inst, topo.contents,
-                                       dict.fromkeys(topo.contents, SERIAL), placement, secret)
-            write_tree(rendered, root / inst.name, include_secrets=True)
-        for sec in SECONDARIES:  # seed: the secondaries start with the zones loaded
-            shutil.copytree(root / "primary" / ZONE_DIR, root / sec / ZONE_DIR,
-                            dirs_exist_ok=True)
+        topo = write_fanout(root, zones, records, secret, ports, amap)
         zone_names = sorted(topo.contents)
         digests = {z: topo.contents[z].digest for z in zone_names}
         setup_s = time.perf_counter() - t0
