@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -71,6 +72,7 @@ class Pods:
     serial: int = 2026120300
     ports: dict[str, int] = field(default_factory=dict)
     agent_ports: dict[str, int] = field(default_factory=dict)
+    stats_ports: dict[str, int] = field(default_factory=dict)
     named: dict[str, NamedProcess] = field(default_factory=dict)
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -78,6 +80,7 @@ class Pods:
         for name in ("primary-dns", *PODS):
             self.ports[name] = free_port(HOST)
             self.agent_ports[name] = free_port(HOST)
+            self.stats_ports[name] = free_port("127.0.0.1")
         self.topo = load_topology(copy.deepcopy(self.raw), stack="test", project_dir=PROJECT,
                                   tsig_secret=self.secret)
 
@@ -89,7 +92,8 @@ class Pods:
         placement = Placement(root=str(self.root / name), port=self.ports[name],
                               listen_v4=HOST, listen_v6="none", address_map=amap, agent=True,
                               agent_notify_port=self.agent_ports[name],
-                              control_port=self.agent_ports[name])
+                              control_port=self.agent_ports[name],
+                              stats_port=self.stats_ports[name])
         return render_instance(self.topo.spec, inst, self.topo.contents, {ZONE: self.serial},
                                placement, self.secret)
 
@@ -300,11 +304,79 @@ def test_ready_script_fails_while_draining_and_for_a_missing_zone(tmp_path: Path
         text = ready.read_text()
         ready.write_text(text.replace(f"set -- {ZONE} SOA\n", "set -- missing.example SOA\n"))
         assert run() == 1
-        ready.write_text(text.replace(f" {ZONE} SOA\nfi", f" {ZONE} SOA missing.example SOA"
-                                                            "\nfi"))
+        both = text.replace(f'zones="{ZONE}"', f'zones="{ZONE} missing.example"')
+        assert both != text
+        ready.write_text(both)
         assert run() == 0  # the first-zone path once ready ...
         marker.unlink()
         assert run() == 1  # ... every zone before: one missing keeps the pod unready
+        assert not marker.exists()
+        # An image without python3 asks every zone by DNS in one batch: the same verdicts.
+        bare = tmp_path / "bin-without-python"
+        bare.mkdir()
+        for tool in ("sh", "dig", "grep", "touch", "cat"):
+            found = shutil.which(tool)
+            assert found, tool
+            (bare / tool).symlink_to(found)
+
+        def run_bare() -> int:
+            return subprocess.run(["/bin/sh", str(ready)], capture_output=True, timeout=10,
+                                  env={"PATH": str(bare)}, check=False).returncode
+
+        assert run_bare() == 1
+        ready.write_text(text)
+        assert run_bare() == 0 and marker.exists()
+
+
+def test_ready_script_holds_a_secondary_until_its_zone_is_transferred(tmp_path: Path) -> None:
+    """A secondary pod whose primary is not there yet: named runs and answers, but its
+    zone is not loaded, so the statistics check keeps the pod unready and says which zone;
+    once the primary runs and the zone is transferred, the pod turns ready."""
+    with pods(tmp_path) as p:
+        pod = PODS[0]
+        p.start_named(pod)
+        ready = tmp_path / pod / "etc/bind/ready.sh"
+
+        def run() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["/bin/sh", str(ready)], capture_output=True, text=True,
+                                  timeout=10, check=False)
+
+        deadline = time.monotonic() + 10
+        while "not loaded" not in (out := run()).stdout and time.monotonic() < deadline:
+            time.sleep(0.2)  # named still starting: its statistics channel not up yet
+        assert out.returncode == 1 and f"1 of 1 zones not loaded yet ({ZONE})" in out.stdout
+        assert not (tmp_path / pod / "run/named/zones-ready").exists()
+        p.start_named("primary-dns")
+        deadline = time.monotonic() + 30
+        while (out := run()).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)  # named retries its primary on its own schedule
+        assert out.returncode == 0, out.stdout
+        assert (tmp_path / pod / "run/named/zones-ready").exists()
+
+
+@pytest.mark.unit
+def test_ready_reads_loaded_zones_from_named_statistics() -> None:
+    """ready.py's reading of /json/v1/zones, in the shape BIND 9.18 writes it: a zone is
+    loaded when it has a serial (named omits it before the first load or transfer)."""
+    from bind9_topology.pod import ready
+
+    doc = {"views": {
+        "_default": {"zones": [
+            {"name": "a.example", "class": "IN", "serial": 7, "type": "primary"},
+            {"name": "b.example", "class": "IN", "type": "secondary",
+             "loaded": "1970-01-01T00:00:00Z"},
+            {"name": "Zero.Example", "class": "IN", "serial": 0, "type": "secondary"},
+            {"name": "c.example", "class": "CH", "serial": 1},
+            {"name": "d.example", "class": "IN", "serial": True},
+        ]},
+        "_bind": {"zones": [{"name": "version.bind", "class": "CH", "serial": 0}]},
+    }}
+    assert ready.loaded_zones(doc) == {"a.example", "zero.example"}
+    assert ready.not_loaded(doc, ["a.example.", "b.example", "zero.example", "c.example",
+                                  "d.example", "version.bind"]) == [
+        "b.example", "c.example", "d.example", "version.bind"]
+    assert ready.not_loaded({}, []) == []
+    assert ready.main(["x"]) == 2
 
 
 @pytest.mark.unit

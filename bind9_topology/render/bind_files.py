@@ -26,6 +26,8 @@ from bind9_topology.dns import dnssec
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 #: the in-pod agent, shipped in the instance's config ConfigMap (stdlib and dnspython only)
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "pod" / "agent.py"
+#: the readiness check ready.sh runs in the pod (python3, standard library only)
+READY_SOURCE = AGENT_SOURCE.with_name("ready.py")
 
 CONFIG_DIR = "etc/bind"
 ZONE_DIR = "var/lib/bind/zones"
@@ -280,7 +282,9 @@ def render_instance(
     )
     zone_names = tuple(sorted(z.zoneName for z in zones))
     ready = _env.get_template("ready.sh.j2").render(zones=zone_names, port=placement.port,
-                                                     root=placement.root)
+                                                     root=placement.root,
+                                                     stats_port=placement.stats_port,
+                                                     ready_py=READY_SOURCE.read_text())
     config_files = {
         f"{CONFIG_DIR}/named.conf": named_conf.encode(),
         f"{CONFIG_DIR}/ready.sh": ready.encode(),

@@ -1,17 +1,101 @@
 #!/bin/sh
-# Readiness: every zone this pod must serve answers NOERROR with the AA bit (one dig
-# for all of them), so a pod never takes traffic while it would answer REFUSED or
-# SERVFAIL (for a secondary: until the zone has been transferred). Once that held, a
-# loaded zone stays loaded: later runs (every second) ask the first zone only. A pod
-# being stopped is not ready at once (its preStop hook makes the draining file): the
-# Service moves its queries, and kube-proxy drops its UDP flows, while named answers.
+# Readiness: every zone this pod must serve is loaded (a secondary's: transferred), so a
+# pod never takes traffic while it would answer REFUSED or SERVFAIL. Until that held once,
+# one request to named's statistics channel lists the zones it has loaded (the same cost
+# at 10 zones and at 10,000; bind9_topology/pod/ready.py), then the first zone must answer
+# NOERROR with the AA bit. Once that held, a loaded zone stays loaded: later runs (every
+# second) ask the first zone only. An image without python3 asks every zone by DNS in one
+# dig batch instead (slower at thousands of zones). A pod being stopped is not ready at
+# once (its preStop hook makes the draining file): the Service moves its queries, and
+# kube-proxy drops its UDP flows, while named still answers.
 set -u
 [ -e /run/named/draining ] && exit 1
 marker=/run/named/zones-ready
-if [ -e "$marker" ]; then
-    set -- example.com SOA
-else
-    set -- example.com SOA example.net SOA example.org SOA
+set -- example.com SOA
+if [ ! -e "$marker" ]; then
+    zones="example.com example.net example.org"
+    if command -v python3 >/dev/null 2>&1; then
+        # shellcheck disable=SC2086
+        python3 - 8053 $zones <<'PY' || exit 1
+"""Readiness of a named pod at any zone count: one request to named's statistics channel.
+
+The pod's ready.sh runs this (through the image's python3, standard library only) until
+every zone the pod must serve has been loaded once: named lists each zone of its views on
+/json/v1/zones, with a `serial` only once the zone is loaded (a secondary's after its first
+transfer, a primary's after its file parsed). One request and one JSON parse cost about
+the same at 10 zones and at 10,000, where asking each zone by DNS (one `dig` batch) grew
+past the probe's timeout at 1,000 zones on a busy node. ready.sh then asks the first zone
+by DNS (NOERROR with the AA bit) and marks the pod ready; later probes ask that one only.
+
+    python3 ready.py STATS_PORT ZONE...      exit 0: every ZONE loaded; 1: not (why on stdout)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from typing import Any
+
+#: views of named's own (CHAOS class builtins), never one of the pod's zones
+_BUILTIN_VIEWS = ("_bind",)
+
+
+def _key(name: str) -> str:
+    return name.rstrip(".").lower()
+
+
+def loaded_zones(doc: dict[str, Any]) -> set[str]:
+    """The names of the IN zones named has loaded (a `serial` in the statistics)."""
+    loaded: set[str] = set()
+    for view, body in (doc.get("views") or {}).items():
+        if view in _BUILTIN_VIEWS or not isinstance(body, dict):
+            continue
+        for zone in body.get("zones") or []:
+            if (isinstance(zone, dict) and zone.get("class", "IN") == "IN"
+                    and isinstance(zone.get("serial"), int)
+                    and not isinstance(zone.get("serial"), bool)):
+                loaded.add(_key(str(zone.get("name", ""))))
+    return loaded
+
+
+def not_loaded(doc: dict[str, Any], zones: list[str]) -> list[str]:
+    """Of *zones*, those named has not loaded, in the order given."""
+    loaded = loaded_zones(doc)
+    return [zone for zone in zones if _key(zone) not in loaded]
+
+
+def main(argv: list[str]) -> int:
+    if not argv or not argv[0].isdigit():
+        print("usage: ready.py STATS_PORT ZONE...")
+        return 2
+    port, zones = int(argv[0]), argv[1:]
+    url = f"http://127.0.0.1:{port}/json/v1/zones"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            doc = json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        print(f"not ready: named's statistics channel {url}: {exc}")
+        return 1
+    if not isinstance(doc, dict):
+        print(f"not ready: {url} answered {type(doc).__name__}, not an object")
+        return 1
+    missing = not_loaded(doc, zones)
+    if missing:
+        print(f"not ready: {len(missing)} of {len(zones)} zones not loaded yet "
+              f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
+PY
+    else
+        set --
+        for zone in $zones; do set -- "$@" "$zone" SOA; done
+    fi
 fi
 n=$(($# / 2))
 out=$(dig +norec +tries=1 +time=1 -p 53 @127.0.0.1 "$@") || exit 1
