@@ -13,6 +13,9 @@ TXT, CAA x2, apex A/AAAA, glue A for the name servers and mail hosts, then
 hosts with A (about 45%), AAAA (20%), CNAME (20%), TXT (DKIM/DMARC-like, 7%),
 SRV (5%), MX on subdomains (3%). Deterministic for a given (zone index, size).
 
+The zones are listed in `zonesFiles` (configs/zone-lists/<stack>/*.yaml), never inline:
+10,000 inline zones would be far over the engine's 128 KiB cap on the stack config.
+
 Run on its own to write a project and print where it is:
     python bench/synth.py --zones 10 --records 100 --out /tmp/bench-project
 """
@@ -272,10 +275,36 @@ def stack_configs(zones: int) -> dict[str, dict[str, Any]]:
     return out
 
 
+#: the stack config key for zones listed in files (README "Many zones: zonesFiles")
+ZONES_FILES_KEY = "zonesFiles"
+#: zones per file of a stack's zone list directory
+ZONES_PER_FILE = 1000
+
+
+def write_zone_lists(project: Path, stack: str, zones: list[dict[str, Any]]) -> str:
+    """A stack's zones as `zonesFiles` lists (configs/zone-lists/<stack>/NNNN.yaml, at most
+    ZONES_PER_FILE zones each, one flow mapping a line); the directory, relative."""
+    rel = f"configs/zone-lists/{stack}"
+    folder = project / rel
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, start in enumerate(range(0, max(len(zones), 1), ZONES_PER_FILE)):
+        chunk = zones[start:start + ZONES_PER_FILE]
+        # JSON objects are YAML flow mappings: quick to write, exact to read back.
+        (folder / f"{n:04d}.yaml").write_text(
+            "".join(f"- {json.dumps(z, separators=(', ', ': '))}\n" for z in chunk) or "[]\n")
+    return rel
+
+
 def write_project(
-    project: Path, zones: int, records: int, *, octodns: bool = True, fresh: bool = True
+    project: Path, zones: int, records: int, *, octodns: bool = True, fresh: bool = True,
+    inline: bool = False,
 ) -> Path:
-    """Write stacks, records files and (optionally) octoDNS config; return project."""
+    """Write stacks, records files and (optionally) octoDNS config; return project.
+
+    The zones go into `zonesFiles` lists (configs/zone-lists/<stack>/), as a large
+    topology must keep them: inline, 1,000 zones are over the engine's 128 KiB cap on
+    the stack config (PULUMI_CONFIG). *inline*: in the stack files instead (bench/cluster.py
+    rewrites the inline zones)."""
     if fresh and project.exists():
         shutil.rmtree(project)
     (project / "configs" / "zones").mkdir(parents=True, exist_ok=True)
@@ -290,6 +319,9 @@ def write_project(
                 octodns_zone_yaml(i, recs))
     (project / "Pulumi.yaml").write_text(f"name: {PROJECT}\nruntime: python\n")
     for stack, raw in stack_configs(zones).items():
+        if not inline:
+            listed = write_zone_lists(project, stack, raw.pop("zones"))
+            raw = {**raw, ZONES_FILES_KEY: [listed]}
         doc = {"config": {f"{PROJECT}:{k}": v for k, v in raw.items()}}
         (project / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     if octodns:
@@ -303,8 +335,10 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=100)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--no-octodns", action="store_true")
+    ap.add_argument("--inline", action="store_true", help="zones inline in the stack files")
     args = ap.parse_args()
-    write_project(args.out, args.zones, args.records, octodns=not args.no_octodns)
+    write_project(args.out, args.zones, args.records, octodns=not args.no_octodns,
+                  inline=args.inline)
     print(args.out)
 
 
