@@ -80,7 +80,8 @@ def test_region_stack_takes_its_primaries_from_the_primary_stack(engine: Engine)
     named_conf = config_maps["ps-west-secondary-config"]["newState"]["inputs"]["data"][
         "named.conf"]
     print(named_conf)
-    assert f"primaries {{ {PRIMARY_IP} port 53 key transfer-key; }};" in named_conf
+    assert f'primaries "primaries-0" {{ {PRIMARY_IP} port 53 key transfer-key; }};' in named_conf
+    assert 'primaries { "primaries-0"; };' in named_conf
     assert PRIMARY_SECONDARY_IP not in named_conf  # a secondary of the primary stack is no primary
     policies = [s for s in steps if "NetworkPolicy" in s["urn"]]
     assert f"{PRIMARY_IP}/32" in json.dumps(policies[0]["newState"]["inputs"]["spec"])

@@ -173,8 +173,8 @@ def test_recursion_on() -> None:
 
 def test_secondary_dnssec_policy() -> None:
     violating = read_named_conf(_replace(
-        SECONDARY, "masterfile-format text;",
-        'masterfile-format text;\n    dnssec-policy "default";'))
+        SECONDARY, 'zone "example.com" {\n    type secondary;',
+        'zone "example.com" {\n    type secondary;\n    dnssec-policy "default";'))
     [message] = secondary_dnssec_policy(violating)
     assert 'secondary-dns (secondary): zone "example.com" (type secondary) has dnssec-policy' \
         in message
@@ -196,7 +196,8 @@ def test_primary_may_sign() -> None:
         "    inline-signing yes;"))
     assert secondary_dnssec_policy(signed) == []
     off = read_named_conf(_replace(
-        SECONDARY, "masterfile-format text;", 'masterfile-format text; dnssec-policy "none";'))
+        SECONDARY, 'zone "example.com" {\n    type secondary;',
+        'zone "example.com" {\n    type secondary; dnssec-policy "none";'))
     assert secondary_dnssec_policy(off) == []
 
 

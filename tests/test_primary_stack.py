@@ -190,9 +190,12 @@ def test_program_reads_the_primary_stack_and_renders_its_primaries(monkeypatch) 
     config = _by_type(mocks, "kubernetes:core/v1:ConfigMap")["secondary-usw2-config"]
     named_conf = config["data"]["named.conf"]
     assert ('zone "example.com" {\n    type secondary;' in named_conf)
-    assert ("primaries { 10.0.1.10 port 53 key transfer-key; 10.0.1.11 port 53 key "
-            "transfer-key; };") in named_conf
-    assert "primaries { 10.0.1.10 port 53 key transfer-key; };" in named_conf  # example.org
+    # each zone names its server list; the lists are defined once
+    assert ('primaries "primaries-0" { 10.0.1.10 port 53 key transfer-key; 10.0.1.11 port 53 '
+            "key transfer-key; };") in named_conf
+    assert 'primaries "primaries-1" { 10.0.1.10 port 53 key transfer-key; };' in named_conf
+    assert ('zone "example.org" {\n    type secondary;\n    file "/var/lib/bind/zones/'
+            'db.example.org";\n    primaries { "primaries-1"; };') in named_conf
     policy = _by_type(mocks, "kubernetes:networking.k8s.io/v1:NetworkPolicy")
     notify_from = json.dumps(policy["secondary-usw2-netpol"]["spec"]["ingress"][1])
     assert "10.0.1.10/32" in notify_from and "10.0.1.11/32" in notify_from
