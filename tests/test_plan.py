@@ -89,8 +89,10 @@ def test_split_zone_waits_only_where_its_serial_is(big_topology: Topology) -> No
     zone_shards = plan.config_maps[1:]
     assert len(zone_shards) >= 2
     main = manifests.config_map_key(f"{ZONE_DIR}/{zone_file_name(BIG_ZONE_NAME)}")
-    waiting = [s for s in zone_shards if s.zones]
-    assert all(main in s.slots for s in waiting)
+    waiting = [s for s in zone_shards if BIG_ZONE_NAME in s.zones]
+    assert waiting and all(main in s.slots for s in waiting)
+    parts_only = [s for s in zone_shards if main not in s.slots]
+    assert parts_only and all(BIG_ZONE_NAME not in s.zones for s in parts_only)
     assert sum(main in s.slots for s in plan.config_maps) == 1
     assert plan.config_maps[0].zones == ()
     serials = {z: RNG.randrange(2**32) for z in plan.zones}

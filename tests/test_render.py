@@ -380,3 +380,29 @@ def test_big_zone_include_uses_container_paths(big_topology):
     assert includes
     assert all(line.startswith(f"$INCLUDE /{ZONE_DIR}/db.{BIG_ZONE_NAME}.part")
                for line in includes), includes
+
+
+def _zone_files(sizes: dict[str, int]) -> tuple[dict[str, bytes], dict[str, str]]:
+    files = {f"var/lib/bind/zones/db.{z}": b"x" * n for z, n in sizes.items()}
+    return files, {f"var/lib/bind/zones/db.{z}": z for z in sizes}
+
+
+def test_stable_shards_one_edit_changes_one_shard() -> None:
+    """ADR 16: a zone that grows changes its own shard only; a zone added touches at most
+    the shard it lands in and the one before; no shard passes the budget."""
+    from bind9_topology.render.bind_files import CONFIGMAP_BUDGET, stable_shards
+
+    sizes = {f"zone{i:05d}.example": 5000 + (i * 7919) % 4000 for i in range(3000)}
+    files, zone_of = _zone_files(sizes)
+    before = stable_shards(files, zone_of)
+    assert len(before) > 10
+    assert all(sum(len(k) + len(v) for k, v in s.items()) <= CONFIGMAP_BUDGET for s in before)
+    assert [p for s in before for p in sorted(s)] == sorted(files)
+    for zone in ("zone00000.example", "zone01500.example", "zone02999.example"):
+        grown = dict(sizes, **{zone: sizes[zone] + 40})
+        after = stable_shards(*_zone_files(grown))
+        changed = [a for a, b in zip(after, before, strict=False) if a != b]
+        assert len(after) == len(before) and len(changed) == 1, zone
+    added = stable_shards(*_zone_files(dict(sizes, **{"zone01500a.example": 6000})))
+    keys_before = {tuple(sorted(s)) for s in before}
+    assert len([s for s in added if tuple(sorted(s)) not in keys_before]) <= 2

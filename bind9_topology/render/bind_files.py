@@ -310,6 +310,55 @@ def render_instance(
     )
 
 
+#: a zone starts a new zone ConfigMap with probability (its bytes / SHARD_TARGET), decided
+#: by a hash of its name: shards of about this many bytes, cut where the names say
+SHARD_TARGET = 500_000
+
+
+def _starts_shard(zone: str, size: int, target: int) -> bool:
+    """Whether *zone* opens a shard: a hash of its name under its share of *target*.
+
+    Depends on the zone alone (its name and size), never on the zones before it, so an
+    edit moves no other zone between shards, and a zone added or removed touches the
+    shard it lands in (and, if it opens one, the shard before it)."""
+    draw = int.from_bytes(hashlib.sha256(zone.encode()).digest()[:8], "big") / 2**64
+    return draw < size / target
+
+
+def stable_shards(
+    files: Mapping[str, bytes], zone_of_file: Mapping[str, str],
+    budget: int = CONFIGMAP_BUDGET, target: int = SHARD_TARGET,
+) -> list[dict[str, bytes]]:
+    """Zone files cut into ConfigMaps in name order, each cut decided by the zones, so one
+    zone's edit changes one ConfigMap (ADR 16; first fit, `shard_files`, let a zone that
+    grew push files of every later zone into other shards, so one edit changed them all).
+
+    A shard opens at a zone that `_starts_shard` picks; one that would pass *budget* is
+    cut before the file that does not fit (those cuts follow sizes, up to the next zone
+    that opens a shard)."""
+    shards: list[dict[str, bytes]] = []
+    size = budget + 1  # the first file opens the first shard
+    opened: str | None = None
+    by_zone: dict[str, int] = {}
+    for path, data in files.items():
+        zone = zone_of_file.get(path, path)
+        by_zone[zone] = by_zone.get(zone, 0) + len(data) + len(path)
+    for path, data in sorted(files.items()):
+        cost = len(data) + len(path)
+        if cost > budget:
+            raise ValueError(f"{path} is {len(data)} bytes and cannot fit one ConfigMap")
+        zone = zone_of_file.get(path, path)
+        fresh_zone = zone != opened
+        opened = zone
+        if (size + cost > budget
+                or (fresh_zone and shards and _starts_shard(zone, by_zone[zone], target))):
+            shards.append({})
+            size = 0
+        shards[-1][path] = data
+        size += cost
+    return shards
+
+
 def shard_files(
     files: Mapping[str, bytes], budget: int = CONFIGMAP_BUDGET
 ) -> list[dict[str, bytes]]:

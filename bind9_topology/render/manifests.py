@@ -9,6 +9,7 @@ component from a pulumi.secret Output.
 from __future__ import annotations
 
 import copy
+import hashlib
 import ipaddress
 from typing import Any
 
@@ -18,7 +19,7 @@ from bind9_topology.render.bind_files import (
     TSIG_DIR,
     ZONE_DIR,
     RenderedInstance,
-    shard_files,
+    stable_shards,
 )
 
 ANNOTATION_CHECKSUM = "bind9-topology.io/config-checksum"
@@ -49,8 +50,12 @@ def config_map_name(instance: Instance) -> str:
     return f"{instance.name}-config"
 
 
-def zone_map_name(instance: Instance, index: int) -> str:
-    return f"{instance.name}-zones-{index}"
+def zone_map_name(instance: Instance, index: int, first_file: str = "") -> str:
+    """The first zone ConfigMap is `<instance>-zones-0`; every later one is named after its
+    first file (a hash of its path), so a shard opened or closed renames no other one."""
+    if index == 0 or not first_file:
+        return f"{instance.name}-zones-{index}"
+    return f"{instance.name}-zones-{hashlib.sha256(first_file.encode()).hexdigest()[:10]}"
 
 
 def secret_name(instance: Instance) -> str:
@@ -74,12 +79,13 @@ def config_maps(spec: StackSpec, rendered: RenderedInstance) -> list[Obj]:
                      for p, d in sorted(rendered.config_files.items())},
         }
     ]
-    for index, shard in enumerate(shard_files(rendered.zone_files)):
+    shards = stable_shards(rendered.zone_files, rendered.zone_of_file)
+    for index, shard in enumerate(shards):
         maps.append(
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": metadata(spec, inst, zone_map_name(inst, index)),
+                "metadata": metadata(spec, inst, zone_map_name(inst, index, min(shard))),
                 "data": {config_map_key(p): d.decode() for p, d in sorted(shard.items())},
             }
         )
