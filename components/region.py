@@ -10,11 +10,13 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from bind9_topology.config.digest import content_hash
 from bind9_topology.config.model import Zone
 from bind9_topology.config.topology import Topology
 from bind9_topology.dns.gate import gate_plans, map_address
 from bind9_topology.dns.targets import Target, direct, pods_of, probe_targets
 from bind9_topology.render import alerts
+from bind9_topology.render.bind_files import zone_text
 from bind9_topology.render.plan import plan_instance
 
 from .args import KubeAccess, TsigArgs
@@ -66,7 +68,8 @@ class Bind9Region(pulumi.ComponentResource):
             ZoneSerialsArgs(
                 zones=[ZoneSerialArgs(
                     zone_name=z.zoneName,
-                    content_hash=topo.contents[z.zoneName].content_hash,
+                    # == ZoneContent.content_hash, with the SOA written once per zone
+                    content_hash=content_hash(zone_text(topo.contents[z.zoneName], 0)),
                     probe=probe_targets(spec, z, by_name[z.zoneName]),
                     digest=topo.contents[z.zoneName].digest) for z in primary],
                 tsig=tsig, kube=kube),

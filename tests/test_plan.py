@@ -133,3 +133,17 @@ def test_the_program_renders_each_instance_once(monkeypatch: pytest.MonkeyPatch,
 
 def test_project_dir_is_the_checkout() -> None:
     assert (PROJECT_DIR / "Pulumi.yaml").is_file() and isinstance(PROJECT_DIR, Path)
+
+
+def test_zone_text_is_dnspythons(topologies: list[Topology], big_topology: Topology) -> None:
+    """bind_files.zone_text (the SOA written once per zone) equals ZoneContent.text, which
+    dnspython writes each time, for any serial; and so the content hash the serials key on."""
+    from bind9_topology.config.digest import content_hash
+    from bind9_topology.render.bind_files import zone_text
+
+    contents = [c for t in [*topologies, big_topology] for c in t.contents.values()]
+    assert contents
+    for content in contents:
+        for serial in (0, 1, PLACEHOLDER_SERIAL, 2**32 - 1, RNG.randrange(2**32)):
+            assert zone_text(content, serial) == content.text(serial)
+        assert content_hash(zone_text(content, 0)) == content.content_hash

@@ -9,6 +9,7 @@ component from a pulumi.secret Output.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import ipaddress
 from typing import Any
@@ -543,6 +544,7 @@ def _ip_blocks(cidrs: list[str]) -> list[Obj]:
     return [{"ipBlock": {"cidr": c}} for c in sorted(set(cidrs))]
 
 
+@functools.lru_cache(maxsize=65536)
 def _host_cidr(ip: str) -> str:
     return str(ipaddress.ip_network(ip))  # /32 or /128
 

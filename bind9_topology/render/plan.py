@@ -27,6 +27,7 @@ from bind9_topology.render.bind_files import (
     Placement,
     RenderedInstance,
     render_instance,
+    soa_parts,
     zone_file_name,
 )
 
@@ -124,7 +125,7 @@ def plan_instance(
     file_slots: dict[str, SerialSlot] = {}
     for zone in primary:
         path = f"{ZONE_DIR}/{zone_file_name(zone)}"
-        before, _ = contents[zone].serial_split()
+        before, _ = soa_parts(contents[zone])
         rendered = layout.zone_files[path].decode()
         opening = f"{before}{PLACEHOLDER_SERIAL}"
         if not rendered.startswith(opening):
