@@ -30,6 +30,7 @@ import base64
 import binascii
 import contextlib
 import enum
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -178,7 +179,14 @@ def _keyring(key: dns.tsig.Key) -> dict[dns.name.Name, dns.tsig.Key]:
 
 
 def _zone_name(zone: str | dns.name.Name) -> dns.name.Name:
-    return zone if isinstance(zone, dns.name.Name) else dns.name.from_text(zone)
+    return zone if isinstance(zone, dns.name.Name) else _name_of(zone)
+
+
+@functools.lru_cache(maxsize=65536)
+def _name_of(text: str) -> dns.name.Name:
+    """dns.name.from_text, once per text (names are immutable; the gate asks the same
+    zones round after round)."""
+    return dns.name.from_text(text)
 
 
 _RCODE_REASONS: dict[int, Reason] = {
@@ -512,24 +520,40 @@ def axfr_probes(
     (:func:`bind9_topology.dns.fastxfr.transfer_many`; an answer asked again through
     :func:`axfr` goes over them too).
     """
-    clock = _Clock()
     name = _zone_name(zone)
-    zname = name.to_text()
-    outcomes = fastxfr.transfer_many(endpoints, name, key, timeout, lifetime, slot, sessions)
+    return axfr_pulls([(ep, name) for ep in endpoints], key=key, timeout=timeout,
+                      lifetime=lifetime, slot=slot, sessions=sessions)
+
+
+def axfr_pulls(
+    pulls: Sequence[tuple[Endpoint, str | dns.name.Name]],
+    *,
+    key: dns.tsig.Key | None = None,
+    timeout: float = 5.0,
+    lifetime: float | None = 120.0,
+    slot: Callable[[Endpoint], threading.Semaphore] | None = None,
+    sessions: Sessions | None = None,
+) -> list[TransferProbe]:
+    """:func:`axfr_probe` of every (endpoint, zone) at once, in this thread (one selector):
+    many zones' pulls in one loop, as :func:`axfr_probes` does one zone's."""
+    clock = _Clock()
+    names = [_zone_name(z) for _, z in pulls]
+    endpoints = [ep for ep, _ in pulls]
+    outcomes = fastxfr.transfer_many(endpoints, names, key, timeout, lifetime, slot, sessions)
     probes: list[TransferProbe] = []
-    for endpoint, outcome in zip(endpoints, outcomes, strict=True):
+    for endpoint, name, outcome in zip(endpoints, names, outcomes, strict=True):
         if isinstance(outcome, fastxfr.NotPlain):
             probes.append(axfr(endpoint, name, key=key, timeout=timeout, lifetime=lifetime,
                                sessions=sessions)[0])
         elif isinstance(outcome, BaseException):
             reason, detail = _exception_reason(outcome, transfer=True)
-            probes.append(TransferProbe(endpoint, zname, reason, None, None, 0, f"AXFR: {detail}",
-                                        clock(), XfrKind.FULL))
+            probes.append(TransferProbe(endpoint, name.to_text(), reason, None, None, 0,
+                                        f"AXFR: {detail}", clock(), XfrKind.FULL))
         else:
             probes.append(TransferProbe(
-                endpoint, zname, Reason.OK, outcome.serial, outcome.digest, outcome.records,
-                f"AXFR: serial {outcome.serial}, {outcome.records} records", clock(),
-                XfrKind.FULL, outcome.authoritative))
+                endpoint, name.to_text(), Reason.OK, outcome.serial, outcome.digest,
+                outcome.records, f"AXFR: serial {outcome.serial}, {outcome.records} records",
+                clock(), XfrKind.FULL, outcome.authoritative))
     return probes
 
 

@@ -29,6 +29,7 @@ digest and record count, and on what TSIG accepts).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import functools
@@ -45,6 +46,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import dns.exception
+import dns.flags
 import dns.inet
 import dns.message
 import dns.name
@@ -57,8 +59,8 @@ from bind9_topology.config.digest import _SIGNER_TYPES
 from bind9_topology.dns.endpoint import Endpoint
 from bind9_topology.dns.sessions import Session, Sessions
 
-__all__ = ["CONNECTIONS", "AxfrDigest", "NotPlain", "Tsig", "axfr_query", "transfer",
-           "transfer_many"]
+__all__ = ["CONNECTIONS", "AxfrDigest", "NotPlain", "Tsig", "axfr_query", "read_soa_answer",
+           "soa_query_wire", "transfer", "transfer_many"]
 
 _IN = 1
 _ANY = 255
@@ -71,6 +73,7 @@ _HEADER = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
 _FLAG_QR = 0x8000
 _FLAG_AA = 0x0400
+_FLAG_TC = 0x0200
 _OPCODE_MASK = 0x7800
 
 
@@ -157,6 +160,11 @@ def _skip_name(wire: bytes, at: int) -> int:
             raise NotPlain("unknown label type")
 
 
+@functools.lru_cache(maxsize=16)
+def _digest_size(digestmod: Any) -> int:
+    return hmac.new(b"", digestmod=digestmod).digest_size
+
+
 class Tsig:
     """TSIG (RFC 8945) for one AXFR exchange: sign the query, verify every answer.
 
@@ -173,7 +181,7 @@ class Tsig:
     def __init__(self, key: dns.tsig.Key, digestmod: Any) -> None:
         self.secret = key.secret if isinstance(key.secret, bytes) else bytes(key.secret)
         self.digestmod = digestmod
-        self.size = hmac.new(b"", digestmod=digestmod).digest_size
+        self.size = _digest_size(digestmod)
         self.name_wire = key.name.to_digestable()
         self.alg_wire = key.algorithm.to_digestable()
         self.prior_mac = b""  # the query's MAC, then each signed answer's
@@ -246,6 +254,13 @@ class Tsig:
         self.first = False
 
 
+@functools.lru_cache(maxsize=32768)
+def _origin(origin: dns.name.Name) -> tuple[dns.name.Name, bytes, tuple[bytes, ...]]:
+    """(canonical name, its wire form, its labels without the root), once per zone."""
+    canonical = origin.canonicalize()
+    return canonical, canonical.to_digestable(), tuple(lb for lb in canonical.labels if lb)
+
+
 class AxfrDigest:
     """Fed the messages of one AXFR answer in order; tells when the transfer is complete.
 
@@ -255,9 +270,7 @@ class AxfrDigest:
     """
 
     def __init__(self, origin: dns.name.Name, query_id: int, tsig: Tsig | None) -> None:
-        self.origin = origin.canonicalize()
-        self.origin_wire = self.origin.to_wire()
-        self.origin_labels = tuple(lb for lb in self.origin.labels if lb)
+        self.origin, self.origin_wire, self.origin_labels = _origin(origin)
         self.query_id = query_id
         self.tsig = tsig
         self.signed = tsig is not None
@@ -475,7 +488,103 @@ class AxfrDigest:
         self.done = True
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=32768)
+def _unsigned_soa_query(zone: dns.name.Name) -> bytes:
+    """The SOA query ``checks.soa_query`` sends (no RD, no EDNS), id 0."""
+    q = dns.message.make_query(zone, dns.rdatatype.SOA)
+    q.flags &= ~dns.flags.RD
+    q.id = 0
+    return q.to_wire()
+
+
+@functools.lru_cache(maxsize=32768)
+def zone_wire(zone: dns.name.Name) -> bytes:
+    """*zone*'s canonical (lowercase, uncompressed) wire form, as :func:`_name` gives it."""
+    return zone.canonicalize().to_digestable()
+
+
+def soa_query_wire(zone: dns.name.Name, key: dns.tsig.Key | None,
+                   query_id: int) -> tuple[bytes, Tsig | None]:
+    """(wire, TSIG session) of ``checks.soa_query(zone, key)`` with id *query_id*: the same
+    bytes dnspython sends (signed with *key* when given), built once per zone and then
+    only stamped. NotPlain for a key whose algorithm :class:`Tsig` leaves to dnspython."""
+    wire = struct.pack("!H", query_id) + _unsigned_soa_query(zone)[2:]
+    if key is None:
+        return wire, None
+    tsig = Tsig.for_key(key)
+    if tsig is None:
+        raise NotPlain(f"TSIG algorithm {key.algorithm}")
+    return tsig.sign(wire, int(time.time())), tsig
+
+
+def read_soa_answer(wire: bytes, query_id: int, zone_wire: bytes,
+                    tsig: Tsig | None) -> tuple[int, bool]:
+    """(serial, AA bit) of a plain answer to :func:`soa_query_wire`: what
+    ``checks.soa_answer`` reads from dnspython's parse of the same bytes.
+
+    Plain: an answer (QR, opcode QUERY, the query's id) with NOERROR, not truncated, the
+    question exactly (*zone_wire*, SOA, IN), one SOA of the zone in the answer section,
+    every record whole, and, for a signed query, a TSIG that verifies as the last
+    record. Anything else is NotPlain and dnspython judges it (an error rcode, a TSIG
+    error, no SOA, a truncated answer).
+    """
+    n = len(wire)
+    if n < 12:
+        raise NotPlain("short header")
+    qid, flags, qd, an, ns, ar = _HEADER.unpack_from(wire)
+    if (flags & _FLAG_QR) == 0 or qid != query_id or flags & (_OPCODE_MASK | _FLAG_TC | 0x000F):
+        raise NotPlain("not a plain answer to the query")
+    if qd != 1:
+        raise NotPlain("another question")
+    qname, _, at = _name(wire, 12)
+    if qname != zone_wire or wire[at:at + 4] != b"\x00\x06\x00\x01":
+        raise NotPlain("another question")
+    at += 4
+    serial = -1
+    for _ in range(an):
+        owner, _, at = _name(wire, at)
+        if at + 10 > n:
+            raise NotPlain("record runs past the message")
+        rdtype, rdclass, _ttl, rdlen = _RR.unpack_from(wire, at)
+        at += 10
+        if rdtype == _SOA and rdclass == _IN and owner == zone_wire:
+            if serial >= 0:
+                raise NotPlain("two SOA records")
+            pos = _skip_name(wire, _skip_name(wire, at))
+            if pos + 20 != at + rdlen:
+                raise NotPlain("SOA of another length")
+            (serial,) = struct.unpack_from("!I", wire, pos)
+        at += rdlen
+    if serial < 0:
+        raise NotPlain("no SOA of the zone")
+    for _ in range(ns):
+        at = _skip_name(wire, at)
+        if at + 10 > n:
+            raise NotPlain("record runs past the message")
+        at += 10 + (wire[at + 8] << 8 | wire[at + 9])
+    signed = False
+    for i in range(ar):
+        start = at
+        at = _skip_name(wire, at)
+        if at + 10 > n:
+            raise NotPlain("record runs past the message")
+        rdtype, rdclass, ttl, rdlen = _RR.unpack_from(wire, at)
+        if rdtype == _OPT and ttl & 0xFF000000:
+            raise NotPlain("extended rcode")
+        if rdtype == _TSIG:
+            if i != ar - 1 or rdclass != _ANY or tsig is None:
+                raise NotPlain("TSIG out of place")
+            tsig.verify(wire, start, at + 10, rdlen, int(time.time()))
+            signed = True
+        at += 10 + rdlen
+    if at != n:
+        raise NotPlain("trailing bytes")
+    if tsig is not None and not signed:
+        raise NotPlain("unsigned answer to a signed query")
+    return serial, bool(flags & _FLAG_AA)
+
+
+@functools.lru_cache(maxsize=32768)
 def _unsigned_query(zone: dns.name.Name) -> bytes:
     """The AXFR query ``checks.axfr`` sends (dns.xfr.make_query's: RD, no EDNS), id 0."""
     q = dns.message.make_query(zone, dns.rdatatype.AXFR, dns.rdataclass.IN)
@@ -587,10 +696,11 @@ class _Transfer:
     """One AXFR in :func:`transfer_many`'s loop."""
 
     __slots__ = ("buffer", "deadline", "end", "endpoint", "outcome", "query", "reader", "reused",
-                 "session", "slot", "sock", "timeout", "wire")
+                 "session", "slot", "sock", "timeout", "wire", "zone")
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, zone: dns.name.Name) -> None:
         self.endpoint = endpoint
+        self.zone = zone
         self.sock: socket.socket | None = None
         self.reused = False  # the connection carried a transfer before
         self.buffer = b""
@@ -611,7 +721,7 @@ def _timeout() -> BaseException:
 
 def transfer_many(
     endpoints: Sequence[Endpoint],
-    zone: dns.name.Name,
+    zone: dns.name.Name | Sequence[dns.name.Name],
     key: dns.tsig.Key | None,
     timeout: float,
     lifetime: float | None,
@@ -620,64 +730,89 @@ def transfer_many(
 ) -> list[AxfrDigest | BaseException]:
     """An AXFR of *zone* from each endpoint, all at once, in this thread (one selector).
 
-    Each comes back complete (an :class:`AxfrDigest`) or as the exception dnspython's
-    transfer raises for the network (``dns.exception.Timeout``, ``ConnectionRefusedError``,
-    ``EOFError``, ``OSError``), or NotPlain for the rest. *timeout* bounds the wait for
-    each message, *lifetime* each whole transfer. *slot*, when given, names a semaphore
-    per server: a transfer starts only once it holds one of its server's (taken without
-    blocking, so transfers from other servers go on meanwhile). Connections are taken
-    from and given back to :data:`CONNECTIONS`; a kept connection that fails before
-    any answer is replaced by a new one, once.
+    *zone*: one zone for every endpoint, or one per endpoint (many zones' pulls in one
+    loop: the gate's rounds of many zones). Each comes back complete (an
+    :class:`AxfrDigest`) or as the exception dnspython's transfer raises for the
+    network (``dns.exception.Timeout``, ``ConnectionRefusedError``, ``EOFError``,
+    ``OSError``), or NotPlain for the rest. *timeout* bounds the wait for each message,
+    *lifetime* each whole transfer, both from when it starts. *slot*, when given, names
+    a semaphore per server: a transfer starts only once it holds one of its server's
+    (taken without blocking, so transfers from other servers go on meanwhile).
+    Connections are taken from and given back to :data:`CONNECTIONS`; a kept connection
+    that fails before any answer is replaced by a new one, once.
 
     *sessions*, when given, replaces both: a transfer starts once it holds one of its
     server's sessions (taken without blocking, like a slot) and goes over that session's
     connection (kept, or a new one it then keeps), which goes back open only after a
-    transfer read to its end with nothing left over.
+    transfer read to its end with nothing left over. Waiting transfers queue per server
+    and the next starts when one of ours on that server ends, so thousands of pulls cost
+    what their exchanges cost, not a scan of the queue per event.
     """
-    xfers = [_Transfer(ep) for ep in endpoints]
-    waiting = list(xfers)
+    zones = ([zone] * len(endpoints) if isinstance(zone, dns.name.Name) else list(zone))
+    if len(zones) != len(endpoints):
+        raise ValueError("one zone per endpoint")
+    xfers = [_Transfer(ep, z) for ep, z in zip(endpoints, zones, strict=True)]
+    queues: dict[tuple[str, int], collections.deque[_Transfer]] = {}
+    for x in xfers:
+        queues.setdefault((x.endpoint.host, x.endpoint.port), collections.deque()).append(x)
+    running: dict[tuple[str, int], int] = dict.fromkeys(queues, 0)
+    live: set[_Transfer] = set()
     sel = selectors.DefaultSelector()
-    live = 0
+
+    def fill(server: tuple[str, int]) -> None:
+        queue = queues[server]
+        now = time.monotonic()
+        while queue:
+            x = queue[0]
+            if sessions is not None:
+                x.session = sessions.take(x.endpoint, blocking=False)
+                if x.session is None:
+                    return
+            elif slot is not None:
+                held = slot(x.endpoint)
+                if not held.acquire(blocking=False):
+                    return
+                x.slot = held
+            queue.popleft()
+            if _start(x, x.zone, key, timeout, lifetime, now, sel):
+                live.add(x)
+                running[server] += 1
+
+    def ended(x: _Transfer) -> None:
+        live.discard(x)
+        server = (x.endpoint.host, x.endpoint.port)
+        running[server] -= 1
+        if queues[server]:
+            fill(server)
+
     try:
-        while True:
-            now = time.monotonic()
-            still: list[_Transfer] = []
-            for x in waiting:
-                if sessions is not None:
-                    x.session = sessions.take(x.endpoint, blocking=False)
-                    if x.session is None:
-                        still.append(x)
-                        continue
-                elif slot is not None:
-                    held = slot(x.endpoint)
-                    if not held.acquire(blocking=False):
-                        still.append(x)
-                        continue
-                    x.slot = held
-                if _start(x, zone, key, timeout, lifetime, now, sel):
-                    live += 1
-            waiting = still
-            if not live and not waiting:
-                break
+        for server in queues:
+            fill(server)
+        while live or any(queues.values()):
+            # a server whose queue waits with none of ours running waits for another
+            # caller's session or slot: look again soon
+            blocked = any(q and not running[s] for s, q in queues.items())
             if live:
-                nearest = min(x.deadline for x in xfers
-                              if x.outcome is None and x.sock is not None)
+                nearest = min(x.deadline for x in live)
                 wait = max(0.0, nearest - time.monotonic())
-                if waiting:
-                    wait = min(wait, 0.002)  # look for a free slot again soon
+                if blocked:
+                    wait = min(wait, 0.002)
                 for sel_key, _ in sel.select(wait):
                     x = sel_key.data
-                    if _step(x, sel):
+                    if x in live and _step(x, sel):
                         _end(x, sel)
-                        live -= 1
+                        ended(x)
                 now = time.monotonic()
-                for x in xfers:
-                    if x.outcome is None and x.sock is not None and now >= x.deadline:
-                        x.outcome = _timeout()
-                        _end(x, sel)
-                        live -= 1
+                for x in [x for x in live if now >= x.deadline]:
+                    x.outcome = _timeout()
+                    _end(x, sel)
+                    ended(x)
             else:
                 time.sleep(0.002)
+            if blocked:
+                for server, queue in queues.items():
+                    if queue and not running[server]:
+                        fill(server)
     finally:
         for x in xfers:
             if x.sock is not None or x.session is not None:

@@ -38,7 +38,7 @@ class Proof:
 class ContentProofs:
     """Verified (server, zone, serial) -> digest, bounded (least recently used out)."""
 
-    def __init__(self, max_entries: int = 50_000, max_age_s: float | None = None) -> None:
+    def __init__(self, max_entries: int = 200_000, max_age_s: float | None = None) -> None:
         self.max_entries = max_entries
         self.max_age_s = max_age_s
         self._entries: collections.OrderedDict[tuple[str, int, str, int], Proof] = (

@@ -62,7 +62,7 @@ __all__ = ["MAX_IDLE_S", "SESSIONS_PER_SERVER", "Session", "Sessions", "default_
            "server_of"]
 
 #: sessions (TCP connections) per server: what one server is asked at a time
-SESSIONS_PER_SERVER = 2
+SESSIONS_PER_SERVER = 4
 #: a kept connection idle longer than this is closed, not used (named: 30 s)
 MAX_IDLE_S = 10.0
 #: threads of a registry's lanes (the gate asks a few servers per zone, 16 zones at once)
