@@ -13,9 +13,11 @@ import contextlib
 import hashlib
 import os
 import secrets
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import jinja2
 
@@ -202,6 +204,62 @@ def render_tsig_key(key_name: str, algorithm: str, secret: str) -> bytes:
     ).encode()
 
 
+#: zone statements beyond this many bytes leave named.conf for files of their own
+#: (etc/bind/zones.d/), each in its own ConfigMap: named.conf's ConfigMap also carries the
+#: agent and ready.sh, and a ConfigMap holds 1 MiB at most (about 3,000 secondary zones)
+ZONE_CONF_INLINE_BYTES = 400_000
+#: the size each of those files aims at (zones go to a file by a hash of their name, so
+#: adding or removing a zone changes one file while their number stays the same)
+ZONE_CONF_FILE_BYTES = 400_000
+ZONE_CONF_DIR = f"{CONFIG_DIR}/zones.d"
+
+
+def _name_server_lists(parts: _ZoneParts) -> list[tuple[str, list[Address]]]:
+    """Each distinct NOTIFY target list and primaries list, named once (`notify-N`,
+    `primaries-N`); every zone entry gets the name of its list."""
+    lists: dict[tuple[str, tuple[Address, ...]], str] = {}
+    for entries, key, prefix in ((parts.primary, "notify", "notify"),
+                                 (parts.secondary, "primaries", "primaries")):
+        count = 0
+        for entry in entries:
+            servers: tuple[Address, ...] = tuple(cast(list[Address], entry[key]))
+            if not servers:
+                continue
+            name = lists.get((prefix, servers))
+            if name is None:
+                name = lists[(prefix, servers)] = f"{prefix}-{count}"
+                count += 1
+            entry[f"{key}_list"] = name
+    return [(name, list(servers)) for (_, servers), name in lists.items()]
+
+
+def _zone_statements(parts: _ZoneParts, root: str, key_name: str
+                     ) -> tuple[str, dict[str, bytes]]:
+    """The zone statements: inline text for named.conf, or (past ZONE_CONF_INLINE_BYTES)
+    no text and the files that hold them, by relative path."""
+    template = _env.get_template("zones.conf.j2")
+
+    def text(primary: list[dict[str, object]], secondary: list[dict[str, object]]) -> str:
+        return template.render(primary_zones=primary, secondary_zones=secondary, root=root,
+                               key_name=key_name)
+
+    inline = text(parts.primary, parts.secondary)
+    size = len(inline.encode())
+    if size <= ZONE_CONF_INLINE_BYTES:
+        return inline, {}
+    count = -(-size // ZONE_CONF_FILE_BYTES)
+
+    def bucket(entry: dict[str, object]) -> int:
+        return zlib.crc32(str(entry["name"]).encode()) % count
+
+    files: dict[str, bytes] = {}
+    for n in range(count):
+        body = text([e for e in parts.primary if bucket(e) == n],
+                    [e for e in parts.secondary if bucket(e) == n])
+        files[f"{ZONE_CONF_DIR}/zones-{n}.conf"] = body.encode()
+    return "", files
+
+
 @dataclass
 class _ZoneParts:
     """What the zones of one instance add up to, collected zone by zone."""
@@ -292,7 +350,12 @@ def render_instance(
     agent = ({"notify_port": placement.agent_notify_port or spec.agent.notifyPort,
               "control_port": placement.control_port or spec.agent.controlPort}
              if spec.agent.enabled and placement.agent else None)
+    server_lists = _name_server_lists(parts)
+    zones_text, zone_confs = _zone_statements(parts, placement.root, key.name)
     named_conf = _env.get_template("named.conf.j2").render(
+        server_lists=server_lists,
+        zone_includes=[f"{placement.root}/{path}" for path in zone_confs],
+        zones_text=zones_text,
         agent=agent,
         catalogs=catalogs,
         catalog_min_update=CATALOG_MIN_UPDATE,
@@ -306,8 +369,7 @@ def render_instance(
         key_name=key.name,
         allow_query=instance.config.allowQuery,
         allow_transfer=allow_transfer,
-        primary_zones=parts.primary,
-        secondary_zones=parts.secondary,
+        secondary_zones=bool(parts.secondary),
         max_refresh=instance.config.maxRefreshSeconds,
         tuning=ROLE_TUNING[instance.role],
         dnssec_policies=sorted({str(z["dnssec_policy"]) for z in parts.primary
@@ -321,6 +383,7 @@ def render_instance(
     config_files = {
         f"{CONFIG_DIR}/named.conf": named_conf.encode(),
         f"{CONFIG_DIR}/ready.sh": ready.encode(),
+        **zone_confs,
     }
     if agent:
         config_files[f"{CONFIG_DIR}/agent.py"] = AGENT_SOURCE.read_bytes()

@@ -18,6 +18,7 @@ from bind9_topology.config.model import Instance, StackSpec
 from bind9_topology.render.bind_files import (
     CONFIG_DIR,
     TSIG_DIR,
+    ZONE_CONF_DIR,
     ZONE_DIR,
     RenderedInstance,
     stable_shards,
@@ -68,18 +69,37 @@ def config_map_key(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
+def zone_conf_map_name(instance: Instance, path: str) -> str:
+    """The ConfigMap of one zone statements file (etc/bind/zones.d/zones-N.conf)."""
+    return f"{instance.name}-conf-{config_map_key(path).removeprefix('zones-').split('.')[0]}"
+
+
+def zone_conf_files(rendered: RenderedInstance) -> list[str]:
+    """The zone statements files that named.conf includes (many zones; bind_files)."""
+    return sorted(p for p in rendered.config_files if p.startswith(ZONE_CONF_DIR + "/"))
+
+
 def config_maps(spec: StackSpec, rendered: RenderedInstance) -> list[Obj]:
-    """The config ConfigMap and as many zone ConfigMaps as the zone files need."""
+    """The config ConfigMap, one ConfigMap per zone statements file (thousands of zones),
+    then as many zone ConfigMaps as the zone files need."""
     inst = rendered.instance
+    confs = zone_conf_files(rendered)
     maps = [
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": metadata(spec, inst, config_map_name(inst)),
             "data": {config_map_key(p): d.decode()
-                     for p, d in sorted(rendered.config_files.items())},
+                     for p, d in sorted(rendered.config_files.items()) if p not in confs},
         }
     ]
+    for path in confs:
+        maps.append({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(spec, inst, zone_conf_map_name(inst, path)),
+            "data": {config_map_key(path): rendered.config_files[path].decode()},
+        })
     shards = stable_shards(rendered.zone_files, rendered.zone_of_file)
     for index, shard in enumerate(shards):
         maps.append(
@@ -310,6 +330,9 @@ def named_volumes(spec: StackSpec, rendered: RenderedInstance,
                 "mode": 0o440}
     etc_sources: list[Obj] = [
         {"configMap": {"name": config_map_name(inst), "items": etc_items}},
+        *({"configMap": {"name": zone_conf_map_name(inst, path), "items": [
+            {"key": config_map_key(path), "path": path.removeprefix(CONFIG_DIR + "/")}]}}
+          for path in zone_conf_files(rendered)),
         {"secret": {"name": secret_name(inst), "items": [key_item]}},
     ]
     volumes: list[Obj] = [

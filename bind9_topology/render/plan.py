@@ -153,7 +153,8 @@ def plan_instance(
         layout=layout,
         config_maps=config_maps,
         file_slots=file_slots,
-        deployment=manifests.deployment(spec, layout, maps[1:]),
+        deployment=manifests.deployment(spec, layout, maps[1 + len(
+            manifests.zone_conf_files(layout)):]),
         service=manifests.service(spec, instance),
         network_policy=manifests.network_policy(spec, instance),
         pod_disruption_budget=manifests.pod_disruption_budget(spec, instance),
