@@ -182,42 +182,34 @@ class TransferGateProvider(ResourceProvider):
 
     def _verify(self, props: dict[str, Any], primaries: list[Any],
                 secondaries: list[Any]) -> dict[str, Any]:
-        from bind9_topology.dns.gate import wait_until_transferred
-
-        report_cleanly()
-
-        follow = follows(props)
-        expected = props.get("primarySerial" if follow else "expectedSerial")
-        report = wait_until_transferred(
-            str(props["zoneName"]),
-            primaries,
-            secondaries,
-            int(expected) if expected is not None else None,
-            props.get("expectedDigest") or None,
-            self._key(props),
-            float(props.get("deadlineSeconds") or 300),
-            float(props.get("pollIntervalSeconds") or 1.0),
-            expected_ds=props.get("expectedDs") or None,
-            follow_primaries=follow,
-        )
+        """Gate one zone (*props*: zone_props) against the given endpoints."""
+        report = self._gate_many([(props, primaries, secondaries)])[0]
         if not report.ok:
             raise GateFailed(report.message + _unasked(props))
-        return {
-            "ready": True,
-            "servedSerial": report.target_serial,
-            "servers": {s.endpoint.label or str(s.endpoint): _server_out(s.as_dict(), s.endpoint)
-                        for s in report.servers},
-            "readyAfterSeconds": report.elapsed_s,
-            "checkedAt": max((s.verified_at or "" for s in report.servers), default=None),
-        }
+        return _zone_status(report)
+
+    def _gate_many(self, zones: list[tuple[dict[str, Any], list[Any], list[Any]]]) -> list[Any]:
+        """One gate report per (zone_props, primaries, secondaries): every zone in one
+        ``wait_many`` (their rounds batched: ADR 17), the shared inputs from the first."""
+        from bind9_topology.dns.gate import ZoneJob, wait_many
+
+        report_cleanly()
+        first = zones[0][0]
+        jobs = []
+        for props, primaries, secondaries in zones:
+            follow = follows(props)
+            expected = props.get("primarySerial" if follow else "expectedSerial")
+            jobs.append(ZoneJob(
+                str(props["zoneName"]), primaries, secondaries,
+                int(expected) if expected is not None else None,
+                props.get("expectedDigest") or None,
+                props.get("expectedDs") or None, follow))
+        return wait_many(jobs, self._key(first), float(first.get("deadlineSeconds") or 300),
+                         float(first.get("pollIntervalSeconds") or 1.0))
 
     def _check_zones(self, props: dict[str, Any], zones: list[str],
                      previous: dict[str, Any]) -> dict[str, Any]:
-        """Gate *zones* concurrently; keep *previous* status for the other zones."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from bind9_topology.dns.gate import MAX_WORKERS
-
+        """Gate *zones* together (one wait_many); keep *previous* status for the others."""
         report_cleanly()
         every = dict(props.get("zones") or {})
         status = {z: previous[z] for z in every if z in previous and z not in zones}
@@ -225,14 +217,15 @@ class TransferGateProvider(ResourceProvider):
         if zones:
             own = {z: zone_props(props, z) for z in zones}
             what = f"zone {zones[0]}" if len(zones) == 1 else f"{len(zones)} zones"
-            with (self._resolver(props, _servers(own.values()), what) as expand,
-                  ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(zones))) as pool):
-                futures = {z: pool.submit(self._wait, own[z], expand) for z in zones}
-                for zone, future in futures.items():
-                    try:
-                        status[zone] = future.result()
-                    except GateFailed as exc:
-                        failures[zone] = str(exc)
+            with self._resolver(props, _servers(own.values()), what) as expand:
+                reports = self._gate_many([
+                    (own[z], expand(own[z].get("primaries") or []),
+                     expand(own[z].get("secondaries") or [])) for z in zones])
+            for zone, report in zip(zones, reports, strict=True):
+                if report.ok:
+                    status[zone] = _zone_status(report)
+                else:
+                    failures[zone] = report.message + _unasked(own[zone])
         if failures:
             head = (f"{len(failures)} of {len(every)} zone(s) not ready"
                     if len(every) > 1 else "")
@@ -476,6 +469,18 @@ def _endpoint(target: Mapping[str, Any]) -> Any:
 
     return Endpoint(str(target["host"]), int(target.get("port") or 53),
                     str(target.get("name") or ""))
+
+
+def _zone_status(report: Any) -> dict[str, Any]:
+    """One zone's status in the outputs, from its passed gate report."""
+    return {
+        "ready": True,
+        "servedSerial": report.target_serial,
+        "servers": {s.endpoint.label or str(s.endpoint): _server_out(s.as_dict(), s.endpoint)
+                    for s in report.servers},
+        "readyAfterSeconds": report.elapsed_s,
+        "checkedAt": max((s.verified_at or "" for s in report.servers), default=None),
+    }
 
 
 def _unasked(props: Mapping[str, Any]) -> str:

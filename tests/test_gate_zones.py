@@ -10,6 +10,7 @@ their status, and failures of several zones come back in one message.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -36,22 +37,41 @@ def inputs(**zones: int) -> dict[str, Any]:
             "kubeContext": None}
 
 
+@dataclass(frozen=True)
+class FakeReport:
+    zone: str
+    ok: bool
+    target_serial: int | None
+    message: str
+    servers: tuple[Any, ...] = ()
+    elapsed_s: float = 0.0
+
+
 class Recorder(TransferGateProvider):
+    """The gate's zones as ``_gate_many`` is handed them: once per create/update, every
+    zone to check in that one call (one wait_many), with the shared resolver's endpoints."""
+
     def __init__(self, failing: set[str] | None = None) -> None:
         self.checked: list[str] = []
+        self.calls = 0
         self.failing = failing or set()
         self.lock = threading.Lock()
 
-    def _wait(self, props: dict[str, Any], expand: Any = None) -> dict[str, Any]:
-        assert callable(expand)  # the gate's one resolver, shared by its zones
-        assert [e.port for e in expand(props["primaries"])] == [53]
-        zone_name = str(props["zoneName"])
-        with self.lock:
-            self.checked.append(zone_name)
-        assert props["tsigKeyName"] == "k" and props["expectedSerial"] is not None
-        if zone_name in self.failing:
-            raise GateFailed(f"zone {zone_name}: not ready after 5s")
-        return {"ready": True, "servedSerial": props["expectedSerial"], "servers": {}}
+    def _gate_many(self, zones: list[tuple[dict[str, Any], list[Any], list[Any]]]) -> list[Any]:
+        self.calls += 1
+        out = []
+        for props, primaries, _secondaries in zones:
+            assert [e.port for e in primaries] == [53]
+            zone_name = str(props["zoneName"])
+            with self.lock:
+                self.checked.append(zone_name)
+            assert props["tsigKeyName"] == "k" and props["expectedSerial"] is not None
+            if zone_name in self.failing:
+                out.append(FakeReport(zone_name, False, None,
+                                      f"zone {zone_name}: not ready after 5s"))
+            else:
+                out.append(FakeReport(zone_name, True, props["expectedSerial"], "ok"))
+        return out
 
 
 def test_zone_props_merge_the_shared_inputs() -> None:
@@ -73,6 +93,7 @@ def test_create_checks_every_zone_then_update_only_the_changed_one() -> None:
     gate = Recorder()
     created = gate.create(inputs(a=1, b=1, c=1)).outs
     assert sorted(gate.checked) == ["a.example", "b.example", "c.example"]
+    assert gate.calls == 1  # the three zones in one wait_many
     assert created["ready"] is True and set(created["status"]) == set(gate.checked)
 
     gate.checked.clear()

@@ -692,28 +692,41 @@ class Progress:
 
 def run_gates(jobs: list[ZoneJob], key: Any, deadline: float, poll: float,
               progress: Progress) -> list[tuple[ZoneJob, Any]]:
-    from bind9_topology.dns.gate import wait_until_transferred
+    """Gate every job: each stack's zones in one ``wait_many`` (their rounds batched,
+    ADR 17), the stacks side by side; reports in the order of *jobs*."""
+    from bind9_topology.dns.gate import ZoneJob as GateJob
+    from bind9_topology.dns.gate import wait_many
     from bind9_topology.dns.sessions import Sessions
-
-    def one(job: ZoneJob) -> tuple[ZoneJob, Any]:
-        tag = f"{job.stack}/{job.plan.zone}"
-        report = wait_until_transferred(
-            job.plan.zone, job.primaries, job.secondaries, job.expected_serial,
-            job.expected_digest, key, deadline, poll,
-            on_progress=lambda p: progress.update(tag, p.ready, p.total),
-            expected_ds=job.expected_ds, sessions=sessions,
-        )
-        if report.ok:
-            progress.done += 1
-        return job, report
 
     if not jobs:
         return []
+    stacks: dict[str, list[int]] = {}
+    for i, job in enumerate(jobs):
+        stacks.setdefault(job.stack, []).append(i)
+    reports: dict[int, Any] = {}
+
+    def one_stack(stack: str, members: list[int], sessions: Sessions) -> None:
+        def seen(p: Any) -> None:
+            progress.update(f"{stack}/{p.zone}", p.ready, p.total)
+
+        def decided(report: Any) -> None:
+            if report.ok:
+                progress.done += 1
+
+        got = wait_many([GateJob(jobs[i].plan.zone, jobs[i].primaries, jobs[i].secondaries,
+                                 jobs[i].expected_serial, jobs[i].expected_digest,
+                                 jobs[i].expected_ds) for i in members],
+                        key, deadline, poll, on_progress=seen, sessions=sessions,
+                        on_report=decided)
+        reports.update(zip(members, got, strict=True))
+
     # the run's kept TCP connections (transfers), closed when every zone is gated
-    with Sessions() as sessions, ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
-        results = list(pool.map(one, jobs))
+    with Sessions() as sessions, ThreadPoolExecutor(max_workers=len(stacks)) as pool:
+        for future in [pool.submit(one_stack, stack, members, sessions)
+                       for stack, members in stacks.items()]:
+            future.result()
     progress.finish()
-    return results
+    return [(job, reports[i]) for i, job in enumerate(jobs)]
 
 
 def up(project: Path, requested: list[str], *, as_json: bool, timeout: float | None,
