@@ -29,7 +29,9 @@ import datetime
 import json
 import os
 import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,10 +44,18 @@ sys.path.insert(0, str(ROOT))
 
 from bind9_topology.config.digest import zone_digest_from_text  # noqa: E402
 from bind9_topology.config.topology import load_topology  # noqa: E402
+from bind9_topology.dns import gate  # noqa: E402
 from bind9_topology.dns.checks import Endpoint, make_tsig_key  # noqa: E402
-from bind9_topology.dns.gate import wait_until_transferred  # noqa: E402
 from bind9_topology.local.named_process import NamedProcess, free_port  # noqa: E402
-from bind9_topology.render.bind_files import Placement, render_instance, write_tree  # noqa: E402
+from bind9_topology.render.bind_files import (  # noqa: E402
+    TSIG_DIR,
+    ZONE_DIR,
+    Placement,
+    render_instance,
+    write_tree,
+    zone_file_name,
+    zone_text,
+)
 
 HOST = "127.0.0.1"
 PRIMARY_IP = "10.0.1.10"
@@ -58,11 +68,17 @@ def secondary_ips(count: int) -> dict[str, str]:
     return {f"secondary-{i}": f"10.0.2.{20 + i}" for i in range(count)}
 
 
-def raw_config(zones: int, versions: dict[int, int], secondaries: dict[str, str]
+def zone_name(n: int) -> str:
+    return f"z{n:05d}.bench"
+
+
+def raw_config(zones: int | list[int], versions: dict[int, int], secondaries: dict[str, str]
                ) -> dict[str, Any]:
+    """The stack: zones 0..zones-1, or just the given zone numbers (what a round rewrites)."""
+    numbers = range(zones) if isinstance(zones, int) else zones
     def zone(n: int) -> dict[str, Any]:
         return {
-            "zoneName": f"z{n:04d}.bench", "type": "primary",
+            "zoneName": zone_name(n), "type": "primary",
             "instanceSelector": {"matchLabels": {"dns-role": "primary"}},
             "soaRecord": {"primaryNs": "ns1.bench.", "adminEmail": "hostmaster@bench.example"},
             "alsoNotify": list(secondaries.values()),
@@ -81,13 +97,25 @@ def raw_config(zones: int, versions: dict[int, int], secondaries: dict[str, str]
     return {
         "region": "bench",
         "instances": instances,
-        "zones": [zone(n) for n in range(zones)] + [
-            {"zoneName": f"z{n:04d}.bench", "type": "secondary",
+        "zones": [zone(n) for n in numbers] + [
+            {"zoneName": zone_name(n), "type": "secondary",
              "instanceSelector": {"matchLabels": {"dns-role": "secondary"}},
              "secondaryConfig": {"primaryServers": [PRIMARY_IP]}}
-            for n in range(zones)
+            for n in numbers
         ],
     }
+
+
+def rndc_reload(rndc: list[str], zones: list[str]) -> None:
+    """`rndc reload <zone>` of each changed zone (at most 16 at once): named loads that zone
+    file only, neither named.conf nor the other zones' files (what the pod agent does)."""
+    def one(zone: str) -> None:
+        done = subprocess.run([*rndc, "reload", zone], capture_output=True, text=True,
+                              timeout=30, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"rndc reload {zone}: {done.stdout} {done.stderr}")
+    with ThreadPoolExecutor(max_workers=min(16, len(zones))) as pool:
+        list(pool.map(one, zones))
 
 
 def log_times(text: str) -> dict[str, float]:
@@ -110,12 +138,15 @@ def summary(values: list[float]) -> tuple[float | None, float | None]:
     return round(statistics.median(values), 1), round(pct(values, 0.95), 1)
 
 
-def run(zones: int, rounds: int, n_secondaries: int, edit: str, poll: float) -> dict[str, Any]:
+def run(zones: int, rounds: int, n_secondaries: int, edit: str, poll: float,
+        loaded: int | None = None, apply: str = "hup") -> dict[str, Any]:
     secret = base64.b64encode(os.urandom(32)).decode()
     key = make_tsig_key("transfer-key", "hmac-sha256", secret)
     secondaries = secondary_ips(n_secondaries)
     names = ["primary", *secondaries]
     ports = {n: free_port(HOST) for n in names}
+    control_port = free_port(HOST)
+    total = max(loaded or zones, zones)  # zones in the stack; the first `zones` are edited
     ips = {"primary": PRIMARY_IP, **secondaries}
     amap = {(ips[n], 53): (HOST, ports[n]) for n in names}
     samples: dict[str, list[float]] = {"transfer": [], "all": [], "gate": [], "overhead": []}
@@ -123,54 +154,89 @@ def run(zones: int, rounds: int, n_secondaries: int, edit: str, poll: float) -> 
     versions: dict[int, int] = {}
     with tempfile.TemporaryDirectory(prefix="gate-bench-") as tmp:
         root = Path(tmp)
-        serials = dict.fromkeys((f"z{n:04d}.bench" for n in range(zones)), 2024010100)
+        serials = dict.fromkeys((zone_name(n) for n in range(total)), 2024010100)
+        zone_dir = root / "primary" / ZONE_DIR
+        rndc = ["rndc", "-k", "", "-s", HOST, "-p", str(control_port)]
 
-        def render(changed: list[str]) -> Any:
-            topo = load_topology(raw_config(zones, versions, secondaries), stack="bench",
+        def render_all() -> Any:
+            """Every instance's files (the start): the primary with an rndc channel on
+            loopback, signed with the TSIG key, as in a pod (Placement.agent)."""
+            topo = load_topology(raw_config(total, versions, secondaries), stack="bench",
                                  project_dir=ROOT, tsig_secret=secret)
             for inst in topo.spec.instances:
                 placement = Placement(root=str(root / inst.name), port=ports[inst.name],
                                       listen_v4=HOST, listen_v6="none", notify_delay=0,
-                                      address_map=amap)
+                                      address_map=amap, agent=inst.name == "primary",
+                                      control_port=control_port)
                 rendered = render_instance(topo.spec, inst, topo.contents, serials, placement,
                                            secret)
                 write_tree(rendered, root / inst.name, include_secrets=True)
+                if inst.name == "primary":
+                    rndc[2] = str(root / inst.name / next(
+                        rel for rel in rendered.secret_files if rel.startswith(TSIG_DIR)))
+            return topo
+
+        def render(changed: list[str]) -> Any:
+            """The changed zones' files only (the other zones' files keep their bytes and
+            times, as the pod agent writes a changed ConfigMap's files)."""
+            numbers = [int(z[1:z.index(".")]) for z in changed]
+            topo = load_topology(raw_config(numbers, versions, secondaries), stack="bench",
+                                 project_dir=ROOT, tsig_secret=secret)
             later = time.time() + 1
             for zone in changed:  # named reloads the files whose time moved
-                os.utime(root / "primary/var/lib/bind/zones" / f"db.{zone}", (later, later))
+                path = zone_dir / zone_file_name(zone)
+                path.write_text(zone_text(topo.contents[zone], serials[zone]))
+                os.utime(path, (later, later))
             return topo
 
         def gate_all(topo: Any, changed: list[str]) -> dict[str, Any]:
+            """One gate run over the changed zones (wait_many where the product has it: the
+            provider's path; else one wait_until_transferred per zone in threads)."""
             prim = [Endpoint(HOST, ports["primary"], "primary")]
             secs = [Endpoint(HOST, ports[n], n) for n in secondaries]
+            digests = {z: zone_digest_from_text(topo.contents[z].text(0), z) for z in changed}
+            many = getattr(gate, "wait_many", None)
+            if many is not None:
+                reports = many([gate.ZoneJob(z, prim, secs, serials[z], digests[z])
+                                for z in changed], key, 300, poll)
+                return dict(zip(changed, reports, strict=True))
 
             def one(zone: str) -> Any:
-                digest = zone_digest_from_text(topo.contents[zone].text(0), zone)
-                return zone, wait_until_transferred(zone, prim, secs, serials[zone], digest, key,
-                                                    120, poll)
+                return zone, gate.wait_until_transferred(zone, prim, secs, serials[zone],
+                                                         digests[zone], key, 120, poll)
             with ThreadPoolExecutor(max_workers=max(1, min(len(changed), 64))) as pool:
                 return dict(pool.map(one, changed))
 
         try:
             all_zones = sorted(serials)
-            topo = render(all_zones)
+            topo = render_all()
+            for name in secondaries:  # seeded with the primary's zones: they start loaded
+                shutil.copytree(zone_dir, root / name / ZONE_DIR, dirs_exist_ok=True)
             for name in names:
                 d = root / name
                 procs[name] = NamedProcess(name=name)
                 procs[name].start(d / "etc/bind/named.conf", d, d / "named.log")
                 if name == "primary":
-                    procs[name].wait_ready((HOST, ports[name]), all_zones, 30)
+                    procs[name].wait_ready((HOST, ports[name]), all_zones[-1:],
+                                           max(30, total / 50))
+            for name in secondaries:  # every zone loaded (the last one in its files)
+                procs[name].wait_ready((HOST, ports[name]), all_zones[-1:],
+                                       max(60, total / 20))
             reports = gate_all(topo, all_zones)
             assert all(r.ok for r in reports.values()), [r.message for r in reports.values()]
             for rnd in range(1, rounds + 1):
-                changed = all_zones if edit == "all" else [all_zones[(rnd - 1) % zones]]
+                edited = all_zones[:zones]
+                changed = edited if edit == "all" else [edited[(rnd - 1) % zones]]
                 for zone in changed:
-                    versions[int(zone[1:5])] = rnd
+                    versions[int(zone[1:zone.index(".")])] = rnd
                     serials[zone] += 1
                 topo = render(changed)
                 offsets = {n: procs[n].log_offset() for n in secondaries}
                 t0, m0 = time.time(), time.monotonic()
-                procs["primary"].reload()
+                if apply == "rndc":
+                    rndc_reload(rndc, changed)
+                else:
+                    procs["primary"].reload()
                 reports = gate_all(topo, changed)
                 bad = [r.message for r in reports.values() if not r.ok]
                 if bad:
@@ -193,8 +259,9 @@ def run(zones: int, rounds: int, n_secondaries: int, edit: str, poll: float) -> 
             for p in procs.values():
                 p.stop()
 
-    result: dict[str, Any] = {"zones": zones, "rounds": rounds, "secondaries": n_secondaries,
-                              "edit": edit, "samples": len(samples["all"])}
+    result: dict[str, Any] = {"zones": zones, "loaded": total, "apply": apply, "rounds": rounds,
+                              "secondaries": n_secondaries, "edit": edit,
+                              "samples": len(samples["all"])}
     for label, key_name in (("transfer", "transfer"), ("all", "all_secondaries"),
                             ("gate", "gate_ready"), ("overhead", "gate_overhead")):
         p50, p95 = summary(samples[label])
@@ -212,13 +279,21 @@ def main() -> int:
     ap.add_argument("--edit", choices=("all", "one"), default="all",
                     help="change every zone at once each round, or one zone per round")
     ap.add_argument("--poll", type=float, default=1.0, help="the gate's poll cap (s)")
+    ap.add_argument("--loaded", type=int, default=None,
+                    help="zones loaded in all (default --zones); the first --zones are edited")
+    ap.add_argument("--apply", choices=("hup", "rndc"), default="rndc",
+                    help="how the primary takes an edit: SIGHUP (named.conf and every zone "
+                         "file looked at again) or `rndc reload <zone>` of each changed zone "
+                         "(what the pod agent does)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    result = run(args.zones, args.rounds, args.secondaries, args.edit, args.poll)
+    result = run(args.zones, args.rounds, args.secondaries, args.edit, args.poll, args.loaded,
+                 args.apply)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['samples']} changed zones ({args.zones} zones, {args.rounds} rounds, "
+        print(f"{result['samples']} changed zones ({result['loaded']} loaded, {args.zones} "
+              f"edited, apply {args.apply}, {args.rounds} rounds, "
               f"edit {args.edit}, {args.secondaries} secondaries)")
         for label, key_name in (("change -> one secondary transferred", "transfer"),
                                 ("change -> every secondary serving", "all_secondaries"),

@@ -210,3 +210,37 @@ def test_a_kept_connection_the_server_closed_is_replaced(loopback: LoopbackTopol
         closer.join(timeout=5)
     assert probe.ok and probe.digest == loopback.digest, probe
     assert hangup.fileno() == -1
+
+
+def test_wait_many_gives_each_zone_what_its_own_gate_gives(loopback: LoopbackTopology) -> None:
+    """Zones batched in one wait_many (the provider's and the runner's call, ADR 17): one
+    served zone passes, the same zone with another digest fails as content mismatch, a
+    zone no server holds fails on its own deadline, a server that is down is named; each
+    report says what the zone's own wait_until_transferred says, and the passing zone is
+    decided in its first round, not held back by the failing ones."""
+    from bind9_topology.dns.gate import ZoneJob, wait_many
+
+    start_all(loopback)
+    assert loopback.gate().ok
+    prims, secs = loopback.endpoints()
+    down = Endpoint(HOST, free_port(HOST), "down")
+    key = make_tsig_key("transfer-key", "hmac-sha256", loopback.secret)
+    jobs = [ZoneJob(ZONE, prims, secs, loopback.serial, loopback.digest),
+            ZoneJob(ZONE, prims, secs, loopback.serial, "00" * 48),
+            ZoneJob("absent.example", prims, secs, 1, "11" * 48),
+            ZoneJob(ZONE, prims, [*secs, down], loopback.serial, loopback.digest)]
+    decided: list[str] = []
+    reports = wait_many(jobs, key, 1.5, 0.2, proofs=ContentProofs(),
+                        on_report=lambda r: decided.append(f"{r.zone}:{r.ok}"))
+    alone = [wait_until_transferred(j.zone, j.primaries, j.secondaries, j.expected_serial,
+                                    j.expected_digest, key, 1.5, 0.2, proofs=ContentProofs())
+             for j in jobs]
+    assert [r.ok for r in reports] == [a.ok for a in alone] == [True, False, False, False]
+    for got, want in zip(reports, alone, strict=True):
+        assert got.zone == want.zone and got.target_serial == want.target_serial
+        assert [(s.endpoint, s.ok, s.reason) for s in got.servers] == \
+               [(s.endpoint, s.ok, s.reason) for s in want.servers], got.message
+    assert reports[0].pulls == 3 and reports[0].elapsed_s < 1.0
+    assert "CONTENT_MISMATCH" in reports[1].message
+    assert "down" in reports[3].message and reports[3].lagging()[0].endpoint == down
+    assert decided[0] == f"{ZONE}:True"  # told at once, before the failures' deadlines

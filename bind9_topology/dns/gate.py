@@ -214,11 +214,13 @@ Step = Generator[_AskSoa | _AskPull, Any, T]
 BATCH_ZONES = 2048
 
 
-def _drive(steps: Sequence[Step[T]], poller: SoaPoller, sessions: Sessions) -> list[T]:
+def _drive(steps: Sequence[Step[T]], poller: SoaPoller, sessions: Sessions,
+           done: Callable[[int, T], None] | None = None) -> list[T]:
     """Run many zones' rounds together: each step's questions of every zone go out as one
     batch (every SOA question through the poller at once, every pull from one selector
     over the servers' sessions), so a round of N zones costs a few batches, not N
-    threads' worth of hand-offs. One zone's round asks exactly what it asked alone."""
+    threads' worth of hand-offs. One zone's round asks exactly what it asked alone.
+    *done* is told each step's result the moment that step ends."""
     out: list[Any] = [None] * len(steps)
     asks: dict[int, _AskSoa | _AskPull] = {}
 
@@ -227,6 +229,8 @@ def _drive(steps: Sequence[Step[T]], poller: SoaPoller, sessions: Sessions) -> l
             asks[i] = steps[i].send(value)
         except StopIteration as stop:
             out[i] = stop.value
+            if done is not None:
+                done(i, stop.value)
 
     for i in range(len(steps)):
         advance(i, None)
@@ -653,9 +657,9 @@ def _wait_many(
         probe_timeout_s=probe_timeout_s, grace_s=grace, expected_ds=job.expected_ds,
         follow_primaries=job.follow_primaries) for job in jobs]
     reports: list[GateReport | None] = [None] * len(runs)
-    due = [r.start for r in runs]
+    due = [0.0] * len(runs)
     delays = [FIRST_DELAY_S] * len(runs)
-    last_progress = [run.start for run in runs]
+    last_progress = [0.0] * len(runs)
     active = list(range(len(runs)))
     while active:
         now = time.monotonic()
@@ -663,10 +667,16 @@ def _wait_many(
         if not ready:
             time.sleep(max(0.0, min(due[i] for i in active) - now))
             continue
-        progressed = _drive([runs[i].round() for i in ready], poller, sessions)
-        now = time.monotonic()
-        for i, moved in zip(ready, progressed, strict=True):
+        for i in ready:
+            runs[i].begin()
+            last_progress[i] = last_progress[i] or runs[i].start
+
+        def settle(k: int, moved: bool, ready: list[int] = ready) -> None:
+            """Zone ready[k]'s round ended (the moment it did, whatever the batch's other
+            zones still wait for): its report, or when its next round is due."""
+            i = ready[k]
             run = runs[i]
+            now = time.monotonic()
             if on_progress is not None:
                 on_progress(GateProgress(run.zone, sum(s.ok for s in run.states),
                                          len(run.states), round(now - run.start, 3),
@@ -685,12 +695,14 @@ def _wait_many(
                 reports[i] = report
                 if on_report is not None:
                     on_report(report)
-                continue
+                return
             if moved:
                 last_progress[i] = now
             cap = min(poll_s, FAST_CAP_S) if now - last_progress[i] < FAST_WINDOW_S else poll_s
             delays[i] = FIRST_DELAY_S if moved else min(cap, delays[i] * BACKOFF)
             due[i] = now + max(0.0, min(delays[i], run.end - now))
+
+        _drive([runs[i].round() for i in ready], poller, sessions, settle)
         active = [i for i in active if reports[i] is None]
     return [r for r in reports if r is not None]
 
@@ -705,8 +717,10 @@ class _GateRun:
                  probe_timeout_s: float, grace_s: float,
                  expected_ds: Sequence[str] | None, follow_primaries: bool) -> None:
         self.zone, self.key, self.prober = zone, key, prober
+        self.deadline_s = deadline_s
         self.start = time.monotonic()
         self.end = self.start + deadline_s
+        self.begun = False
         self.grace_s, self.expected_ds = grace_s, expected_ds
         self.follow_primaries = follow_primaries
         self.probe_timeout_s = self.timeout = probe_timeout_s
@@ -750,8 +764,18 @@ class _GateRun:
             st.tsig_since = None
         return progressed
 
+    def begin(self) -> None:
+        """The zone's clock starts with its first round (in :func:`wait_many`, a zone whose
+        turn comes after other zones' first rounds has its whole deadline, as it would
+        in a gate of its own)."""
+        if not self.begun:
+            self.begun = True
+            self.start = time.monotonic()
+            self.end = self.start + self.deadline_s
+
     def round(self) -> Step[bool]:
         """Probe every server not passed yet; True when anything moved."""
+        self.begin()
         self.rounds += 1
         remaining = max(0.05, self.end - time.monotonic())
         self.timeout = min(self.probe_timeout_s, remaining)
