@@ -739,7 +739,7 @@ def big_stack_config(config: dict[str, Any], regions: list[Region],
                            "loadBalancerIPAnnotation": ref_svc.get(
                                "loadBalancerIPAnnotation", "metallb.io/loadBalancerIPs")}
         inst["image"] = ref["image"]
-        inst["resources"] = {"requests": {"cpu": "20m", "memory": "64Mi"},
+        inst["resources"] = {"requests": {"cpu": "100m", "memory": "128Mi"},
                              "limits": {"memory": "1Gi"}}
         labels = inst.get("labels") or {}
         mine = [z for z in zones if z.get("type") == inst["role"] and all(
@@ -763,7 +763,7 @@ def big_project(zones: int, records: int, cluster_stack: Path) -> tuple[Path, li
 
     project = ROOT / ".cache" / "bench" / f"cluster-project-{zones}x{records}"
     log(f"writing the synthetic project {project} ({zones} zones x {records} records) ...")
-    synth.write_project(project, zones, records, octodns=False)
+    synth.write_project(project, zones, records, octodns=False, inline=True)
     shutil.copy(ROOT / "Pulumi.yaml", project / "Pulumi.yaml")
     for item in ("__main__.py", "components", "bind9_topology", "requirements.txt"):
         src = ROOT / item
@@ -786,6 +786,76 @@ def big_project(zones: int, records: int, cluster_stack: Path) -> tuple[Path, li
                             config[f"{PREFIX}instances"], [],
                             config.get("kubernetes:context")))
     return project, stacks
+
+
+def slowest_steps(events: Path, top: int = 8) -> list[dict[str, Any]]:
+    """Where an `up` spent its time: per resource, the engine's step from its pre-event to
+    its outputs event (`pulumi up --json`), slowest first, as offsets from the start."""
+    begin: dict[str, float] = {}
+    steps: list[dict[str, Any]] = []
+    first: float | None = None
+    try:
+        lines = events.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        ts = ev.get("timestamp")
+        if not isinstance(ts, (int, float)):
+            continue
+        first = ts if first is None else first
+        for kind, bucket in (("resourcePreEvent", "pre"), ("resOutputsEvent", "out")):
+            meta = (ev.get(kind) or {}).get("metadata") or {}
+            urn = meta.get("urn")
+            if not urn:
+                continue
+            if bucket == "pre":
+                begin[urn] = ts
+            elif urn in begin:
+                steps.append({"resource": urn.rsplit("::", 1)[-1], "type": meta.get("type"),
+                              "op": meta.get("op"), "start_s": round(begin[urn] - first, 1),
+                              "seconds": round(ts - begin[urn], 1)})
+    steps.sort(key=lambda st: -st["seconds"])
+    return steps[:top]
+
+
+def pod_memory(stack: Stack, env: dict[str, str]) -> dict[str, dict[str, float]]:
+    """pod/container -> peak and current memory (MiB) from the cluster's own cgroups (v1
+    here: /sys/fs/cgroup/memory/<cgroupRoot>/kubepods/<qos>/pod<uid>/<container id>)."""
+    r = subprocess.run([*kubectl(stack.context), "-n", stack.namespace, "get", "pods", "-o",
+                        "json"], env=env, capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        return {}
+    root = Path("/sys/fs/cgroup/memory") / (stack.context or "")
+    out: dict[str, dict[str, float]] = {}
+    for pod in json.loads(r.stdout).get("items", []):
+        uid = pod["metadata"]["uid"]
+        for st in (pod.get("status") or {}).get("containerStatuses") or []:
+            cid = (st.get("containerID") or "").rpartition("://")[2]
+            found = list(root.glob(f"kubepods*/**/pod{uid}/{cid}")) if cid else []
+            if not found:
+                continue
+            def read(name: str, d: Path = found[0]) -> float:
+                return round(int((d / name).read_text()) / 2**20, 1)
+            out[f"{pod['metadata']['name']}/{st['name']}"] = {
+                "peak_mib": read("memory.max_usage_in_bytes"),
+                "now_mib": read("memory.usage_in_bytes")}
+    return out
+
+
+def keep_pod_logs(stack: Stack, env: dict[str, str], prefix: str) -> None:
+    """named's log of every pod of *stack* (start-up, transfers), kept beside the up log."""
+    r = subprocess.run([*kubectl(stack.context), "-n", stack.namespace, "get", "pods", "-o",
+                        "name"], env=env, capture_output=True, text=True, timeout=60)
+    for pod in r.stdout.split():
+        name = pod.removeprefix("pod/")
+        with (LOGS / f"{prefix}-{name}.named.log").open("w") as fh:
+            subprocess.run([*kubectl(stack.context), "-n", stack.namespace, "logs", name,
+                            "-c", "bind9", "--timestamps"], env=env, stdout=fh,
+                           stderr=subprocess.STDOUT, timeout=120)
 
 
 def big_stacks(env: dict[str, str], zones: int, records: int, up_timeout: float,
@@ -811,8 +881,10 @@ def big_stacks(env: dict[str, str], zones: int, records: int, up_timeout: float,
         log_path = LOGS / f"big-up-{s.name}.log"
         start = time.monotonic()
         with log_path.open("w") as fh:
+            # --json: the engine's events, one JSON object per line, each timestamped
+            events = log_path
             proc = subprocess.Popen(["pulumi", "up", "--yes", "--skip-preview",
-                                     "--non-interactive", "--stack", s.name],
+                                     "--non-interactive", "--stack", s.name, "--json"],
                                     cwd=project, env=benv, stdout=fh, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             sampler = RssSampler(proc.pid).start()
@@ -828,8 +900,11 @@ def big_stacks(env: dict[str, str], zones: int, records: int, up_timeout: float,
             "peak_rss_by_process_mb": {k: round(v / 2**20, 1) for k, v in
                                        sorted(sampler.peak_by_name.items(),
                                               key=lambda kv: -kv[1])[:8]}}
+        res["slowest_steps"] = slowest_steps(events)
         if proc.returncode != 0:
             res["error"] = tail(str(log_path), 25)
+        keep_pod_logs(s, env, f"big-{s.name}")
+        res["pod_memory_mib"] = pod_memory(s, env)
         out["stacks"][s.name] = res
         log(f"big: {s.name} up in {elapsed} s (rc {proc.returncode}), peak RSS of the "
             f"engine's tree {res['peak_rss_tree_mb']} MB")
