@@ -14,15 +14,17 @@ agree byte for byte.
 from __future__ import annotations
 
 import re
+import socket
 import struct
+from collections.abc import Iterator
+from typing import Any
 
 import dns.ipv6
 
 #: A name as the fast path takes it: ASCII letters, digits, '-', '_', '*', dots.
 _NAME = re.compile(r"(?:[A-Za-z0-9_*-]{1,63}\.)*[A-Za-z0-9_*-]{1,63}\.?")
-_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
                    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
-_IPV6 = re.compile(r"[0-9A-Fa-f:.]{2,45}")
 _MX = re.compile(r"([0-9]{1,5}) +(\S+)")
 _SRV = re.compile(r"([0-9]{1,5}) +([0-9]{1,5}) +([0-9]{1,5}) +(\S+)")
 _CAA = re.compile(r'([0-9]{1,3}) +([A-Za-z0-9]{1,255}) +(?:"((?:[^"\\\n]|\\[^0-9\n]|\\[0-9]{3})*)"'
@@ -30,6 +32,10 @@ _CAA = re.compile(r'([0-9]{1,3}) +([A-Za-z0-9]{1,255}) +(?:"((?:[^"\\\n]|\\[^0-9
 # TXT: quoted strings (escapes \X and \DDD) or plain words, separated by spaces.
 _TXT_TOKEN = re.compile(r' *(?:"((?:[^"\\\n]|\\[^0-9\n]|\\[0-9]{3})*)"|([^\s"\\();]+))')
 _ESCAPE = re.compile(r"\\(?:([0-9]{3})|(.))", re.S)
+_IPV6_HEX = re.compile(r"[0-9A-Fa-f:]{2,39}")
+_TXT_SIMPLE = re.compile(r'"[ !#-\[\]-~]{0,255}"')
+_AF_INET6 = socket.AF_INET6
+_inet_aton, _inet_pton, _inet_ntop = socket.inet_aton, socket.inet_pton, socket.inet_ntop
 
 A, NS, CNAME, PTR, MX, TXT, AAAA, SRV, CAA = 1, 2, 5, 12, 15, 16, 28, 33, 257
 TYPES = {"A": A, "NS": NS, "CNAME": CNAME, "PTR": PTR, "MX": MX, "TXT": TXT, "AAAA": AAAA,
@@ -46,6 +52,8 @@ class Origin:
         self.count = len(self.labels)
         self.wire = b"".join(bytes((len(lbl),)) + lbl.encode() for lbl in self.labels) + _ROOT
         self.text = ".".join(self.labels) + "."
+        self.body = ".".join(self.labels)  # no trailing dot, lower case
+        self.dot_body = "." + self.body
 
 
 class Name:
@@ -179,41 +187,100 @@ def _string(quoted: str | None, plain: str | None) -> bytes | None:
 
 
 # One parsed record: (text, canonical wire, dedup key, the NS/MX/SRV target or None).
-Parsed = tuple[str, bytes, tuple[bool, bytes], "Name | None"]
+Parsed = tuple[str, bytes, "bytes | tuple[bool, bytes]", "Name | None"]
+
+
+def dedup(relative: bool, root_wire: bytes) -> bytes | tuple[bool, bytes]:
+    """What dnspython's rdatasets deduplicate on: the rdata's wire form with names made
+    absolute at the root, and whether they were relative (Rdata._cmp), as one value (the
+    bytes alone when nothing was relative, as for most: no tuple to keep)."""
+    return (True, root_wire) if relative else root_wire
+
+
+_LENGTH = [bytes((n,)) for n in range(64)]
+
+
+def _wire_of(lower: str) -> bytes:
+    """The length-prefixed labels of a plain dotted name (no root label)."""
+    return b"".join([_LENGTH[len(lbl)] + lbl for lbl in lower.encode().split(b".")])
+
+
+def _target(text: str, origin: Origin, keep: bool
+            ) -> tuple[str, bytes, bytes, bool, Name | None] | None:
+    """parse_name's answer in the form rdata needs, without Name objects: (dnspython's
+    relativized text, canonical wire, wire made absolute at the root, inside, the Name
+    when *keep*); None: ask parse_name."""
+    if not _NAME.fullmatch(text) or not origin.count:
+        return None
+    if text[-1] == ".":
+        body = text[:-1]
+        low = body.lower()
+        if low == origin.body:
+            return "@", origin.wire, _ROOT, True, Name((), True) if keep else None
+        if not low.endswith(origin.dot_body):
+            if len(body) + 2 > 255:
+                return None
+            wire = _wire_of(low) + _ROOT
+            return (text, wire, wire, False,
+                    Name(tuple(body.encode().split(b".")), False) if keep else None)
+        rel = body[:len(body) - len(origin.dot_body)]
+    else:
+        rel = text
+    if len(rel) + 1 + len(origin.wire) > 255:
+        return None
+    head = _wire_of(rel.lower())
+    return (rel, head + origin.wire, head + _ROOT, True,
+            Name(tuple(rel.encode().split(b".")), True) if keep else None)
 
 
 def parse(rdtype: int, data: str, origin: Origin) -> Parsed | None:
     """The record's text, wire and dedup key; None when dnspython must judge it."""
     if rdtype == A:
-        if not _IPV4.fullmatch(data):
+        if not IPV4.fullmatch(data):
             return None
-        wire = bytes(int(p) for p in data.split("."))
-        return data, wire, (False, wire), None
+        wire = _inet_aton(data)  # exact on the dotted quads the pattern takes
+        return data, wire, wire, None
     if rdtype == AAAA:
-        if not _IPV6.fullmatch(data):
+        # Hex groups only (no embedded IPv4, no zone index): the C library reads them as
+        # dnspython does; its text is dnspython's unless it writes an IPv4 tail.
+        if not _IPV6_HEX.fullmatch(data):
             return None
         try:
-            wire = dns.ipv6.inet_aton(data)
-        except Exception:
+            wire = _inet_pton(_AF_INET6, data)
+        except OSError:
             return None
-        return dns.ipv6.inet_ntoa(wire), wire, (False, wire), None
+        text = _inet_ntop(_AF_INET6, wire)
+        if "." in text:
+            text = dns.ipv6.inet_ntoa(wire)
+        return text, wire, wire, None
     if rdtype in (CNAME, NS, PTR):
+        quick = _target(data, origin, rdtype == NS)
+        if quick is not None:
+            text, wire, root, inside, target = quick
+            return text, wire, (True, root) if inside else root, target
         name = parse_name(data, origin)
         if name is None:
             return None
-        return (name.text(), name.wire(origin), (name.inside, name.root_wire()),
+        return (name.text(), name.wire(origin), dedup(name.inside, name.root_wire()),
                 name if rdtype == NS else None)
     if rdtype == MX:
         m = _MX.fullmatch(data)
         if not m:
             return None
         pref = int(m.group(1))
-        name = parse_name(m.group(2), origin) if pref <= 65535 else None
-        if name is None:
+        if pref > 65535:
             return None
         head = struct.pack("!H", pref)
+        quick = _target(m.group(2), origin, True)
+        if quick is not None:
+            text, wire, root, inside, target = quick
+            return (f"{pref} {text}", head + wire, (True, head + root) if inside
+                    else head + root, target)
+        name = parse_name(m.group(2), origin)
+        if name is None:
+            return None
         return (f"{pref} {name.text()}", head + name.wire(origin),
-                (name.inside, head + name.root_wire()), name)
+                dedup(name.inside, head + name.root_wire()), name)
     if rdtype == SRV:
         m = _SRV.fullmatch(data)
         if not m:
@@ -221,12 +288,17 @@ def parse(rdtype: int, data: str, origin: Origin) -> Parsed | None:
         prio, weight, port = int(m.group(1)), int(m.group(2)), int(m.group(3))
         if max(prio, weight, port) > 65535:
             return None
+        head = struct.pack("!HHH", prio, weight, port)
+        quick = _target(m.group(4), origin, True)
+        if quick is not None:
+            text, wire, root, inside, target = quick
+            return (f"{prio} {weight} {port} {text}", head + wire,
+                    (True, head + root) if inside else head + root, target)
         name = parse_name(m.group(4), origin)
         if name is None:
             return None
-        head = struct.pack("!HHH", prio, weight, port)
         return (f"{prio} {weight} {port} {name.text()}", head + name.wire(origin),
-                (name.inside, head + name.root_wire()), name)
+                dedup(name.inside, head + name.root_wire()), name)
     if rdtype == TXT:
         return _txt(data)
     if rdtype == CAA:
@@ -239,11 +311,14 @@ def parse(rdtype: int, data: str, origin: Origin) -> Parsed | None:
             return None
         tag = m.group(2).encode()
         wire = bytes((flags, len(tag))) + tag + value
-        return f'{flags} {m.group(2)} "{escapify(value)}"', wire, (False, wire), None
+        return f'{flags} {m.group(2)} "{escapify(value)}"', wire, wire, None
     return None
 
 
 def _txt(data: str) -> Parsed | None:
+    if _TXT_SIMPLE.fullmatch(data):  # one quoted string of plain characters: as written
+        wire = bytes((len(data) - 2,)) + data[1:-1].encode("ascii")
+        return data, wire, wire, None
     strings: list[bytes] = []
     pos, end = 0, len(data)
     while pos < end:
@@ -263,4 +338,197 @@ def _txt(data: str) -> Parsed | None:
     if len(wire) > 65535:
         return None
     text = " ".join(f'"{escapify(s)}"' for s in strings)
-    return text, wire, (False, wire), None
+    return text, wire, wire, None
+
+
+# --------------------------------------------------------------------------- records files
+#
+# A records file of a million records is a million YAML flow mappings, about eight parser
+# events each: reading it through the YAML parser and a pydantic Record per entry costs
+# more than checking the records. Files written one flow mapping a line (as the bench, the
+# bindy import and most people write them) are read here with one regular expression a
+# line, straight into (name, type, ttl, data); the first line of any other shape, and any
+# value YAML or Record would read otherwise than plainly, ends the fast reading
+# (NotPlain) and the caller reads the file the general way. tests/test_fastrecords.py
+# holds the two readers equal on the shapes taken and on many that are not.
+
+#: A value in a flow mapping: a double-quoted string of printable ASCII whose only
+#: escapes are \" and \\, or a plain scalar of name-like characters (no ':', '#', quotes).
+_QUOTED = r'"[ !#-\[\]-~]*(?:\\["\\][ !#-\[\]-~]*)*"'
+_PLAIN = r"[A-Za-z0-9_.][A-Za-z0-9_.+=/-]*(?: +[A-Za-z0-9_.+=/-]+)*"
+_PAIR = rf"([a-z]+) *: +({_QUOTED}|{_PLAIN}) *"
+#: the end of an entry's line, and the blank and comment lines after it
+_TAIL = r" *(?: #[^\n]*)?\n(?: *(?:#[^\n]*)?\n)*"
+_ENTRY = re.compile(rf"( *)- +\{{ *{_PAIR}(?:, *{_PAIR})?(?:, *{_PAIR})?(?:, *{_PAIR})?\}}"
+                    + _TAIL)
+_COMMON = re.compile(rf"( *)- \{{name: ({_QUOTED}|{_PLAIN}), type: ([A-Za-z0-9]+), "
+                     rf"data: ({_QUOTED}|{_PLAIN})(?:, ttl: ([0-9]+))?\}}" + _TAIL)
+_SKIP = re.compile(r"(?: *(?:#[^\n]*)?\n)*")  # blank and comment lines
+_HEADER = re.compile(r"records: *(?: #[^\n]*)?\n")
+_UNESCAPE = re.compile(r"\\(.)")
+_FIELDS = frozenset(("name", "type", "ttl", "data"))
+_MAX_TTL = 2**31 - 1
+
+Row = tuple[str, str, "int | None", str]
+
+
+class NotPlain(Exception):
+    """The records file is not in the one-mapping-a-line shape: read it the general way."""
+
+
+class PlainRecords:
+    """The records of a file in the one-mapping-a-line shape, read lazily; `rows()` raises
+    NotPlain at the first line of another shape (before any row when the header is)."""
+
+    def __init__(self, text: str):
+        if not text.endswith("\n"):
+            text += "\n"
+        self.text = text
+        pos = _SKIP.match(text).end()  # type: ignore[union-attr]
+        header = _HEADER.match(text, pos)
+        self.start = _SKIP.match(text, header.end()).end() if header else pos  # type: ignore[union-attr]
+        first = _ENTRY.match(text, self.start)
+        if first is None:
+            raise NotPlain("no record on the first line")
+        self.indent = first.group(1)
+        if not header and self.indent:
+            raise NotPlain("an indented list without 'records:'")
+        #: (position, line) of every 4096th entry, as rows() passes it: where line_of_entry
+        #: starts counting
+        self.marks: list[tuple[int, int]] = []
+        #: about how many records (the progress line's total): entry lines at this indent
+        self.estimate = text.count("\n" + self.indent + "- {", max(self.start - 1, 0)) + (
+            self.start == 0)
+
+    def rows(self) -> Iterator[Row]:
+        text, indent, pos, end = self.text, self.indent, self.start, len(self.text)
+        common, entry = _COMMON.match, _ENTRY.match
+        plain: dict[str, Any] = {}
+
+        def string(value: str, key: str) -> str:
+            if value[0] == '"':
+                value = value[1:-1]
+                return _UNESCAPE.sub(r"\1", value) if "\\" in value else value
+            if value[0] not in _RESOLVED:
+                return value
+            got = plain.get(value)
+            if got is None:
+                got = _plain_value(value)
+                if len(plain) < 4096:
+                    plain[value] = got
+            if type(got) is not str:
+                raise NotPlain(f"{key} {value!r} is not a string in YAML")
+            return got
+
+        def number(value: str) -> int:
+            got = plain.get(value)
+            if got is None:
+                got = _plain_value(value)
+                if len(plain) < 4096:
+                    plain[value] = got
+            if type(got) is not int:
+                raise NotPlain(f"ttl {value!r} is not a plain number")
+            return got
+
+        kinds: dict[str, str] = {}
+        marks = self.marks
+        marks.clear()
+        line, count = line_of(text, pos), 0
+        while pos < end:
+            if not count & 0xFFF:
+                if marks:
+                    line += text.count("\n", marks[-1][0], pos)
+                marks.append((pos, line))
+            count += 1
+            m = common(text, pos)  # name, type, data[, ttl] in that order: most files
+            if m is not None:
+                at, name, rtype, data, ttl = m.groups()
+                if at != indent:
+                    raise NotPlain(f"line {line_of(text, pos)} is indented otherwise")
+                if name[0] == '"':
+                    name = name[1:-1]
+                    if "\\" in name:
+                        name = _UNESCAPE.sub(r"\1", name)
+                elif name[0] in _RESOLVED:
+                    name = string(name, "name")
+                if data[0] == '"':
+                    data = data[1:-1]
+                    if "\\" in data:
+                        data = _UNESCAPE.sub(r"\1", data)
+                elif data[0] in _RESOLVED:
+                    data = string(data, "data")
+                kind = kinds.get(rtype)
+                if kind is None:
+                    kind = kinds[rtype] = string(rtype, "type").upper()
+                yield name, kind, None if ttl is None else number(ttl), data
+                pos = m.end()
+                continue
+            m = entry(text, pos)
+            if m is None:
+                raise NotPlain(f"line {line_of(text, pos)} is not one flow mapping")
+            groups = m.groups()
+            if groups[0] != indent:
+                raise NotPlain(f"line {line_of(text, pos)} is indented otherwise")
+            fields: dict[str, Any] = {}
+            for i in range(1, 9, 2):
+                key = groups[i]
+                if key is None:
+                    break
+                if key not in _FIELDS or key in fields:
+                    raise NotPlain(f"line {line_of(text, pos)}: key {key!r}")
+                value = groups[i + 1]
+                if key == "ttl":
+                    if value[0] == '"':
+                        raise NotPlain("a quoted ttl")
+                    fields[key] = number(value)
+                else:
+                    fields[key] = string(value, key)
+            rtype, data = fields.get("type"), fields.get("data")
+            if rtype is None or data is None:
+                raise NotPlain("a record without type or data")
+            yield fields.get("name", "@"), rtype.upper(), fields.get("ttl"), data
+            pos = m.end()
+
+    def line_of_entry(self, index: int) -> int | None:
+        """The line of the index-th record (0-based), once rows() has passed it."""
+        if index >> 12 >= len(self.marks):
+            return None
+        pos, line = self.marks[index >> 12]
+        for _ in range(index & 0xFFF):
+            m = _COMMON.match(self.text, pos) or _ENTRY.match(self.text, pos)
+            if m is None:
+                return None
+            pos = m.end()
+        return line + self.text.count("\n", self.marks[index >> 12][0], pos)
+
+
+def line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def _plain_value(token: str) -> object:
+    """What YAML makes of a plain scalar (the safe loader's resolver): str, or an int for
+    a decimal number in a TTL's range; anything else (a float, a bool, a date, an octal
+    or sexagesimal number) is `None`, which the reader does not take."""
+    import yaml
+
+    tag = _resolver.resolve(yaml.ScalarNode, token, (True, False))
+    if tag == "tag:yaml.org,2002:str":
+        return token
+    if tag == "tag:yaml.org,2002:int" and _DECIMAL.fullmatch(token) and int(token) <= _MAX_TTL:
+        return int(token)
+    return None
+
+
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+
+
+def _make_resolver() -> Any:
+    import yaml
+
+    return yaml.resolver.Resolver()
+
+
+_resolver = _make_resolver()
+#: first characters of a plain scalar that YAML may read as other than a string
+_RESOLVED = frozenset(_resolver.yaml_implicit_resolvers)

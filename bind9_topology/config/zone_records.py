@@ -14,9 +14,10 @@ import hashlib
 import json
 import os
 import re
+import socket
 import struct
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -251,9 +252,23 @@ def _cache_put(directory: Path, key: str, content: ZoneContent) -> None:
         pass  # a read-only checkout still works, only slower
 
 
+_SOA_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?")
+
+
 def _soa_rdata(zone: Zone, origin: dns.name.Name) -> dns.rdata.Rdata:
+    """The zone's SOA with serial 0 (dns.rdata.from_text's, built without its tokenizer:
+    about a tenth of the cost, paid per zone on every build and cache hit)."""
     soa = zone.soaRecord
     assert soa is not None
+    with contextlib.suppress(Exception):  # anything odd: dnspython's text path says what
+        if _SOA_NAME.fullmatch(soa.primaryNs) and _SOA_NAME.fullmatch(soa.rname):
+            # cast: dnspython leaves the rdata constructors unannotated
+            make = cast(Callable[..., dns.rdata.Rdata], dns.rdtypes.ANY.SOA.SOA)
+            return make(
+                IN, dns.rdatatype.SOA,
+                dns.name.from_text(soa.primaryNs, origin, idna_codec=IDNA),
+                dns.name.from_text(soa.rname, origin, idna_codec=IDNA),
+                0, soa.refresh, soa.retry, soa.expire, soa.negativeTtl)
     return dns.rdata.from_text(
         IN,
         dns.rdatatype.SOA,
@@ -320,11 +335,85 @@ def _cached_content(zone: Zone, directory: Path, key: str) -> ZoneContent | None
         return None  # a damaged entry: build it again
 
 
+#: Record-level problems reported per zone; past this many, one line says how many more.
+MAX_RECORD_ISSUES = 200
+
+
+class _Source:
+    """Where a zone's records come from: its inline records, then its records file's.
+
+    `rows()` gives (name, type, ttl, data) for each, in order (again on each call);
+    `where(index)` is a record's config path and `line(index)` its line in the records
+    file, when the file was read by the one-mapping-a-line reader.
+    """
+
+    def __init__(self, zone: Zone, path: str, inline: list[Record],
+                 plain: fast_records.PlainRecords | None = None,
+                 records: list[Record] | None = None):
+        self.zone, self.path, self.inline = zone, path, inline
+        self.plain, self.records = plain, records
+        self.total = len(inline) + (plain.estimate if plain is not None else 0)
+
+    def rows(self) -> Iterator[fast_records.Row]:
+        for r in self.inline:
+            yield r.name, r.type, r.ttl, r.data
+        if self.plain is not None:
+            yield from self.plain.rows()
+        for r in self.records or ():
+            yield r.name, r.type, r.ttl, r.data
+
+    def where(self, index: int) -> str:
+        if index < len(self.inline):
+            return f"{self.path}.records[{index}]"
+        return f"{self.path}.recordsFile[{index - len(self.inline)}]"
+
+    def at(self, index: int) -> str:
+        """' (file line N)' for a record of a file read line by line, else ''."""
+        if self.plain is None or index < len(self.inline):
+            return ""
+        line = self.plain.line_of_entry(index - len(self.inline))
+        return f" ({self.zone.recordsFile} line {line})" if line else ""
+
+
+def _sources(zone: Zone, project_dir: Path, path: str,
+             max_file_bytes: int) -> tuple[_Source | None, _Source]:
+    """(the fast source, or None when the file is not one mapping a line; the general
+    source, read only when asked for). RecordsFileError: the file cannot be used."""
+    inline = list(zone.records)
+    if not zone.recordsFile:
+        return _Source(zone, path, inline), _Source(zone, path, inline)
+    file_path, _ = records_file_path(zone, project_dir)
+    fast: _Source | None = None
+    if file_path is not None:
+        try:
+            text = safeyaml.read_bytes(file_path, max_file_bytes).decode("utf-8")
+            fast = _Source(zone, path, inline, plain=fast_records.PlainRecords(text))
+        except (OSError, ValueError, fast_records.NotPlain):
+            fast = None  # the general reader says what is wrong, if anything
+
+    return fast, _General(zone, path, inline, project_dir, max_file_bytes)
+
+
+class _General(_Source):
+    """A zone's records read the general way (YAML events, a pydantic Record each): any
+    records file, with every problem named; read when first asked for."""
+
+    def __init__(self, zone: Zone, path: str, inline: list[Record], project_dir: Path,
+                 max_file_bytes: int):
+        super().__init__(zone, path, inline)
+        self.project_dir, self.max_file_bytes = project_dir, max_file_bytes
+
+    def rows(self) -> Iterator[fast_records.Row]:
+        if self.records is None:
+            self.records = load_records(self.zone, self.project_dir, self.path,
+                                        self.max_file_bytes)[len(self.inline):]
+            self.total = len(self.inline) + len(self.records)
+        return super().rows()
+
+
 def _build_zone(
     zone: Zone, path: str, project_dir: Path, max_file_bytes: int = safeyaml.DEFAULT_MAX_BYTES
 ) -> tuple[ZoneContent | None, list[ConfigIssue]]:
-    issues: list[ConfigIssue] = []
-    origin = dns.name.from_text(zone.zoneName)
     if zone.soaRecord is None:
         return None, [
             ConfigIssue(
@@ -332,154 +421,472 @@ def _build_zone(
                 message="a primary zone needs soaRecord (primaryNs, adminEmail); add it",
             )
         ]
+    fast, general = _sources(zone, project_dir, path, max_file_bytes)
     try:
-        records = load_records(zone, project_dir, path, max_file_bytes)
+        if fast is not None:
+            try:
+                return _ZoneBuild(zone, path, fast).run()
+            except fast_records.NotPlain:
+                pass  # a line of another shape: the whole file the general way
+        if zone.recordsFile:
+            general.rows()  # read (and check) the file before the progress line starts
+        return _ZoneBuild(zone, path, general).run()
     except RecordsFileError as exc:
         return None, exc.issues
 
-    fast_origin = fast_records.Origin(zone.zoneName)
-    z = _Zone()
-    types_at: dict[tuple[bytes, ...], dict[int, str]] = {}
-    placed: list[tuple[str, fast_records.Name, int, fast_records.Name | None]] = []
-    progress = _Progress(len(records), zone.zoneName)
-    for index, record in enumerate(records):
-        if index & 0x3FFF == 0:
-            progress.tick(index)
-        where = f"{path}.records[{index}]" if index < len(zone.records) else (
-            f"{path}.recordsFile[{index - len(zone.records)}]"
+
+_CNAME = int(dns.rdatatype.CNAME)
+_NS = int(dns.rdatatype.NS)
+_A_TYPES = (int(dns.rdatatype.A), int(dns.rdatatype.AAAA))
+_COMPANIONS = frozenset(int(t) for t in _CNAME_COMPANIONS)
+_TYPE_NUMBERS = fast_records.TYPES
+#: A relative name of plain labels: its text is what dnspython writes, its lower case the key.
+_PLAIN_RELATIVE = re.compile(r"(?:[A-Za-z0-9_*-]{1,63}\.)*[A-Za-z0-9_*-]{1,63}")
+#: model.is_hostname for the owner of an A/AAAA/MX (a leading '*' label allowed).
+_HOST_OWNER_TEXT = re.compile(r"(?:\*(?:\.|$))?(?:[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?"
+                              r"(?:\.|$))*")
+#: parsed data kept per zone for the name-pointing types (targets repeat)
+_MEMO_TYPES = frozenset((fast_records.CNAME, fast_records.NS, fast_records.PTR,
+                         fast_records.MX, fast_records.SRV))
+_MEMO_MAX = 65536
+
+
+def _name_key(name: fast_records.Name) -> str:
+    """The node key of a name inside the zone: its relative text in lower case ('@': apex).
+    dnspython's text is one spelling per label sequence, so equal keys are equal names."""
+    return name.text().lower()
+
+
+def _key_labels(key: str) -> list[str]:
+    """The labels of a node key, as text (a key's '\\.' is not a label boundary)."""
+    if key == "@":
+        return []
+    if "\\" not in key:
+        return key.split(".")
+    return re.findall(r"(?:[^.\\]|\\[0-9]{3}|\\.)+", key)
+
+
+def _key_wire_labels(key: str) -> list[bytes]:
+    """A node key's labels as bytes (lower case, as the canonical form has them)."""
+    if "\\" not in key:
+        return [lbl.encode() for lbl in _key_labels(key)]
+    return [dns.name.from_text(lbl, None).labels[0].lower() for lbl in _key_labels(key)]
+
+
+class _ZoneBuild:
+    """One zone's records checked, deduplicated as dnspython's Zone does, and written.
+
+    Nodes are kept as ``key -> [owner text, rdtype, rdataset, rdtype, rdataset, ...]``
+    in first-seen order, an rdataset as ``[ttl, parsed, parsed, ...]`` (the lowest TTL
+    given; a singleton type keeps the last rdata) or None for a type refused beside a
+    CNAME. Lists, not objects: a million-record zone is a million nodes.
+    """
+
+    def __init__(self, zone: Zone, path: str, source: _Source):
+        self.zone, self.path, self.source = zone, path, source
+        self.origin = dns.name.from_text(zone.zoneName)
+        self.fast_origin = fast_records.Origin(zone.zoneName)
+        self.nodes: dict[str, list[Any]] = {}
+        self.issues: list[ConfigIssue] = []
+        self.more = 0  # record-level issues past MAX_RECORD_ISSUES
+        self.bad: set[int] = set()  # records refused (name or data)
+        self.clash: set[str] = set()  # nodes with a CNAME beside other data
+        # (index, owner text, owner key, rdtype, target or None, owner is a hostname)
+        self.checks: list[tuple[int, str, str, int, fast_records.Name | None, bool]] = []
+        self.count = 0
+
+    def issue(self, index: int, field: str, message: str) -> None:
+        self.bad.add(index)
+        if len(self.issues) >= MAX_RECORD_ISSUES:
+            self.more += 1
+            return
+        self.issues.append(ConfigIssue(path=f"{self.source.where(index)}.{field}",
+                                       message=message + self.source.at(index)))
+
+    def run(self) -> tuple[ZoneContent | None, list[ConfigIssue]]:
+        self.add_all()
+        if self.more:
+            self.issues.append(ConfigIssue(path=f"{self.path}.records", message=(
+                f"... and {self.more} more record(s) with problems (the first "
+                f"{MAX_RECORD_ISSUES} are listed); fix those and validate again")))
+        soa_rdata, whole = self.whole_zone_issues()
+        issues = self.issues + whole
+        warnings: list[ConfigIssue] = []
+        if not issues:  # judged on the whole zone: a record refused above would mislead
+            issues, warnings = self.bind_checks()
+        if issues:
+            return None, issues
+        assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA)
+        body, zonemd = self.write(soa_rdata.to_digestable(self.origin))
+        return (
+            ZoneContent(zone_name=self.zone.zoneName, soa=soa_rdata, soa_ttl=self.zone.ttl,
+                        body=body, record_count=self.count + 1, zonemd=zonemd,
+                        warnings=tuple(warnings)),
+            [],
         )
-        owner_name = fast_records.parse_name(record.name, fast_origin)
-        if owner_name is None:  # what the fast parser does not take: dnspython decides
-            slow_owner = _slow_owner(record, origin, where)
-            if isinstance(slow_owner, ConfigIssue):
-                issues.append(slow_owner)
+
+    def owner(self, index: int, name: str) -> tuple[str, str, fast_records.Name | None] | None:
+        """(owner text, node key, the Name when not plain) of a record; None: refused."""
+        if name == "@":
+            return "@", "@", None
+        fo = self.fast_origin
+        if _PLAIN_RELATIVE.fullmatch(name) and len(name) + 1 + len(fo.wire) <= 255:
+            return name, name.lower(), None
+        owner = fast_records.parse_name(name, fo)
+        if owner is None:  # what the fast parser does not take: dnspython decides
+            try:
+                owner = _slow_owner(name, self.origin)
+            except _Refused as refused:
+                self.issue(index, refused.field, refused.message)
+                return None
+        if not owner.inside:
+            self.issue(index, "name", (
+                f"{name!r} is outside the zone {self.zone.zoneName}; "
+                "use a relative name or one ending in the zone name"))
+            return None
+        text = owner.text()
+        return text, text.lower(), owner
+
+    def add_all(self) -> None:
+        nodes = self.nodes
+        checks = self.checks
+        fo = self.fast_origin
+        default_ttl = self.zone.ttl
+        parse = fast_records.parse
+        memo: dict[tuple[int, str], fast_records.Parsed] = {}
+        progress = _Progress(self.source.total, self.zone.zoneName)
+        singletons, companions, host_owner = _SINGLETONS, _COMPANIONS, _HOST_OWNER_INT
+        host_text = _HOST_OWNER_TEXT.fullmatch
+        plain_relative = _PLAIN_RELATIVE.fullmatch
+        a_type, ipv4, inet_aton = fast_records.A, fast_records.IPV4.fullmatch, socket.inet_aton
+        room = 255 - 1 - len(fo.wire)  # the longest relative name (text) that fits
+        index = -1
+        for index, (name, rtype, ttl, data) in enumerate(self.source.rows()):
+            if not index & 0x3FFF:
+                progress.tick(index)
+            if plain_relative(name) and len(name) <= room:
+                text, key, owner_name = name, name.lower(), None
+            else:
+                owner = self.owner(index, name)
+                if owner is None:
+                    continue
+                text, key, owner_name = owner
+            rdtype = _TYPE_NUMBERS.get(rtype)
+            parsed: fast_records.Parsed | None
+            if rdtype is None:
+                parsed = None
+            elif rdtype == a_type:
+                if ipv4(data):
+                    wire = inet_aton(data)
+                    parsed = (data, wire, wire, None)
+                else:
+                    parsed = None
+            elif rdtype in _MEMO_TYPES:
+                parsed = memo.get((rdtype, data))
+                if parsed is None:
+                    parsed = parse(rdtype, data, fo)
+                    if parsed is not None and len(memo) < _MEMO_MAX:
+                        memo[(rdtype, data)] = parsed
+            else:
+                parsed = parse(rdtype, data, fo)
+            if parsed is None:  # what the fast parser does not take: dnspython decides
+                try:
+                    rdtype, parsed = _slow_rdata(rtype, data, self.origin)
+                except _Refused as refused:
+                    self.issue(index, refused.field, refused.message)
+                    continue
+            assert rdtype is not None
+            if ttl is None:
+                ttl = default_ttl
+            node = nodes.get(key)
+            if node is None:
+                if key == "@" and rdtype not in companions:  # beside the SOA
+                    node = nodes[key] = [text]
+                else:
+                    nodes[key] = [text, rdtype, [ttl, parsed]]
+                    node = None
+            if node is not None:
+                # Checked here, not on the zone: dnspython silently drops a CNAME when
+                # other data is added at its name (and the other data when a CNAME is).
+                rds = None
+                cname = False
+                other = key == "@"  # the SOA
+                found = False
+                for j in range(1, len(node), 2):
+                    t = node[j]
+                    if t == rdtype:
+                        found = True
+                        rds = node[j + 1]
+                    if t == _CNAME:
+                        cname = True
+                    elif t not in companions:
+                        other = True
+                if (cname and rdtype not in companions) or (rdtype == _CNAME and other):
+                    self.clash.add(key)
+                    if not found:
+                        node += (rdtype, None)
+                    continue
+                if not found:
+                    node += (rdtype, [ttl, parsed])
+                elif rds is not None:
+                    if ttl < rds[0]:
+                        rds[0] = ttl
+                    if rdtype in singletons:
+                        del rds[1:]
+                        rds.append(parsed)
+                    else:
+                        dedup = parsed[2]
+                        for kept in rds[1:]:
+                            if kept[2] == dedup:
+                                break
+                        else:
+                            rds.append(parsed)
+            target = parsed[3]
+            if rdtype in host_owner:
+                if owner_name is not None:
+                    hostname = _hostname(owner_name.labels, wildcard=True)
+                else:  # a plain name: only '_', '*' and '-' can make it no hostname
+                    hostname = not ("_" in text or "*" in text or "-" in text) or (
+                        host_text(text) is not None)
+                if not hostname or target is not None:
+                    checks.append((index, text, key, rdtype, target, hostname))
+            elif target is not None:
+                checks.append((index, text, key, rdtype, target, True))
+        self.count = index + 1
+        progress.done()
+
+    def has(self, key: str, rdtype: int) -> bool:
+        node = self.nodes.get(key)
+        if node is None:
+            return False
+        return any(node[j] == rdtype and node[j + 1] is not None
+                   for j in range(1, len(node), 2))
+
+    def clash_paths(self) -> dict[str, tuple[str, set[int]]]:
+        """For each node with a CNAME beside other data: (the config path of its first
+        CNAME, every type given there), as the records come (read again: only on error)."""
+        seen: dict[str, dict[int, str]] = {
+            key: ({int(dns.rdatatype.SOA): f"{self.path}.soaRecord"} if key == "@" else {})
+            for key in self.clash}
+        for index, (name, rtype, _, _) in enumerate(self.source.rows()):
+            if index in self.bad:
                 continue
-            owner_name = slow_owner
-        if not owner_name.inside:
-            issues.append(
-                ConfigIssue(
-                    path=f"{where}.name",
-                    message=f"{record.name!r} is outside the zone {zone.zoneName}; "
-                    "use a relative name or one ending in the zone name",
-                )
-            )
-            continue
-        rdtype = fast_records.TYPES.get(record.type)
-        parsed = (fast_records.parse(rdtype, record.data, fast_origin)
-                  if rdtype is not None else None)
-        if parsed is None:  # what the fast parser does not take: dnspython decides
-            slow = _slow_rdata(record, origin, where)
-            if isinstance(slow, ConfigIssue):
-                issues.append(slow)
+            owner = self.owner(index, name)
+            if owner is None or owner[1] not in seen:
                 continue
-            rdtype, parsed = slow
-        assert rdtype is not None
-        key = owner_name.key
-        # Checked here, not on the zone: dnspython silently drops a CNAME when other
-        # data is added at its name (and the other data when a CNAME is added).
-        seen = types_at.setdefault(key, {})
-        if not key:
-            seen.setdefault(dns.rdatatype.SOA, f"{path}.soaRecord")
-        conflict = (
-            dns.rdatatype.CNAME in seen and rdtype not in _CNAME_COMPANIONS
-        ) or (rdtype == dns.rdatatype.CNAME and bool(set(seen) - _CNAME_COMPANIONS))
-        seen.setdefault(rdtype, where)
-        if conflict:
-            continue  # reported below; adding it would make dnspython drop the other
-        z.add(key, owner_name, rdtype, record.ttl if record.ttl is not None else zone.ttl,
-              parsed)
-        placed.append((where, owner_name, rdtype, parsed[3]))
-    progress.done()
+            rdtype = _TYPE_NUMBERS.get(rtype)
+            if rdtype is None:
+                rdtype = int(dns.rdatatype.from_text(rtype))
+            seen[owner[1]].setdefault(rdtype, self.source.where(index))
+        return {key: (types[_CNAME], set(types)) for key, types in seen.items()}
 
-    soa_rdata, whole = _whole_zone_issues(zone, path, z, types_at, origin)
-    issues += whole
-    warnings: list[ConfigIssue] = []
-    if not issues:  # judged on the whole zone: a record refused above would mislead
-        issues, warnings = bind_checks(z, fast_origin, placed)
-    if issues:
-        return None, issues
-    assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA)
-    body = z.to_text()
-    # The digest of text(0) (dnscheck.zone_digest): the same records plus the SOA with
-    # serial 0, as parsing text(0) back would give (dnspython's Zone.compute_digest).
-    zonemd = z.digest(fast_origin, soa_rdata.to_digestable(origin), zone.ttl)
-    return (
-        ZoneContent(
-            zone_name=zone.zoneName,
-            soa=soa_rdata,
-            soa_ttl=zone.ttl,
-            body=body,
-            record_count=len(records) + 1,
-            zonemd=zonemd,
-            warnings=tuple(warnings),
-        ),
-        [],
-    )
+    def whole_zone_issues(self) -> tuple[Any, list[ConfigIssue]]:
+        """What only the whole zone tells: a CNAME beside other data, no NS at the apex, an
+        SOA that is not valid. Returns the SOA rdata (None when it is not valid) too."""
+        zone, path = self.zone, self.path
+        issues: list[ConfigIssue] = []
+        for key, (where, types) in (self.clash_paths() if self.clash else {}).items():
+            others = sorted(_type_text(t) for t in types if t != _CNAME)
+            owner_text = "the apex (@)" if key == "@" else self.nodes[key][0]
+            issues.append(ConfigIssue(path=where, message=(
+                f"{owner_text} has a CNAME beside other data ({', '.join(others)}); a CNAME "
+                "must be the only record at its name: remove the CNAME or the other records")))
+        if not self.has("@", _NS):
+            issues.append(ConfigIssue(path=f"{path}.records", message=(
+                f"zone {zone.zoneName} has no NS record at its apex; add "
+                "{name: '@', type: NS, data: ns1." + zone.zoneName + ".}")))
+        try:
+            soa_rdata = _soa_rdata(zone, self.origin)
+        except Exception as exc:
+            issues.append(ConfigIssue(path=f"{path}.soaRecord",
+                                      message=f"SOA is not valid: {exc}"))
+            return None, issues
+        assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA) and zone.soaRecord is not None
+        if not is_hostname(soa_rdata.mname):
+            issues.append(ConfigIssue(path=f"{path}.soaRecord.primaryNs", message=(
+                f"{zone.soaRecord.primaryNs!r} is not a hostname (BIND's check-names refuses "
+                "the zone); use letters, digits and '-' per label, e.g. 'ns1.example.com.'")))
+        return soa_rdata, issues
+
+    def bind_checks(self) -> tuple[list[ConfigIssue], list[ConfigIssue]]:
+        """(errors, warnings) for the records as named would judge them on load."""
+        errors: list[ConfigIssue] = []
+        warnings: list[ConfigIssue] = []
+        origin, where, at = self.fast_origin, self.source.where, self.source.at
+        delegations = {key for key in self.nodes if key != "@" and self.has(key, _NS)}
+
+        def under_delegation(labels: list[str]) -> bool:
+            return bool(delegations) and any(
+                ".".join(labels[-n:]) in delegations for n in range(1, len(labels) + 1))
+
+        for index, owner_text, owner_key, rdtype, target, hostname in self.checks:
+            if not hostname:
+                errors.append(ConfigIssue(path=f"{where(index)}.name", message=(
+                    f"{owner_text} is not a hostname, and {_type_text(rdtype)} records need "
+                    "one (BIND's check-names refuses the zone); use letters, digits and '-' "
+                    "per label, no '_' (or use a TXT/SRV record for underscore names)"
+                    + at(index))))
+            if target is None or (not target.inside and not target.labels):
+                continue  # not a name-pointing type, or the null MX / SRV "."
+            kind = _type_text(rdtype)
+            if not _hostname(target.labels):
+                errors.append(ConfigIssue(path=f"{where(index)}.data", message=(
+                    f"{kind} target {target.text()} is not a hostname (BIND's check-names "
+                    "refuses the zone); use letters, digits and '-' per label, no '_'"
+                    + at(index))))
+                continue
+            absolute = target.absolute_text(origin)
+            if rdtype == _NS and _looks_like_address(absolute):
+                errors.append(ConfigIssue(path=f"{where(index)}.data", message=(
+                    f"NS target {target.text()} is an address; an NS record names a server: "
+                    "write its name (e.g. 'ns1.example.com.') and give the name an A/AAAA "
+                    "record" + at(index))))
+                continue
+            if not target.inside:
+                continue  # out of zone: not ours to check
+            inside = _name_key(target)
+            if self.has(inside, _CNAME):
+                errors.append(ConfigIssue(path=f"{where(index)}.data", message=(
+                    f"{kind} target {absolute} is a CNAME, which named calls illegal ("
+                    + ("it refuses the zone" if rdtype == _NS else "RFC 2181 10.3")
+                    + f"); point the {kind} at the name the CNAME leads to, or replace the "
+                    "CNAME with A/AAAA records" + at(index))))
+                continue
+            if self.has(inside, _A_TYPES[0]) or self.has(inside, _A_TYPES[1]):
+                continue
+            inside_text = target.text()
+            inside_labels = _key_labels(inside)
+            owner_labels = _key_labels(owner_key)
+            if rdtype == _NS and not owner_labels and not under_delegation(inside_labels):
+                errors.append(ConfigIssue(path=f"{where(index)}.data", message=(
+                    f"NS {absolute} is inside the zone but has no address record (BIND "
+                    f"refuses the zone); add {{name: '{inside_text}', type: A, data: <its IP>}}"
+                    + at(index))))
+            elif rdtype == _NS and inside_labels[len(inside_labels) - len(owner_labels):] \
+                    == owner_labels:
+                warnings.append(ConfigIssue(path=f"{where(index)}.data", message=(
+                    f"delegation {owner_text} has no glue for {absolute} (BIND warns: "
+                    f"required glue); add {{name: '{inside_text}', type: A, data: <its IP>}}")))
+            elif rdtype != _NS and not under_delegation(inside_labels):
+                warnings.append(ConfigIssue(path=f"{where(index)}.data", message=(
+                    f"{kind} target {absolute} has no A/AAAA record in the zone (BIND warns); "
+                    f"add {{name: '{inside_text}', type: A, data: <its IP>}} or fix the name")))
+        return errors, warnings
+
+    def write(self, soa_wire: bytes) -> tuple[str, str]:
+        """(the body: Zone.to_text(sorted=True, relativize=True) without the SOA; the
+        digest of text(0): Zone.compute_digest(SHA384) with the SOA at serial 0).
+
+        One pass over the nodes in DNSSEC order, each dropped once written: the body
+        grows as the nodes go, so a big zone is not held twice."""
+        nodes = self.nodes
+        keys = list(nodes)
+        if any("\\" in k for k in keys):
+            def sort_key(k: str) -> Any:
+                return tuple(lbl.decode("latin-1") for lbl in reversed(_key_wire_labels(k)))
+            keys.sort(key=sort_key)
+        else:  # labels of [a-z0-9_*-]: joined by a character below all of them
+            keys.sort(key=lambda k: "" if k == "@" else "\0".join(reversed(k.split("."))))
+        origin_wire = self.fast_origin.wire
+        soa_ttl = self.zone.ttl
+        soa_type = int(dns.rdatatype.SOA)
+        type_text = _TYPE_TEXT
+        pack = struct.pack
+        hasher = hashlib.sha384()
+        chunks: list[str] = []
+        lines: list[str] = []
+        digestable: list[bytes] = []
+        for n, key in enumerate(keys):
+            node = nodes.pop(key)
+            if key == "@":
+                name_wire = origin_wire
+            elif "\\" not in key:
+                name_wire = b"".join([bytes((len(lbl),)) + lbl
+                                      for lbl in key.encode().split(b".")]) + origin_wire
+            else:
+                name_wire = b"".join(bytes((len(lbl),)) + lbl
+                                     for lbl in _key_wire_labels(key)) + origin_wire
+            rds = node[2] if len(node) == 3 else None
+            if rds is not None and len(rds) == 2 and key != "@":  # one record: most nodes
+                rdtype, parsed = node[1], rds[1]
+                kind = type_text.get(rdtype) or _type_text(rdtype)
+                lines.append(f"{node[0]} {rds[0]} IN {kind} {parsed[0]}")
+                wire = parsed[1]
+                digestable.append(name_wire + pack("!HHIH", rdtype, IN, rds[0], len(wire))
+                                  + wire)
+            else:
+                owner = node[0]
+                sets: list[tuple[int, int, list[bytes]]] = []
+                for j in range(1, len(node), 2):
+                    rdtype, rds = node[j], node[j + 1]
+                    if rds is None:
+                        continue
+                    kind = type_text.get(rdtype) or _type_text(rdtype)
+                    head = f"{owner} {rds[0]} IN {kind} "
+                    for parsed in rds[1:]:
+                        lines.append(head + parsed[0])
+                    sets.append((rdtype, rds[0], [p[1] for p in rds[1:]]))
+                if key == "@":
+                    sets.append((soa_type, soa_ttl, [soa_wire]))
+                sets.sort()
+                for rdtype, ttl, wires in sets:
+                    fixed = name_wire + pack("!HHI", rdtype, IN, ttl)
+                    wires.sort()
+                    for wire in wires:
+                        digestable.append(fixed + pack("!H", len(wire)) + wire)
+            if not n & 0x3FFF:
+                hasher.update(b"".join(digestable))
+                digestable.clear()
+                if lines:
+                    chunks.append("\n".join(lines) + "\n")
+                    lines.clear()
+        hasher.update(b"".join(digestable))
+        if lines:
+            chunks.append("\n".join(lines) + "\n")
+        return "".join(chunks), hasher.hexdigest()
 
 
-def _slow_owner(record: Any, origin: dns.name.Name,
-                where: str) -> fast_records.Name | ConfigIssue:
-    """A record's owner name through dnspython (IDNA, escapes), or the problem with it."""
+_HOST_OWNER_INT = frozenset(int(t) for t in (dns.rdatatype.A, dns.rdatatype.AAAA,
+                                             dns.rdatatype.MX))
+
+
+class _Refused(Exception):
+    """A record's field that dnspython refuses: (field, message)."""
+
+    def __init__(self, field: str, message: str):
+        self.field, self.message = field, message
+        super().__init__(message)
+
+
+def _slow_owner(name: str, origin: dns.name.Name) -> fast_records.Name:
+    """A record's owner name through dnspython (IDNA, escapes); _Refused says why not."""
     owner: dns.name.Name | None = None
-    if not record.name or any(c.isspace() for c in record.name):
+    if not name or any(c.isspace() for c in name):
         problem = "it is empty or contains whitespace"
     else:
         try:
-            owner = dns.name.from_text(record.name, origin, idna_codec=IDNA)
+            owner = dns.name.from_text(name, origin, idna_codec=IDNA)
         except dns.exception.DNSException as exc:
             problem = str(exc)
     if owner is None:
-        return ConfigIssue(path=f"{where}.name", message=(
-            f"{record.name!r} is not a valid record name ({problem}); {NAME_HINT}"))
+        raise _Refused("name", f"{name!r} is not a valid record name ({problem}); {NAME_HINT}")
     return fast_records.from_dnspython(owner, origin)
 
 
-def _slow_rdata(record: Any, origin: dns.name.Name,
-                where: str) -> tuple[int, fast_records.Parsed] | ConfigIssue:
-    """A record's type and data through dnspython, or the problem with them."""
+def _slow_rdata(rtype: str, data: str, origin: dns.name.Name) -> tuple[int, fast_records.Parsed]:
+    """A record's type and data through dnspython; _Refused says why not."""
     try:
-        rdtype = dns.rdatatype.from_text(record.type)
-        rdata = dns.rdata.from_text(IN, rdtype, record.data, origin=origin,
+        rdtype = dns.rdatatype.from_text(rtype)
+        rdata = dns.rdata.from_text(IN, rdtype, data, origin=origin,
                                     relativize=True, idna_codec=IDNA)
     except Exception as exc:
-        example = DATA_EXAMPLES.get(record.type)
-        hint = (f"write it as in a master file, e.g. {record.type} {example}" if example
+        example = DATA_EXAMPLES.get(rtype)
+        hint = (f"write it as in a master file, e.g. {rtype} {example}" if example
                 else "write it as in a master file")
-        return ConfigIssue(path=f"{where}.data", message=(
-            f"{record.type} data {record.data!r} is not valid ({exc}); {hint}"))
+        raise _Refused("data", f"{rtype} data {data!r} is not valid ({exc}); {hint}") from None
     if rdtype == dns.rdatatype.SOA:
-        return ConfigIssue(path=f"{where}.type", message="put the SOA in soaRecord, not records")
-    return rdtype, _from_rdata(rdata, origin)
-
-
-def _whole_zone_issues(zone: Zone, path: str, z: _Zone,
-                       types_at: dict[tuple[bytes, ...], dict[int, str]],
-                       origin: dns.name.Name) -> tuple[Any, list[ConfigIssue]]:
-    """What only the whole zone tells: a CNAME beside other data, no NS at the apex, an
-    SOA that is not valid. Returns the SOA rdata (None when it is not valid) too."""
-    issues: list[ConfigIssue] = []
-    for key, seen in types_at.items():
-        if dns.rdatatype.CNAME in seen and set(seen) - _CNAME_COMPANIONS:
-            others = sorted(_type_text(t) for t in seen if t != dns.rdatatype.CNAME)
-            owner_text = "the apex (@)" if not key else z.owner_text(key)
-            issues.append(ConfigIssue(path=seen[dns.rdatatype.CNAME], message=(
-                f"{owner_text} has a CNAME beside other data ({', '.join(others)}); a CNAME "
-                "must be the only record at its name: remove the CNAME or the other records")))
-    if not z.has((), dns.rdatatype.NS):
-        issues.append(ConfigIssue(path=f"{path}.records", message=(
-            f"zone {zone.zoneName} has no NS record at its apex; add "
-            "{name: '@', type: NS, data: ns1." + zone.zoneName + ".}")))
-    try:
-        soa_rdata = _soa_rdata(zone, origin)
-    except Exception as exc:
-        issues.append(ConfigIssue(path=f"{path}.soaRecord", message=f"SOA is not valid: {exc}"))
-        return None, issues
-    assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA) and zone.soaRecord is not None
-    if not is_hostname(soa_rdata.mname):
-        issues.append(ConfigIssue(path=f"{path}.soaRecord.primaryNs", message=(
-            f"{zone.soaRecord.primaryNs!r} is not a hostname (BIND's check-names refuses "
-            "the zone); use letters, digits and '-' per label, e.g. 'ns1.example.com.'")))
-    return soa_rdata, issues
+        raise _Refused("type", "put the SOA in soaRecord, not records")
+    return int(rdtype), _from_rdata(rdata, origin)
 
 
 def _from_rdata(rdata: dns.rdata.Rdata, origin: dns.name.Name) -> fast_records.Parsed:
@@ -493,15 +900,17 @@ def _from_rdata(rdata: dns.rdata.Rdata, origin: dns.name.Name) -> fast_records.P
     return (
         rdata.to_text(origin=origin, relativize=True),
         rdata.to_digestable(origin),
-        (relative, rdata.to_digestable(dns.name.root)),
+        fast_records.dedup(relative, rdata.to_digestable(dns.name.root)),
         fast_records.from_dnspython(target, origin) if target is not None else None,
     )
 
 
 class _Progress:
-    """A progress line on stderr for long builds, only when stderr is a terminal."""
+    """A line on stderr that says how far a big zone's build is, only when stderr is a
+    terminal (logs and CI see nothing): records checked of about how many, and the rate."""
 
-    AFTER_S = 2.0
+    AFTER_S = 1.0
+    MIN_RECORDS = 50_000
 
     def __init__(self, total: int, zone_name: str):
         import sys
@@ -511,10 +920,10 @@ class _Progress:
         self.zone_name = zone_name
         self.start = time.monotonic()
         self.stream = sys.stderr
-        self.enabled = total >= 50_000 and self.stream.isatty()
+        self.enabled = total >= self.MIN_RECORDS and _isatty(self.stream)
         self.shown = False
 
-    def tick(self, done: int) -> None:
+    def tick(self, done: int, what: str = "records checked") -> None:
         if not self.enabled:
             return
         import time
@@ -523,104 +932,37 @@ class _Progress:
         if elapsed < self.AFTER_S:
             return
         self.shown = True
-        self.stream.write(f"\r{self.zone_name}: {done:,}/{self.total:,} records checked "
-                          f"({elapsed:.0f} s)")
+        total = max(self.total, done)
+        rate = done / elapsed if elapsed > 0 else 0.0
+        self.stream.write(f"\r\033[K{self.zone_name}: {done:,}/{total:,} {what} "
+                          f"({rate:,.0f}/s, {elapsed:.0f} s)")
         self.stream.flush()
 
     def done(self) -> None:
         if self.shown:
             self.stream.write("\r\033[K")
             self.stream.flush()
+            self.shown = False
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 _SINGLETONS = frozenset(int(t) for t in dns.rdatatype.RdataType if dns.rdatatype.is_singleton(t))
 
 
 def _type_text(rdtype: int) -> str:
-    return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))
+    text = _TYPE_TEXT.get(rdtype)
+    if text is None:
+        text = _TYPE_TEXT[rdtype] = dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))
+    return text
 
 
-#: An rdataset's rdata: dedup key (fast_records.Parsed[2]) -> (text, canonical wire).
-_Rdatas = dict[tuple[bool, bytes], tuple[str, bytes]]
-
-
-class _Rdataset:
-    """One type's records at one owner: the lowest TTL given and the rdata, deduplicated."""
-
-    __slots__ = ("rdatas", "ttl")
-
-    def __init__(self, ttl: int, rdatas: _Rdatas) -> None:
-        self.ttl = ttl
-        self.rdatas = rdatas
-
-
-class _Zone:
-    """The records as dnspython's Zone holds them (relativized), without rdata objects.
-
-    Nodes keep their first owner spelling, rdatasets their first-seen order, the
-    lowest TTL given and their rdata deduplicated as dnspython does (a CNAME, a
-    singleton type, keeps the last); `to_text` and `digest` write what
-    Zone.to_text(sorted=True, relativize=True) and Zone.compute_digest(SHA384) give.
-    """
-
-    def __init__(self) -> None:
-        # key -> (owner, {rdtype: rdataset}), rdatasets in first-seen order
-        self.nodes: dict[tuple[bytes, ...], tuple[fast_records.Name, dict[int, _Rdataset]]] = {}
-
-    def add(self, key: tuple[bytes, ...], owner: fast_records.Name, rdtype: int, ttl: int,
-            parsed: fast_records.Parsed) -> None:
-        node = self.nodes.get(key)
-        if node is None:
-            node = self.nodes[key] = (owner, {})
-        rdataset = node[1].get(rdtype)
-        if rdataset is None:
-            node[1][rdtype] = _Rdataset(ttl, {parsed[2]: (parsed[0], parsed[1])})
-            return
-        if ttl < rdataset.ttl:
-            rdataset.ttl = ttl
-        if rdtype in _SINGLETONS:
-            rdataset.rdatas = {parsed[2]: (parsed[0], parsed[1])}
-        else:
-            rdataset.rdatas.setdefault(parsed[2], (parsed[0], parsed[1]))
-
-    def has(self, key: tuple[bytes, ...], rdtype: int) -> bool:
-        node = self.nodes.get(key)
-        return node is not None and rdtype in node[1]
-
-    def owner_text(self, key: tuple[bytes, ...]) -> str:
-        return self.nodes[key][0].text() if key in self.nodes else ".".join(
-            fast_records.label_text(lbl) for lbl in reversed(key))
-
-    def to_text(self) -> str:
-        lines: list[str] = []
-        type_text: dict[int, str] = {}
-        for key in sorted(self.nodes):
-            owner, rdatasets = self.nodes[key]
-            name = owner.text()
-            for rdtype, rdataset in rdatasets.items():
-                kind = type_text.get(rdtype)
-                if kind is None:
-                    kind = type_text[rdtype] = _type_text(rdtype)
-                head = f"{name} {rdataset.ttl} IN {kind} "
-                lines.extend(head + text for text, _ in rdataset.rdatas.values())
-        return "".join(line + "\n" for line in lines)
-
-    def digest(self, origin: fast_records.Origin, soa_wire: bytes, soa_ttl: int) -> str:
-        hasher = hashlib.sha384()
-        update = hasher.update
-        for key in sorted(self.nodes):
-            owner, rdatasets = self.nodes[key]
-            name = owner.wire(origin)
-            # (rdtype, ttl, wires), one per type: sorted by type alone
-            sets = sorted((rdtype, rds.ttl, [w for _, w in rds.rdatas.values()])
-                          for rdtype, rds in rdatasets.items())
-            if not key:
-                sets = sorted([*sets, (dns.rdatatype.SOA, soa_ttl, [soa_wire])])
-            for rdtype, ttl, wires in sets:
-                fixed = name + struct.pack("!HHI", rdtype, IN, ttl)
-                for wire in sorted(wires):
-                    update(fixed + struct.pack("!H", len(wire)) + wire)
-        return hasher.hexdigest()
+_TYPE_TEXT: dict[int, str] = {}
 
 
 # --------------------------------------------------------------------------- BIND's load checks
@@ -634,6 +976,7 @@ class _Zone:
 _ADDRESS = (dns.rdatatype.A, dns.rdatatype.AAAA)
 _HOST_OWNER = (dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.MX)
 _HOST_LABEL = re.compile(rb"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?")
+_ADDRESS_CHARS = frozenset("0123456789abcdefABCDEF.:")
 
 
 def _target(rdata: dns.rdata.Rdata) -> dns.name.Name | None:
@@ -655,71 +998,11 @@ def _hostname(labels: tuple[bytes, ...], *, wildcard: bool = False) -> bool:
     return all(_HOST_LABEL.fullmatch(lbl) for lbl in labels if lbl)
 
 
-def bind_checks(
-    z: _Zone,
-    origin: fast_records.Origin,
-    placed: list[tuple[str, fast_records.Name, int, fast_records.Name | None]],
-) -> tuple[list[ConfigIssue], list[ConfigIssue]]:
-    """(errors, warnings) for the records as named would judge them on load."""
-    errors: list[ConfigIssue] = []
-    warnings: list[ConfigIssue] = []
-    delegations = {key for key, node in z.nodes.items() if key and dns.rdatatype.NS in node[1]}
-
-    def under_delegation(key: tuple[bytes, ...]) -> bool:
-        return bool(delegations) and any(key[:n] in delegations for n in range(1, len(key) + 1))
-
-    for where, owner, rdtype, target in placed:
-        if rdtype in _HOST_OWNER and not _hostname(owner.labels, wildcard=True):
-            kind = _type_text(rdtype)
-            errors.append(ConfigIssue(path=f"{where}.name", message=(
-                f"{owner.text()} is not a hostname, and {kind} records need one (BIND's "
-                "check-names refuses the zone); use letters, digits and '-' per label, "
-                "no '_' (or use a TXT/SRV record for underscore names)")))
-        if target is None or (not target.inside and not target.labels):
-            continue  # not a name-pointing type, or the null MX / SRV "."
-        kind = _type_text(rdtype)
-        if not _hostname(target.labels):
-            errors.append(ConfigIssue(path=f"{where}.data", message=(
-                f"{kind} target {target.text()} is not a hostname (BIND's check-names "
-                "refuses the zone); use letters, digits and '-' per label, no '_'")))
-            continue
-        absolute = target.absolute_text(origin)
-        if rdtype == dns.rdatatype.NS and _looks_like_address(absolute):
-            errors.append(ConfigIssue(path=f"{where}.data", message=(
-                f"NS target {target.text()} is an address; an NS record names a server: write "
-                "its name (e.g. 'ns1.example.com.') and give the name an A/AAAA record")))
-            continue
-        if not target.inside:
-            continue  # out of zone: not ours to check
-        inside = target.key
-        if z.has(inside, dns.rdatatype.CNAME):
-            errors.append(ConfigIssue(path=f"{where}.data", message=(
-                f"{kind} target {absolute} is a CNAME, which named calls illegal ("
-                + ("it refuses the zone" if rdtype == dns.rdatatype.NS else "RFC 2181 10.3")
-                + f"); point the {kind} at the name the CNAME leads to, or replace the "
-                "CNAME with A/AAAA records")))
-            continue
-        if z.has(inside, dns.rdatatype.A) or z.has(inside, dns.rdatatype.AAAA):
-            continue
-        inside_text = target.text()
-        owner_key = owner.key
-        if rdtype == dns.rdatatype.NS and not owner_key and not under_delegation(inside):
-            errors.append(ConfigIssue(path=f"{where}.data", message=(
-                f"NS {absolute} is inside the zone but has no address record (BIND refuses "
-                f"the zone); add {{name: '{inside_text}', type: A, data: <its IP>}}")))
-        elif rdtype == dns.rdatatype.NS and inside[:len(owner_key)] == owner_key:
-            warnings.append(ConfigIssue(path=f"{where}.data", message=(
-                f"delegation {owner.text()} has no glue for {absolute} (BIND warns: required "
-                f"glue); add {{name: '{inside_text}', type: A, data: <its IP>}}")))
-        elif rdtype != dns.rdatatype.NS and not under_delegation(inside):
-            warnings.append(ConfigIssue(path=f"{where}.data", message=(
-                f"{kind} target {absolute} has no A/AAAA record in the zone (BIND warns); "
-                f"add {{name: '{inside_text}', type: A, data: <its IP>}} or fix the name")))
-    return errors, warnings
-
-
 def _looks_like_address(text: str) -> bool:
     import ipaddress
+
+    if not _ADDRESS_CHARS.issuperset(text):
+        return False
 
     try:
         ipaddress.ip_address(text.removesuffix("."))
