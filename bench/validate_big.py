@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -66,7 +67,10 @@ def run(records: int, profile: str | None = None) -> dict[str, Any]:
     took = time.perf_counter() - t
     if r.returncode != 0:
         raise RuntimeError(f"validate exited {r.returncode}:\n{(r.stdout + r.stderr)[-2000:]}")
+    # the largest child waited for so far: the validate process (synth runs in this one)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"records": records, "validate_s": round(took, 2),
+            "peak_rss_mb": round(peak_kb / 1024, 1),
             "output": r.stdout.splitlines()[0] if r.stdout else ""}
 
 
@@ -80,8 +84,8 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"validate of one {args.records:,}-record zone: {result['validate_s']} s "
-              f"({result['output']})")
+        print(f"validate of one {args.records:,}-record zone: {result['validate_s']} s, "
+              f"peak RSS {result['peak_rss_mb']} MB ({result['output']})")
     return 0
 
 

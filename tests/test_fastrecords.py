@@ -334,3 +334,149 @@ def test_escaping_equals_dnspython_for_every_byte() -> None:
         for data in (bytes([c]), bytes([0x61, c, 0x62])):
             assert fast_records.label_text(data) == dns.name._escapify(data)
             assert fast_records.escapify(data) == dns.rdata._escapify(data)
+
+
+# --------------------------------------------------------------------------- records files, by line
+
+
+def general_rows(text: str) -> list[tuple]:
+    """What the general reader gives: the safe loader, then a pydantic Record per entry."""
+    from bind9_topology.config import safeyaml
+    from bind9_topology.config.model import Record
+
+    data = safeyaml.load(text)
+    items = data.get("records", data) if isinstance(data, dict) else data
+    return [(r.name, r.type, r.ttl, r.data) for r in map(Record.model_validate, items)]
+
+
+def rand_value(rnd: random.Random) -> str:
+    """A YAML value as people (and JSON) write them: quoted, plain, or (rarely) odd."""
+    if rnd.random() < 0.9:
+        return rnd.choice(['"www"', '"@"', "www", "host-1", '"10 mx.example.com."',
+                           '"v=spf1 -all"', '"say \\"hi\\""', "192.0.2.1", "_sip._tcp",
+                           "ns1.example.com.", "10 mx.example.com.", '""', '"back\\\\s"'])
+    return rnd.choice([
+        lambda: '"' + rnd.choice(["www", "@", "10 mx.example.com.", "v=spf1 -all",
+                                  'say \\"hi\\"', "back\\\\slash", "tab\\there", "uni\\u00e9",
+                                  "slash\\/", "é", "", "#not a comment", "a: b"]) + '"',
+        lambda: "'" + rnd.choice(["www", "it''s", "@"]) + "'",
+        lambda: rnd.choice(["www", "host-1", "_sip._tcp", "A", "aaaa", "NS", "ns1.example.com.",
+                            "10 mx.example.com.", "192.0.2.1", "1.5", "1e3", "0x1F", "0o17",
+                            "300", "0300", "1_000", "1:30", "yes", "No", "on", "null", "~",
+                            "true", "2024-01-02", ".inf", "-1", "v=DKIM1", "a b  c", "a #b",
+                            "2001:db8::1", "*.wild", "=", "<<", "x/y+z"]),
+    ])()
+
+
+def rand_entry(rnd: random.Random) -> str:
+    fields = {"name": rand_value(rnd), "type": rnd.choice(["A", "TXT", "mx", "NS", "AAAA"])
+              if rnd.random() < 0.97 else rnd.choice(['"CNAME"', "yes", "1"]),
+              "data": rand_value(rnd)}
+    if rnd.random() < 0.4:
+        fields["ttl"] = rnd.choice(["300", "0", "2147483647"]) if rnd.random() < 0.9 else \
+            rnd.choice(["2147483648", "-5", "0300", '"60"', "1_0", "null", "3.5"])
+    if rnd.random() < 0.01:
+        fields[rnd.choice(["tll", "name", "class"])] = "x"
+    keys = list(fields)
+    if rnd.random() < 0.1:
+        rnd.shuffle(keys)
+    elif rnd.random() < 0.01:
+        keys.remove(rnd.choice(keys))
+    sep = rnd.choice([", ", ", ", ",  ", " , "])
+    body = sep.join(f"{k}{rnd.choice([': ', ': ', ':  ', ' : '])}{fields[k]}" for k in keys)
+    entry = rnd.choice(["- {"] * 8 + ["-  { "]) + body + rnd.choice(["}"] * 8 + [" }"])
+    return entry + rnd.choice([""] * 8 + ["  # comment", " #c"])
+
+
+def rand_records_file(rnd: random.Random) -> str:
+    indent = rnd.choice(["", "  ", "    "])
+    lines = [rnd.choice(["records:"] * 6 + ["records:  # the zone", "---", "other: 1"])]
+    if not indent and rnd.random() < 0.2:
+        lines = []
+    for _ in range(rnd.randint(0, 6)):
+        lines.append(indent + rand_entry(rnd))
+        if rnd.random() < 0.1:
+            lines.append(rnd.choice(["", "  # note", "#", indent + "  "] * 3
+                                    + ["\t", "more: 2"]))
+    return "\n".join(lines) + rnd.choice(["\n", "", "\n\n"])
+
+
+def test_records_read_a_line_at_a_time_equal_the_yaml_reader() -> None:
+    """Whatever PlainRecords takes, the safe loader and Record read the same; what it
+    does not take, it says so (NotPlain) instead of reading otherwise."""
+    rnd = random.Random(31337)
+    taken = refused = 0
+    for _ in range(3000):
+        text = rand_records_file(rnd)
+        try:
+            rows = list(fast_records.PlainRecords(text).rows())
+        except fast_records.NotPlain:
+            refused += 1
+            continue
+        taken += 1
+        assert rows == general_rows(text), text
+    assert taken > 300 and refused > 300, (taken, refused)
+
+
+def test_a_line_reader_record_problem_names_its_line() -> None:
+    text = ("records:\n  # hosts\n  - {name: www, type: A, data: 192.0.2.1}\n\n"
+            "  - {name: \"bad name\", type: A, data: 192.0.2.2}\n"
+            "  - {name: mail, type: A, data: \"192.0.2.300\"}\n")
+    zone = zone_of([{"name": "@", "type": "NS", "data": "ns.other.org."}]).model_copy(
+        update={"recordsFile": "zone.yaml"})
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "zone.yaml").write_text(text)
+        content, issues = _build_zone(zone, "zones[0]", Path(tmp))
+    assert content is None
+    by_path = {i.path: i.message for i in issues}
+    assert "(zone.yaml line 5)" in by_path["zones[0].recordsFile[1].name"]
+    assert "(zone.yaml line 6)" in by_path["zones[0].recordsFile[2].data"]
+    assert "192.0.2.300" in by_path["zones[0].recordsFile[2].data"]
+
+
+def test_many_bad_records_are_summed_up_past_a_bound() -> None:
+    records = [{"name": "@", "type": "NS", "data": "ns.other.org."}] + [
+        {"name": f"h{i}", "type": "A", "data": "300.1.1.1"} for i in range(500)]
+    _, issues = _build_zone(zone_of(records), "zones[0]", Path("."))
+    data_issues = [i for i in issues if i.path.endswith(".data")]
+    assert len(data_issues) == zone_records.MAX_RECORD_ISSUES
+    assert any("300 more record(s)" in i.message for i in issues)
+
+
+def test_name_targets_equal_parse_name() -> None:
+    """The NS/MX/SRV target the checks see is parse_name's, whichever way it was read."""
+    rnd = random.Random(5)
+    for _ in range(3000):
+        text = rand_name(rnd)
+        quick = fast_records._target(text, FAST_ORIGIN, True)
+        if quick is None:
+            continue
+        name = fast_records.parse_name(text, FAST_ORIGIN)
+        assert name is not None and quick[4] is not None, text
+        assert (quick[4].labels, quick[4].inside) == (name.labels, name.inside), text
+        assert quick[0] == name.text() and quick[1] == name.wire(FAST_ORIGIN), text
+
+
+def test_progress_line_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, shown in ((Tty(), True), (io.StringIO(), False)):
+        monkeypatch.setattr("sys.stderr", stream)
+        monkeypatch.setattr(zone_records._Progress, "AFTER_S", 0.0)
+        records = [{"name": "@", "type": "NS", "data": "ns.other.org."}] + [
+            {"name": f"h{i}", "type": "A", "data": f"10.0.{i >> 8 & 255}.{i & 255}"}
+            for i in range(zone_records._Progress.MIN_RECORDS)]
+        content, _ = _build_zone(zone_of(records), "zones[0]", Path("."))
+        assert content is not None
+        out = stream.getvalue()
+        if shown:
+            assert "example.com: 16,384/50,001 records checked (" in out and "/s, " in out
+            assert out.endswith("\r\033[K")  # the line is cleared when the zone is done
+        else:
+            assert out == ""

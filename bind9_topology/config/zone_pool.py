@@ -232,9 +232,10 @@ def worker_env() -> dict[str, str]:
 
 def _worker() -> int:
     """Build the chunks sent on stdin until it closes; each result list goes to stdout."""
-    from bind9_topology.config.zone_records import _build_zone
+    from bind9_topology.config.zone_records import _build_zone, forget_real_paths
 
     while (work := _receive(sys.stdin.buffer)) is not None:
+        forget_real_paths()
         zones, project_dir, max_file_bytes = work
         _send(sys.stdout.buffer, [_build_zone(z, p, project_dir, max_file_bytes)
                                   for z, p in zones])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -126,8 +127,40 @@ class RecordsFileError(Exception):
 
 
 def records_file_path(zone: Zone, project_dir: Path) -> tuple[Path | None, str | None]:
-    assert zone.recordsFile is not None
-    return safeyaml.path_inside(project_dir, zone.recordsFile)
+    """safeyaml.path_inside's answer for the zone's records file. Thousands of zones keep
+    their files in a few directories: a directory's real path is found once (per
+    build_zones call, or per chunk in a worker) and only the file's own name is looked at
+    for a link; anything else asks path_inside, which says what is wrong."""
+    value = zone.recordsFile
+    assert value is not None
+    quick = _quick_inside(project_dir, value)
+    return (quick, None) if quick is not None else safeyaml.path_inside(project_dir, value)
+
+
+#: (project dir, directory as written) -> (the project's real path, the directory's)
+_REAL_DIRS: dict[tuple[Path, str], tuple[Path, Path]] = {}
+
+
+def _quick_inside(project_dir: Path, value: str) -> Path | None:
+    head, sep, name = value.rpartition("/")
+    if (not name or "\0" in value or os.path.isabs(value) or name in (".", "..")
+            or ".." in head.split("/")):
+        return None
+    dirs = _REAL_DIRS.get((project_dir, head))
+    if dirs is None:
+        root = project_dir.resolve()
+        real_dir = (project_dir / head).resolve() if sep else root
+        dirs = _REAL_DIRS[(project_dir, head)] = (root, real_dir)
+    root, real_dir = dirs
+    target = real_dir / name
+    if not real_dir.is_relative_to(root) or os.path.islink(target):
+        return None
+    return target
+
+
+def forget_real_paths() -> None:
+    """Start a build afresh: links may have changed since the last one."""
+    _REAL_DIRS.clear()
 
 
 def load_records(
@@ -219,12 +252,15 @@ def _cache_key(zone: Zone, project_dir: Path) -> str | None:
 def _cache_get(directory: Path, key: str) -> dict[str, Any] | None:
     """The cache entry for *key* as read (a JSON object); the caller converts each field."""
     try:
-        entry = json.loads((directory / f"{key}.json").read_text(encoding="utf-8"))
+        entry = json.loads((directory / f"{key}.json").read_bytes())
     except (OSError, ValueError):
         return None
     if not isinstance(entry, dict) or entry.get("key") != key:
         return None
     return entry
+
+
+_MADE: set[Path] = set()  # cache directories this process made (or found)
 
 
 def _cache_put(directory: Path, key: str, content: ZoneContent) -> None:
@@ -237,12 +273,16 @@ def _cache_put(directory: Path, key: str, content: ZoneContent) -> None:
         "zonemd": content.zonemd,
         "warnings": [[w.path, w.message] for w in content.warnings],
     }
+    # One encoding and one write: json.dump to a text file writes each small piece.
+    data = json.dumps(entry).encode("utf-8")
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        if directory not in _MADE:
+            directory.mkdir(parents=True, exist_ok=True)
+            _MADE.add(directory)
         fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", dir=directory)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(entry, fh)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
             os.replace(tmp, directory / f"{key}.json")
         except BaseException:
             with contextlib.suppress(OSError):
@@ -292,6 +332,7 @@ def build_zones(
     """
     from bind9_topology.config import zone_pool
 
+    forget_real_paths()
     results: list[tuple[ZoneContent | None, list[ConfigIssue]] | None] = []
     missing: list[int] = []
     keys: list[tuple[Path, str] | None] = []
@@ -355,12 +396,12 @@ class _Source:
         self.total = len(inline) + (plain.estimate if plain is not None else 0)
 
     def rows(self) -> Iterator[fast_records.Row]:
-        for r in self.inline:
-            yield r.name, r.type, r.ttl, r.data
+        inline = ((r.name, r.type, r.ttl, r.data) for r in self.inline)
         if self.plain is not None:
-            yield from self.plain.rows()
-        for r in self.records or ():
-            yield r.name, r.type, r.ttl, r.data
+            return itertools.chain(inline, self.plain.rows()) if self.inline else \
+                self.plain.rows()
+        return itertools.chain(inline, ((r.name, r.type, r.ttl, r.data)
+                                        for r in self.records or ()))
 
     def where(self, index: int) -> str:
         if index < len(self.inline):
@@ -486,6 +527,7 @@ class _ZoneBuild:
         self.zone, self.path, self.source = zone, path, source
         self.origin = dns.name.from_text(zone.zoneName)
         self.fast_origin = fast_records.Origin(zone.zoneName)
+        self.progress = _Progress(0, zone.zoneName)  # add_all starts the real one
         self.nodes: dict[str, list[Any]] = {}
         self.issues: list[ConfigIssue] = []
         self.more = 0  # record-level issues past MAX_RECORD_ISSUES
@@ -494,6 +536,7 @@ class _ZoneBuild:
         # (index, owner text, owner key, rdtype, target or None, owner is a hostname)
         self.checks: list[tuple[int, str, str, int, fast_records.Name | None, bool]] = []
         self.count = 0
+        self.ns_keys: set[str] = set()  # names below the apex given NS records
 
     def issue(self, index: int, field: str, message: str) -> None:
         self.bad.add(index)
@@ -504,7 +547,11 @@ class _ZoneBuild:
                                        message=message + self.source.at(index)))
 
     def run(self) -> tuple[ZoneContent | None, list[ConfigIssue]]:
-        self.add_all()
+        try:
+            self.add_all()
+        except BaseException:
+            self.progress.done()
+            raise
         if self.more:
             self.issues.append(ConfigIssue(path=f"{self.path}.records", message=(
                 f"... and {self.more} more record(s) with problems (the first "
@@ -515,6 +562,7 @@ class _ZoneBuild:
         if not issues:  # judged on the whole zone: a record refused above would mislead
             issues, warnings = self.bind_checks()
         if issues:
+            self.progress.done()
             return None, issues
         assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA)
         body, zonemd = self.write(soa_rdata.to_digestable(self.origin))
@@ -554,7 +602,7 @@ class _ZoneBuild:
         default_ttl = self.zone.ttl
         parse = fast_records.parse
         memo: dict[tuple[int, str], fast_records.Parsed] = {}
-        progress = _Progress(self.source.total, self.zone.zoneName)
+        progress = self.progress = _Progress(self.source.total, self.zone.zoneName)
         singletons, companions, host_owner = _SINGLETONS, _COMPANIONS, _HOST_OWNER_INT
         host_text = _HOST_OWNER_TEXT.fullmatch
         plain_relative = _PLAIN_RELATIVE.fullmatch
@@ -642,6 +690,8 @@ class _ZoneBuild:
                         else:
                             rds.append(parsed)
             target = parsed[3]
+            if rdtype == _NS and key != "@":
+                self.ns_keys.add(key)
             if rdtype in host_owner:
                 if owner_name is not None:
                     hostname = _hostname(owner_name.labels, wildcard=True)
@@ -653,7 +703,6 @@ class _ZoneBuild:
             elif target is not None:
                 checks.append((index, text, key, rdtype, target, True))
         self.count = index + 1
-        progress.done()
 
     def has(self, key: str, rdtype: int) -> bool:
         node = self.nodes.get(key)
@@ -713,7 +762,7 @@ class _ZoneBuild:
         errors: list[ConfigIssue] = []
         warnings: list[ConfigIssue] = []
         origin, where, at = self.fast_origin, self.source.where, self.source.at
-        delegations = {key for key in self.nodes if key != "@" and self.has(key, _NS)}
+        delegations = {key for key in self.ns_keys if self.has(key, _NS)}
 
         def under_delegation(labels: list[str]) -> bool:
             return bool(delegations) and any(
@@ -787,6 +836,7 @@ class _ZoneBuild:
             keys.sort(key=sort_key)
         else:  # labels of [a-z0-9_*-]: joined by a character below all of them
             keys.sort(key=lambda k: "" if k == "@" else "\0".join(reversed(k.split("."))))
+        progress = self.progress
         origin_wire = self.fast_origin.wire
         soa_ttl = self.zone.ttl
         soa_type = int(dns.rdatatype.SOA)
@@ -835,6 +885,7 @@ class _ZoneBuild:
                     for wire in wires:
                         digestable.append(fixed + pack("!H", len(wire)) + wire)
             if not n & 0x3FFF:
+                progress.tick(n, "names written", len(keys))
                 hasher.update(b"".join(digestable))
                 digestable.clear()
                 if lines:
@@ -843,6 +894,7 @@ class _ZoneBuild:
         hasher.update(b"".join(digestable))
         if lines:
             chunks.append("\n".join(lines) + "\n")
+        progress.done()
         return "".join(chunks), hasher.hexdigest()
 
 
@@ -922,8 +974,9 @@ class _Progress:
         self.stream = sys.stderr
         self.enabled = total >= self.MIN_RECORDS and _isatty(self.stream)
         self.shown = False
+        self.what, self.phase_start = "records checked", self.start
 
-    def tick(self, done: int, what: str = "records checked") -> None:
+    def tick(self, done: int, what: str = "records checked", total: int | None = None) -> None:
         if not self.enabled:
             return
         import time
@@ -932,8 +985,11 @@ class _Progress:
         if elapsed < self.AFTER_S:
             return
         self.shown = True
-        total = max(self.total, done)
-        rate = done / elapsed if elapsed > 0 else 0.0
+        total = max(self.total if total is None else total, done)
+        if what != self.what:  # a new phase: its rate from now
+            self.what, self.phase_start = what, time.monotonic()
+        took = time.monotonic() - self.phase_start
+        rate = done / took if took > 0 else 0.0
         self.stream.write(f"\r\033[K{self.zone_name}: {done:,}/{total:,} {what} "
                           f"({rate:,.0f}/s, {elapsed:.0f} s)")
         self.stream.flush()
