@@ -745,7 +745,7 @@ def test_a_bomb_costs_well_under_a_good_file_of_the_same_size(minimal_raw, proje
         patch.setattr(fast_records, "PlainRecords", not_plain)
         good_peak, good_time = peak(good)
     bad_peak, bad_time = peak(bad)
-    # 3/4, not 1/2, since the zone build keeps lists, not objects, per record (ADR 16):
+    # 3/4, not 1/2, since the zone build keeps lists, not objects, per record (ADR 18):
     # a bomb that expanded would cost thousands of times the good file, not 3/4 of it.
     assert bad_peak < good_peak * 3 / 4, (bad_peak, good_peak)
     assert bad_time < max(good_time, 0.5), (bad_time, good_time)
