@@ -96,7 +96,12 @@ def test_up_status_change_down_leaves_no_process(project: Path) -> None:
     status = run(project, "local", "status", "--json")
     assert all(s["alive"] for s in json.loads(status.stdout)["servers"])
 
-    # a record change: new serial, named reloaded (same pids), gate passes again
+    # a record change: new serial, named reloaded (same pids), gate passes again; the
+    # primary loads the one changed zone over its rndc channel (`rndc reload <zone>`),
+    # not a SIGHUP that re-reads named.conf and looks at every zone file (ADR 18)
+    assert state["servers"]["prod/primary-dns"].get("controlPort")
+    primary_log = project / ".local-run/prod/primary-dns/named.log"
+    log_before = len(primary_log.read_text())
     serials_file = project / ".local-run/serials.json"
     before = json.loads(serials_file.read_text())["serials"]["prod/example.com"]["serial"]
     records = project / "configs/zones/example.com.yaml"
@@ -108,8 +113,10 @@ def test_up_status_change_down_leaves_no_process(project: Path) -> None:
     assert com["ready"] and com["serial"] > before, (com, before)
     assert all(r["serial"] == com["serial"] for r in data["rows"] if r["zone"] == "example.com")
     assert sorted(info["pid"] for info in load_state(project)["servers"].values()) == sorted(pids)
-    primary_log = project / ".local-run/prod/primary-dns/named.log"
     assert "IXFR started" in primary_log.read_text()
+    after = primary_log.read_text()[log_before:]
+    assert "received control channel command 'reload example.com'" in after, after[-2000:]
+    assert "reloading configuration" not in after, after[-2000:]
 
     down = run(project, "local", "down")
     assert down.returncode == 0 and "stopped 2" in down.stdout

@@ -29,7 +29,9 @@ import datetime
 import json
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -52,6 +54,8 @@ from bind9_topology.config.topology import (
 RUN_DIR = ".local-run"
 BASE_PORT = 15301
 STATS_BASE_PORT = 18301
+#: a primary's rndc channel (a changed zone file is loaded by `rndc reload <zone>`)
+CONTROL_BASE_PORT = 18601
 HOST = "127.0.0.1"
 STATE_VERSION = 1
 
@@ -64,6 +68,7 @@ class Server:
     port: int
     directory: Path
     stats_port: int = 0  # BIND's statistics channel (JSON) on 127.0.0.1
+    control_port: int = 0  # a primary's rndc channel on 127.0.0.1 (signed with the TSIG key)
 
     @property
     def key(self) -> str:
@@ -98,6 +103,7 @@ class ServerRecord(TypedDict, total=False):
     port: int
     pid: int
     statsPort: int  # 0: no statistics channel
+    controlPort: int  # a primary's rndc channel (0 or missing: none, SIGHUP instead)
     conf: str  # its named.conf (pid_alive checks the command line names it)
     dir: str
     startedAt: str  # ISO 8601 UTC
@@ -295,9 +301,23 @@ def assign_ports(
             port = free_port(HOST)
         taken.add(port)
         region = inst.labels.get("region", topo.spec.region)
-        servers[f"{stack}/{name}"] = Server(stack, inst, region, port, directory,
-                                            _stats_port(index, old, taken))
+        servers[f"{stack}/{name}"] = Server(
+            stack, inst, region, port, directory, _stats_port(index, old, taken),
+            _control_port(index, old, taken) if inst.role == "primary" else 0)
     return servers
+
+
+def _control_port(index: int, old: ServerRecord, taken: set[int]) -> int:
+    """A primary's rndc channel: CONTROL_BASE_PORT + index, kept while ours runs."""
+    from bind9_topology.local.named_process import _port_free, free_port
+
+    port = CONTROL_BASE_PORT + index
+    if old.get("controlPort") and pid_alive(old.get("pid"), old.get("conf")):
+        port = int(old["controlPort"])
+    elif port in taken or not _port_free(HOST, port):
+        port = free_port(HOST)
+    taken.add(port)
+    return port
 
 
 def _stats_port(index: int, old: ServerRecord, taken: set[int]) -> int:
@@ -541,6 +561,30 @@ def _write(rendered: Any, directory: Path) -> list[str]:
                 bumped = max(now, old[1]) + 1_000_000_000
                 os.utime(path, ns=(bumped, bumped))
     return changed
+
+
+def _reload_zones(server: Server, rendered: Any, changed: list[str], old: ServerRecord) -> bool:
+    """Load what changed on a running primary zone by zone (`rndc reload <zone>`, as the
+    pod agent does) when only zone files changed and it has the rndc channel; False when
+    it must be SIGHUPed instead. A SIGHUP re-reads named.conf and looks at every zone
+    file: at 10,000 zones that is seconds per edit (bench/gate_latency.py --apply, ADR 18)."""
+    from bind9_topology.render.bind_files import TSIG_DIR
+
+    zones = {rendered.zone_of_file.get(rel) for rel in changed}
+    port = old.get("controlPort")
+    keys = [rel for rel in rendered.secret_files if rel.startswith(TSIG_DIR)]
+    if None in zones or not port or len(keys) != 1 or not shutil.which("rndc"):
+        return False
+    rndc = ["rndc", "-k", str(server.directory / keys[0]), "-s", HOST, "-p", str(port)]
+    for zone in sorted(z for z in zones if z is not None):
+        try:
+            done = subprocess.run([*rndc, "reload", zone], capture_output=True, text=True,
+                                  timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        if done.returncode != 0:
+            return False  # SIGHUP: named reloads whatever is left
+    return True
 
 
 def _wait_authoritative(port: int, zones: list[str], timeout: float) -> bool:
@@ -819,9 +863,12 @@ def _run_server(project: Path, server: Server, topo: Topology,
     from bind9_topology.render.plan import plan_instance
 
     budget.check(f"rendering {server.key}")
+    # a primary gets the rndc channel the pod agent uses (127.0.0.1, the TSIG key)
     placement = Placement(root=str(server.directory.resolve()), port=server.port,
                           listen_v4=HOST, listen_v6="none", notify_delay=0,
-                          address_map=address_map, stats_port=server.stats_port)
+                          address_map=address_map, stats_port=server.stats_port,
+                          agent=server.control_port > 0,
+                          control_port=server.control_port or None)
     rendered = plan_instance(
         topo.spec, server.inst, topo.contents, placement, secret,
         dnssec_material(project, topo),
@@ -833,7 +880,7 @@ def _run_server(project: Path, server: Server, topo: Topology,
         fresh = False
         if (pid_alive(old.get("pid"), str(server.conf.resolve()))
                 and old.get("port") == server.port):
-            if changed:
+            if changed and not _reload_zones(server, rendered, changed, old):
                 os.kill(int(old["pid"]), signal.SIGHUP)
             pid = int(old["pid"])
         else:
@@ -843,6 +890,7 @@ def _run_server(project: Path, server: Server, topo: Topology,
             "stack": server.stack, "instance": server.inst.name, "role": server.inst.role,
             "region": server.region, "address": server.inst.service.fixed_address,
             "host": HOST, "port": server.port, "pid": pid, "statsPort": server.stats_port,
+            "controlPort": server.control_port,  # loaded by the start or the SIGHUP
             "conf": str(server.conf.resolve()), "dir": str(server.directory.resolve()),
             "startedAt": now if fresh else old.get("startedAt", now),
         }
