@@ -148,7 +148,7 @@ def run(zones: int, records: int, workers: int | None = None,
 
             many = getattr(gate, "wait_many", None)
             if mode == "batch" and many is not None:  # every zone in one call, as the
-                # provider and the local runner gate a stack's zones (ADR 17)
+                # provider and the local runner gate a stack's zones (ADR 19)
                 def batch(jobs: list[Any], k: Any) -> Any:
                     return lambda: many(jobs, k, 60, 1.0)
                 full_all = batch([gate.ZoneJob(z, prim, secs, SERIAL, digests[z])

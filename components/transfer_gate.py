@@ -190,7 +190,7 @@ class TransferGateProvider(ResourceProvider):
 
     def _gate_many(self, zones: list[tuple[dict[str, Any], list[Any], list[Any]]]) -> list[Any]:
         """One gate report per (zone_props, primaries, secondaries): every zone in one
-        ``wait_many`` (their rounds batched: ADR 17), the shared inputs from the first."""
+        ``wait_many`` (their rounds batched: ADR 19), the shared inputs from the first."""
         from bind9_topology.dns.gate import ZoneJob, wait_many
 
         report_cleanly()

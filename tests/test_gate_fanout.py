@@ -213,7 +213,7 @@ def test_a_kept_connection_the_server_closed_is_replaced(loopback: LoopbackTopol
 
 
 def test_wait_many_gives_each_zone_what_its_own_gate_gives(loopback: LoopbackTopology) -> None:
-    """Zones batched in one wait_many (the provider's and the runner's call, ADR 17): one
+    """Zones batched in one wait_many (the provider's and the runner's call, ADR 19): one
     served zone passes, the same zone with another digest fails as content mismatch, a
     zone no server holds fails on its own deadline, a server that is down is named; each
     report says what the zone's own wait_until_transferred says, and the passing zone is

@@ -98,7 +98,7 @@ def test_up_status_change_down_leaves_no_process(project: Path) -> None:
 
     # a record change: new serial, named reloaded (same pids), gate passes again; the
     # primary loads the one changed zone over its rndc channel (`rndc reload <zone>`),
-    # not a SIGHUP that re-reads named.conf and looks at every zone file (ADR 18)
+    # not a SIGHUP that re-reads named.conf and looks at every zone file (ADR 19)
     assert state["servers"]["prod/primary-dns"].get("controlPort")
     primary_log = project / ".local-run/prod/primary-dns/named.log"
     log_before = len(primary_log.read_text())

@@ -567,7 +567,7 @@ def _reload_zones(server: Server, rendered: Any, changed: list[str], old: Server
     """Load what changed on a running primary zone by zone (`rndc reload <zone>`, as the
     pod agent does) when only zone files changed and it has the rndc channel; False when
     it must be SIGHUPed instead. A SIGHUP re-reads named.conf and looks at every zone
-    file: at 10,000 zones that is seconds per edit (bench/gate_latency.py --apply, ADR 18)."""
+    file: at 10,000 zones that is seconds per edit (bench/gate_latency.py --apply, ADR 19)."""
     from bind9_topology.render.bind_files import TSIG_DIR
 
     zones = {rendered.zone_of_file.get(rel) for rel in changed}
@@ -737,7 +737,7 @@ class Progress:
 def run_gates(jobs: list[ZoneJob], key: Any, deadline: float, poll: float,
               progress: Progress) -> list[tuple[ZoneJob, Any]]:
     """Gate every job: each stack's zones in one ``wait_many`` (their rounds batched,
-    ADR 17), the stacks side by side; reports in the order of *jobs*."""
+    ADR 19), the stacks side by side; reports in the order of *jobs*."""
     from bind9_topology.dns.gate import ZoneJob as GateJob
     from bind9_topology.dns.gate import wait_many
     from bind9_topology.dns.sessions import Sessions
