@@ -71,6 +71,8 @@ _SINGLETONS = frozenset({5, 6, 39, 47, 30})
 _ONE_NAME: dict[int, int] = {2: 0, 5: 0, 12: 0, 15: 2, 33: 6}
 _HEADER = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
+_TYPE_CLASS_TTL = struct.Struct("!HHI")
+_LENGTH = struct.Struct("!H")
 _FLAG_QR = 0x8000
 _FLAG_AA = 0x0400
 _FLAG_TC = 0x0200
@@ -200,7 +202,7 @@ class Tsig:
         timers = struct.pack("!HIH", (now >> 32) & 0xFFFF, now & 0xFFFFFFFF, fudge)
         variables = (self.name_wire + b"\x00\xff\x00\x00\x00\x00" + self.alg_wire + timers
                      + b"\x00\x00\x00\x00")
-        mac = hmac.new(self.secret, wire + variables, self.digestmod).digest()
+        mac = hmac.digest(self.secret, wire + variables, self.digestmod)
         rdata = (self.alg_wire + timers + struct.pack("!H", len(mac)) + mac + wire[:2]
                  + b"\x00\x00\x00\x00")
         record = self.name_wire + struct.pack("!HHIH", _TSIG, _ANY, 0, len(rdata)) + rdata
@@ -234,18 +236,17 @@ class Tsig:
         if pos + 6 + other_len != end or error != 0:
             raise NotPlain("TSIG error or malformed TSIG")
         (arcount,) = struct.unpack_from("!H", wire, 10)
-        h = hmac.new(self.secret, digestmod=self.digestmod)
-        h.update(struct.pack("!H", len(self.prior_mac)) + self.prior_mac)
-        for message in self.unsigned:
-            h.update(message)
-        h.update(struct.pack("!H", original_id) + wire[2:10] + struct.pack("!H", arcount - 1)
-                 + wire[12:rr_start])
+        signed = [struct.pack("!H", len(self.prior_mac)), self.prior_mac, *self.unsigned,
+                  struct.pack("!H", original_id), wire[2:10], struct.pack("!H", arcount - 1),
+                  wire[12:rr_start]]
         if self.first:
-            h.update(self.name_wire + b"\x00\xff\x00\x00\x00\x00" + self.alg_wire + timers
-                     + struct.pack("!HH", error, other_len) + other)
+            signed.append(self.name_wire + b"\x00\xff\x00\x00\x00\x00" + self.alg_wire
+                          + timers + struct.pack("!HH", error, other_len) + other)
         else:
-            h.update(timers)
-        if not hmac.compare_digest(h.digest(), mac):
+            signed.append(timers)
+        # one call into OpenSSL over exactly what the updates hashed one by one
+        if not hmac.compare_digest(hmac.digest(self.secret, b"".join(signed), self.digestmod),
+                                   mac):
             raise NotPlain("TSIG does not verify")
         if abs(((high << 32) | low) - now) > fudge:
             raise NotPlain("TSIG time outside the fudge")
@@ -464,25 +465,35 @@ class AxfrDigest:
         rlen = len(_name(soa, mlen)[0])
         self.serial = struct.unpack_from("!I", soa, mlen + rlen)[0]
         soa_zero = soa[:mlen + rlen] + b"\x00\x00\x00\x00" + soa[mlen + rlen + 4:]
-        hasher = hashlib.sha384()
         records = 0
         apex = self.origin_labels
+        # reversed owner labels (canonical order) -> [(rdtype, covers, ttl, rdatas)]: the
+        # (rdtype, covers) pairs of one owner differ, so the tuples sort without a key
         by_owner: dict[tuple[bytes, ...], list[tuple[int, int, int, dict[bytes, None]]]] = {}
         for (labels, rdtype, covers), (ttls, rdatas) in self._sets.items():
             records += len(rdatas)
-            by_owner.setdefault(labels, []).append((rdtype, covers, ttls[0], rdatas))
-        for labels in sorted(by_owner, key=lambda lb: lb[::-1]):
+            sets = by_owner.get(labels)
+            if sets is None:
+                by_owner[labels] = sets = []
+            sets.append((rdtype, covers, ttls[0], rdatas))
+        chunks: list[bytes] = []
+        fixed_of = _TYPE_CLASS_TTL.pack
+        length_of = _LENGTH.pack
+        for _, labels in sorted([(lb[::-1], lb) for lb in by_owner]):
             owner = self._owners[labels]
-            for rdtype, covers, ttl, rdatas in sorted(by_owner[labels],
-                                                      key=lambda s: (s[0], s[1])):
+            sets = by_owner[labels]
+            if len(sets) > 1:
+                sets.sort()
+            for rdtype, covers, ttl, rdatas in sets:
                 if rdtype in _SIGNER_TYPES:
                     continue
                 if labels == apex and _ZONEMD in (rdtype, covers):
                     continue
-                fixed = owner + struct.pack("!HHI", rdtype, _IN, ttl)
+                fixed = owner + fixed_of(rdtype, _IN, ttl)
                 values = [soa_zero] if rdtype == _SOA else sorted(rdatas)
                 for value in values:
-                    hasher.update(fixed + struct.pack("!H", len(value)) + value)
+                    chunks.append(fixed + length_of(len(value)) + value)
+        hasher = hashlib.sha384(b"".join(chunks))
         self.records = records
         self.digest = hasher.hexdigest()
         self.done = True
