@@ -480,3 +480,28 @@ def test_progress_line_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> No
             assert out.endswith("\r\033[K")  # the line is cleared when the zone is done
         else:
             assert out == ""
+
+
+def test_soa_built_from_its_names_equals_dnspythons_text_path() -> None:
+    import dns.rdtypes.ANY.SOA
+
+    rnd = random.Random(11)
+    for _ in range(300):
+        ns = rnd.choice(["ns1", "NS1.Example.COM.", "ns.other.org.", "a-b.c_d", "ns1.example.com",
+                         "x" * 63 + ".", "é.example.com.", "ns\\.1", "a" * 64])
+        email = rnd.choice(["hostmaster@example.com", "Host.Master@Example.org",
+                            "h@sub.example.com", "x_y@example.com"])
+        try:
+            zone = zone_of([]).model_copy(update={"soaRecord": zone_of([]).soaRecord.model_copy(
+                update={"primaryNs": ns, "adminEmail": email})})
+            soa = zone.soaRecord
+            expected = dns.rdata.from_text(
+                dns.rdataclass.IN, dns.rdatatype.SOA,
+                f"{soa.primaryNs} {soa.rname} 0 {soa.refresh} {soa.retry} {soa.expire} "
+                f"{soa.negativeTtl}", origin=ORIGIN, relativize=False, idna_codec=IDNA)
+        except Exception:
+            continue
+        got = zone_records._soa_rdata(zone, ORIGIN)
+        assert isinstance(got, dns.rdtypes.ANY.SOA.SOA)
+        assert got.to_text() == expected.to_text() and got == expected, (ns, email)
+        assert got.mname.labels == expected.mname.labels, (ns, email)
