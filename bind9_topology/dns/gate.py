@@ -613,9 +613,26 @@ def wait_many(
     10,000 zones cost batches of questions and pulls, not a thread and a selector per
     zone. *on_report* is told each zone's report the moment it is decided.
     """
+    groups = min(GATE_THREADS, len(jobs))
     with _fewer_collections(len(jobs)):
-        return _wait_many(jobs, key, deadline_s, poll_s, on_progress, probe_timeout_s,
-                          tsig_grace_s, proofs, poller, sessions, on_report)
+        if groups <= 1:
+            return _wait_many(jobs, key, deadline_s, poll_s, on_progress, probe_timeout_s,
+                              tsig_grace_s, proofs, poller, sessions, on_report)
+        # zones dealt round-robin to a few threads, each batching its own: a slow step
+        # (a probe waiting out its timeout) holds back one group's rounds, not every zone's
+        with ThreadPoolExecutor(max_workers=groups, thread_name_prefix="gate-group") as pool:
+            parts = list(pool.map(
+                lambda g: _wait_many(jobs[g::groups], key, deadline_s, poll_s, on_progress,
+                                     probe_timeout_s, tsig_grace_s, proofs, poller, sessions,
+                                     on_report), range(groups)))
+        out: list[GateReport] = [None] * len(jobs)  # type: ignore[list-item]
+        for g, part in enumerate(parts):
+            out[g::groups] = part
+        return out
+
+
+#: threads a large wait_many deals its zones to (each batches the rounds of its share)
+GATE_THREADS = 8
 
 
 #: above this many zones, :func:`wait_many` collects garbage less often
