@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -233,11 +234,16 @@ def run(zones: int, rounds: int, n_secondaries: int, edit: str, poll: float,
                 topo = render(changed)
                 offsets = {n: procs[n].log_offset() for n in secondaries}
                 t0, m0 = time.time(), time.monotonic()
-                if apply == "rndc":
-                    rndc_reload(rndc, changed)
+                reloading = None
+                if apply == "rndc":  # beside the gate, as the pod agent applies while
+                    # `pulumi up` gates (the gate must not start after the last reload)
+                    reloading = threading.Thread(target=rndc_reload, args=(rndc, changed))
+                    reloading.start()
                 else:
                     procs["primary"].reload()
                 reports = gate_all(topo, changed)
+                if reloading is not None:
+                    reloading.join()
                 bad = [r.message for r in reports.values() if not r.ok]
                 if bad:
                     raise RuntimeError("\n".join(bad))
