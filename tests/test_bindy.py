@@ -85,6 +85,10 @@ def test_import_renders_the_same_bytes_as_the_bindy_documents(dialect, tmp_path,
         if zone["type"] == "primary":
             assert zone["recordsFile"] == f"configs/zones/{zone['zoneName']}.yaml"
             assert (imported / zone["recordsFile"]).is_file()
+            # written one mapping a line: the zone build reads it without YAML's events
+            from bind9_topology.config import fast_records
+            text = (imported / zone["recordsFile"]).read_text()
+            assert list(fast_records.PlainRecords(text).rows())
 
     from_bindy = render(bindy_project, "s", tmp_path / "out-bindy")
     from_stack = render(imported, "s", tmp_path / "out-imported")

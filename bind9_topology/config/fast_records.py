@@ -532,3 +532,37 @@ def _make_resolver() -> Any:
 _resolver = _make_resolver()
 #: first characters of a plain scalar that YAML may read as other than a string
 _RESOLVED = frozenset(_resolver.yaml_implicit_resolvers)
+
+
+def records_text(records: list[Any]) -> str | None:
+    """A records file's `records:` list written one flow mapping a line (the shape
+    PlainRecords reads), or None when a record is not a mapping of name/type/data/ttl
+    that this shape writes back exactly (the caller writes YAML's block style)."""
+    import json
+
+    from bind9_topology.config import safeyaml
+
+    lines = ["records:"]
+    for record in records:
+        if not isinstance(record, dict) or not set(record) <= _FIELDS:
+            return None
+        name, rtype, data, ttl = (record.get(k) for k in ("name", "type", "data", "ttl"))
+        if ("name" in record and not isinstance(name, str)) or not isinstance(rtype, str) \
+                or not isinstance(data, str) \
+                or not (ttl is None or (type(ttl) is int and 0 <= ttl <= _MAX_TTL)):
+            return None
+        kind = rtype if re.fullmatch(r"[A-Za-z0-9]+", rtype) and _plain_value(rtype) == rtype \
+            else json.dumps(rtype, ensure_ascii=False)
+        fields = [f"name: {json.dumps(name, ensure_ascii=False)}"] if name is not None else []
+        fields += [f"type: {kind}", f"data: {json.dumps(data, ensure_ascii=False)}"]
+        if ttl is not None:
+            fields.append(f"ttl: {ttl}")
+        lines.append("  - {" + ", ".join(fields) + "}")
+    text = "\n".join(lines) + "\n" if records else "records: []\n"
+    try:  # YAML must read back what was given (JSON allows characters YAML refuses)
+        back = safeyaml.load(text)
+    except Exception:
+        return None
+    want = [{k: v for k, v in r.items() if v is not None} for r in records]
+    got = [{k: v for k, v in r.items() if v is not None} for r in back["records"]]
+    return text if got == want else None
