@@ -107,6 +107,10 @@ def raw_config(zones: int | list[int], versions: dict[int, int], secondaries: di
     }
 
 
+#: the local runner's choice (bind9_topology/local/runner.py), mirrored by --apply auto
+RNDC_MAX_ZONES = 10
+
+
 def rndc_reload(rndc: list[str], zones: list[str]) -> None:
     """`rndc reload <zone>` of each changed zone (at most 16 at once): named loads that zone
     file only, neither named.conf nor the other zones' files (what the pod agent does)."""
@@ -140,7 +144,7 @@ def summary(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def run(zones: int, rounds: int, n_secondaries: int, edit: str, poll: float,
-        loaded: int | None = None, apply: str = "hup") -> dict[str, Any]:
+        loaded: int | None = None, apply: str = "auto") -> dict[str, Any]:
     secret = base64.b64encode(os.urandom(32)).decode()
     key = make_tsig_key("transfer-key", "hmac-sha256", secret)
     secondaries = secondary_ips(n_secondaries)
@@ -235,8 +239,9 @@ def run(zones: int, rounds: int, n_secondaries: int, edit: str, poll: float,
                 offsets = {n: procs[n].log_offset() for n in secondaries}
                 t0, m0 = time.time(), time.monotonic()
                 reloading = None
-                if apply == "rndc":  # beside the gate, as the pod agent applies while
-                    # `pulumi up` gates (the gate must not start after the last reload)
+                by_rndc = apply == "rndc" or (apply == "auto" and len(changed) <= RNDC_MAX_ZONES)
+                if by_rndc:  # beside the gate, as the pod agent applies while `pulumi up`
+                    # gates (the gate must not start after the last reload)
                     reloading = threading.Thread(target=rndc_reload, args=(rndc, changed))
                     reloading.start()
                 else:
@@ -287,10 +292,11 @@ def main() -> int:
     ap.add_argument("--poll", type=float, default=1.0, help="the gate's poll cap (s)")
     ap.add_argument("--loaded", type=int, default=None,
                     help="zones loaded in all (default --zones); the first --zones are edited")
-    ap.add_argument("--apply", choices=("hup", "rndc"), default="rndc",
+    ap.add_argument("--apply", choices=("auto", "hup", "rndc"), default="auto",
                     help="how the primary takes an edit: SIGHUP (named.conf and every zone "
-                         "file looked at again) or `rndc reload <zone>` of each changed zone "
-                         "(what the pod agent does)")
+                         "file looked at again), `rndc reload <zone>` of each changed zone "
+                         "(what the pod agent does), or auto: as the local runner, rndc for "
+                         "at most RNDC_MAX_ZONES changed zones, else SIGHUP")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     result = run(args.zones, args.rounds, args.secondaries, args.edit, args.poll, args.loaded,
