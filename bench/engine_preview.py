@@ -1,42 +1,66 @@
-"""Time the real engine's `pulumi preview` on each stack of a synthetic project.
+"""Time the real engine on each stack of a synthetic project, against deployed state.
 
-Each stack is previewed three times: first with a cold zone content cache (a fresh clone,
-a new CI machine), then warm (a user's next preview), then after one zone's records file
-was edited (one record's data changed: the preview a change under review gets; the
-figure issue 21 asks to be proportional to what changed). Needs the engine on PATH
-(`source scripts/engine-env.sh`). The synthetic project (bench/synth.py: zones in
-`zonesFiles`) is copied (inline zones of an older project are moved to bindy DNSZone
-files, see zones_to_manifests), and it gets the product's `__main__.py`; `components`
-is imported from this checkout through PYTHONPATH. A throwaway file backend and
-passphrase are used; peak RSS is the largest of the engine's processes (the CLI, the
-language host, the Python program, the providers), read from the kernel's accounting of
-waited-for children. The engine's events are streamed (`--json`,
-PULUMI_ENABLE_STREAMING_JSON_PREVIEW): each preview's first and last resource step
-(after the provider's Check and Diff) and the steps that change something are kept
-(`--keep DIR`: the event logs too).
+There is no cluster: each stack is deployed with the Kubernetes provider writing YAML
+(`bind9-topology:kubernetesRenderDir`, as the `local` stack does) and the transfer gate
+off (`gate: {enabled: false}`: no servers to wait for), so a preview after an edit
+diffs against real state and shows what an unchanged ConfigMap costs. Per stack, in order:
+
+1. `preview`, cold: fresh state, empty zone content cache (a new CI machine);
+2. `preview`, warm: the same, the cache filled (a user's next preview; still no state);
+3. `up` (`--skip-preview`): every resource created, written to the render directory;
+4. `preview` with nothing changed (every step `same`);
+5. `preview` after adding one record to one zone's records file (the zone in the middle of
+   the primary's list): the preview a reviewed change gets, the figure issue 21 asks to be
+   proportional to what changed.
+
+Each run reports its wall time, the load average at its start, the engine's steps by op
+(from its streamed events: `--json` with PULUMI_ENABLE_STREAMING_JSON_PREVIEW, each line
+stamped on arrival), the steps that change something, where the time went (first and last
+step, the gaps between steps summed by resource type), and the peak RSS of the engine's
+largest process (the CLI, the language host, the program, the providers; /proc of the
+pulumi process tree sampled every 0.2 s by bench/cluster.py's RssSampler).
+
+Needs the engine on PATH (`source scripts/engine-env.sh`). The project is copied without
+its zone content cache (inline zones of an older project are moved to bindy DNSZone
+files, see zones_to_manifests) and gets the product's `__main__.py`; `components` is
+imported from this checkout through PYTHONPATH. A throwaway file backend and passphrase.
 
     python bench/engine_preview.py PROJECT_DIR [--stacks bench,bench-west,bench-eu] [--json]
-        [--no-edit] [--keep DIR]
+        [--no-edit] [--no-warm] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import itertools
 import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(os.environ.get("BENCH_REPO") or Path(__file__).resolve().parent.parent)
+HERE = Path(__file__).resolve().parent
+ROOT = Path(os.environ.get("BENCH_REPO") or HERE.parent)
+sys.path.insert(0, str(HERE))
+
+from cluster import RssSampler  # noqa: E402  (peak RSS of a process tree, from /proc)
+
+P = "bind9-topology:"
+#: where each stack's Kubernetes objects are written, relative to the project copy
+RENDER_DIR = ".cache/bench-manifests/{stack}"
+MB = 2**20
 
 
 def zones_to_manifests(project: Path, stack: str) -> int:
@@ -50,7 +74,7 @@ def zones_to_manifests(project: Path, stack: str) -> int:
     stack_file = project / f"Pulumi.{stack}.yaml"
     doc = yaml.safe_load(stack_file.read_text())
     config = doc["config"]
-    zones = config.pop("bind9-topology:zones", None)
+    zones = config.pop(f"{P}zones", None)
     if not zones:
         return 0
     rel = f"configs/bindy/{stack}-zones.yaml"
@@ -63,20 +87,32 @@ def zones_to_manifests(project: Path, stack: str) -> int:
                      "metadata": {"name": name}, "spec": spec})
     (project / rel).parent.mkdir(parents=True, exist_ok=True)
     (project / rel).write_text(yaml.safe_dump_all(docs, sort_keys=False))
-    config["bind9-topology:bindyManifests"] = [rel]
+    config[f"{P}bindyManifests"] = [rel]
     stack_file.write_text(yaml.safe_dump(doc, sort_keys=False))
     return len(docs)
 
 
-EDIT_LINE = '  - {name: "bench-edit", type: A, data: "192.0.2.99"}\n'
+def without_cluster(project: Path, stack: str) -> None:
+    """Make *stack* deployable here: its Kubernetes objects written as YAML to a directory
+    (kubernetesRenderDir, README "Deploying", the `local` stack) and its transfer gate off
+    (it would wait for servers that do not exist)."""
+    stack_file = project / f"Pulumi.{stack}.yaml"
+    doc = yaml.safe_load(stack_file.read_text())
+    doc["config"][f"{P}kubernetesRenderDir"] = RENDER_DIR.format(stack=stack)
+    doc["config"][f"{P}gate"] = {"enabled": False}
+    stack_file.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def edit_one_zone(project: Path, stack: str) -> str | None:
+EDIT_LINE = '  - {{name: "bench-edit-{n}", type: A, data: "192.0.2.{n}"}}\n'
+
+
+def edit_one_zone(project: Path, stack: str, n: int = 99) -> str | None:
     """Add one record to one primary zone of *stack* (the one in the middle of its zone
-    list): the edit a reviewed change makes. Returns the zone, None without primary zones."""
+    list): the edit a reviewed change makes. Returns the zone, None without primary zones.
+    *n* names the record (a repeated edit adds another record to the same zone)."""
     config = yaml.safe_load((project / f"Pulumi.{stack}.yaml").read_text())["config"]
-    zones = list(config.get("bind9-topology:zones") or [])
-    for entry in config.get("bind9-topology:zonesFiles") or []:
+    zones = list(config.get(f"{P}zones") or [])
+    for entry in config.get(f"{P}zonesFiles") or []:
         target = project / entry
         for path in sorted(target.glob("*.yaml")) if target.is_dir() else [target]:
             zones += yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader",
@@ -86,27 +122,72 @@ def edit_one_zone(project: Path, stack: str) -> str | None:
         return None
     zone = primary[len(primary) // 2]
     with open(project / zone["recordsFile"], "a") as fh:
-        fh.write(EDIT_LINE)
+        fh.write(EDIT_LINE.format(n=n))
     return str(zone["zoneName"])
 
 
-def step_times(events: list[dict[str, Any]], started: float) -> dict[str, Any]:
-    """From the engine's streamed events (`--json` with PULUMI_ENABLE_STREAMING_JSON_PREVIEW):
-    seconds from the preview's start to the engine's first and last resource step (each
-    after its provider's Check and Diff), and the steps that change something."""
-    pre = [e for e in events if "resourcePreEvent" in e]
-    stamps = [float(e.get("timestamp") or 0) for e in pre]
-    changed = sorted(
-        f"{m.get('op')} {str(m.get('urn', '')).rsplit('::', 1)[-1]}"
-        for e in pre for m in [e["resourcePreEvent"].get("metadata") or {}]
-        if m.get("op") not in ("same", "read"))
-    return {"first_step_s": round(min(stamps) - started, 1) if stamps else None,
-            "last_step_s": round(max(stamps) - started, 1) if stamps else None,
-            "steps": len(pre), "changed": changed}
+def _short(urn: str) -> str:
+    """`type name` of a URN (the type's last segment: ConfigMap, ZoneSerials, ...)."""
+    parts = urn.split("::")
+    kind = parts[-2].rsplit("$", 1)[-1].rsplit(":", 1)[-1] if len(parts) >= 2 else "?"
+    return f"{kind} {parts[-1]}"
 
 
-def preview(project: Path, stacks: list[str], *, edit: bool = True,
-            keep: Path | None = None) -> dict:
+def step_report(events: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
+    """What the engine did, from its streamed events stamped on arrival (seconds from the
+    command's start): steps by op, the steps that change something, the first and last
+    step (each after its provider's Check and Diff), and the gaps between consecutive
+    steps summed by the resource type of the later one (where the time between steps
+    goes: the program's registrations and the providers' Check/Diff of that type)."""
+    pre = [(t, e["resourcePreEvent"].get("metadata") or {}) for t, e in events
+           if "resourcePreEvent" in e]
+    ops = Counter(str(m.get("op")) for _, m in pre)
+    changed = sorted(f"{m.get('op')} {_short(str(m.get('urn', '')))}" for _, m in pre
+                     if m.get("op") not in ("same", "read"))
+    # a replacement is three steps (create-replacement, replace, delete-replaced) of one URN
+    changed_urns = {str(m.get("urn")) for _, m in pre if m.get("op") not in ("same", "read")}
+    gaps: Counter[str] = Counter()
+    for (t0, _), (t1, m) in itertools.pairwise(pre):
+        gaps[_short(str(m.get("urn", ""))).split(" ", 1)[0]] += t1 - t0
+    # the program's last "registering resource" debug line: after it, what is left is the
+    # engine's serial Check/Diff of each step and the outputs the program waits on
+    registering = [t for t, e in events if str((e.get("diagnosticEvent") or {}).get(
+        "message", "")).startswith("registering resource")]
+    summary = next((e["summaryEvent"] for _, e in reversed(events) if "summaryEvent" in e), {})
+    return {
+        "steps": len(pre), "ops": dict(ops), "changed": changed[:50],
+        "changed_resources": len(changed_urns),
+        "last_registering_s": round(registering[-1], 2) if registering else None,
+        "first_step_s": round(pre[0][0], 2) if pre else None,
+        "last_step_s": round(pre[-1][0], 2) if pre else None,
+        "last_event_s": round(events[-1][0], 2) if events else None,
+        "gaps_by_type_s": {k: round(v, 2) for k, v in gaps.most_common(8)},
+        "summary": summary.get("resourceChanges"),
+    }
+
+
+def home_without_logs(home: Path) -> Path:
+    """A PULUMI_HOME whose entries link to the real one's, but whose `logs` is a file: the
+    CLI (3.260) then cannot start its automatic log (~/.pulumi/logs, every verbose line with
+    every resource's properties, compressed and encrypted), which it otherwise writes
+    whatever -v says. For a side-by-side of what that log costs; users pay it."""
+    real = Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
+    home.mkdir(parents=True)
+    for entry in real.iterdir() if real.is_dir() else []:
+        if entry.name != "logs":
+            (home / entry.name).symlink_to(entry)
+    (home / "logs").write_text("automatic logging off for this bench run\n")
+    return home
+
+
+def _median(runs: dict[str, dict[str, Any]], label: str) -> float:
+    """The median wall time of *label*'s runs (label, label2, label3, ...)."""
+    return statistics.median(r["s"] for k, r in runs.items()
+                             if k == label or (k.startswith(label) and k[len(label):].isdigit()))
+
+
+def preview(project: Path, stacks: list[str], *, edit: bool = True, warm: bool = True,
+            repeat: int = 1, engine_log: bool = True, keep: Path | None = None) -> dict:
     if shutil.which("pulumi") is None:
         raise RuntimeError("no `pulumi` on PATH: run `source scripts/engine-env.sh` first")
     source = project
@@ -117,55 +198,102 @@ def preview(project: Path, stacks: list[str], *, edit: bool = True,
                     ignore=shutil.ignore_patterns("octodns", "ours-out", ".cache"))
     for stack in stacks:
         zones_to_manifests(project, stack)
+        without_cluster(project, stack)
     shutil.copy(ROOT / "__main__.py", project / "__main__.py")
     results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-engine-") as state:
-        env = {**os.environ, "PULUMI_BACKEND_URL": f"file://{state}",
-               "PULUMI_CONFIG_PASSPHRASE": "bench", "PYTHONPATH": str(ROOT),
-               # --json streams the engine's events (timestamped) instead of one summary
-               "PULUMI_ENABLE_STREAMING_JSON_PREVIEW": "1"}
-        env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+    state = work / "state"  # the file backend (kept with --keep: preview again by hand)
+    state.mkdir()
+    env = {**os.environ, "PULUMI_BACKEND_URL": f"file://{state}",
+           "PULUMI_CONFIG_PASSPHRASE": "bench", "PYTHONPATH": str(ROOT),
+           # --json streams the engine's events instead of one summary at the end
+           "PULUMI_ENABLE_STREAMING_JSON_PREVIEW": "1"}
+    env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+    if not engine_log:
+        env["PULUMI_HOME"] = str(home_without_logs(work / "pulumi-home"))
 
-        def pulumi(*args: str, stack: str) -> subprocess.CompletedProcess[str]:
-            proc = subprocess.run(["pulumi", *args, "--stack", stack, "--non-interactive"],
-                                  cwd=project, env=env, capture_output=True, text=True,
-                                  timeout=3600)
-            if proc.returncode != 0:
-                raise RuntimeError(f"pulumi {' '.join(args)} ({stack}) exited "
-                                   f"{proc.returncode}:\n{proc.stdout[-3000:]}"
-                                   f"{proc.stderr[-3000:]}")
-            return proc
+    def pulumi(*args: str, stack: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(["pulumi", *args, "--stack", stack, "--non-interactive"],
+                              cwd=project, env=env, capture_output=True, text=True,
+                              timeout=3600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"pulumi {' '.join(args)} ({stack}) exited "
+                               f"{proc.returncode}:\n{proc.stdout[-3000:]}"
+                               f"{proc.stderr[-3000:]}")
+        return proc
 
-        def timed(stack: str, label: str) -> tuple[float, dict[str, Any], int]:
-            start_wall, start = time.time(), time.perf_counter()
-            out = pulumi("preview", "--json", stack=stack).stdout
+    def timed(stack: str, label: str, *args: str) -> dict[str, Any]:
+        """One engine command with --json, as the CLI's child; its events stamped as
+        they arrive, the process tree's RSS sampled."""
+        load = os.getloadavg()[0]
+        log = work / f"events-{stack}-{label}.jsonl"
+        err = work / f"stderr-{stack}-{label}.txt"
+        events: list[tuple[float, dict[str, Any]]] = []
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        with open(err, "w") as err_fh, open(log, "w") as log_fh:
+            proc = subprocess.Popen(
+                ["pulumi", *args, "--json", "--stack", stack, "--non-interactive"],
+                cwd=project, env=env, stdout=subprocess.PIPE, stderr=err_fh, text=True)
+            sampler = RssSampler(proc.pid).start()
+            killer = threading.Timer(3600, proc.kill)
+            killer.start()
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log_fh.write(line)
+                if line.startswith("{"):
+                    with contextlib.suppress(ValueError):
+                        events.append((time.perf_counter() - start, json.loads(line)))
+            code = proc.wait()
             elapsed = time.perf_counter() - start
-            (work / f"events-{stack}-{label}.jsonl").write_text(out)
-            events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-            found = step_times(events, start_wall)
-            return elapsed, found, int(found["steps"])
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            killer.cancel()
+            sampler.stop()
+        if code != 0:
+            raise RuntimeError(f"pulumi {' '.join(args)} ({stack}) exited {code}:\n"
+                               f"{log.read_text()[-3000:]}{err.read_text()[-3000:]}")
+        by_name = {k: round(v / MB, 1) for k, v in sorted(
+            sampler.peak_by_name.items(), key=lambda kv: -kv[1])[:6]}
+        # CPU of the whole tree (each process waited for by its parent): less
+        # sensitive than wall time to the other work on a shared machine
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return {"s": round(elapsed, 2), "load1": round(load, 1), "cpu_s": round(cpu, 2),
+                **step_report(events),
+                "peak_rss_mb": max(by_name.values(), default=None),
+                "peak_rss_by_process_mb": by_name,
+                "peak_rss_tree_mb": round(sampler.peak_total / MB, 1)}
 
-        for stack in stacks:
-            subprocess.run(["pulumi", "stack", "init", stack, "--non-interactive"], cwd=project,
-                           env=env, capture_output=True, text=True, timeout=120, check=True)
-            secret = base64.b64encode(os.urandom(32)).decode()
-            pulumi("config", "set", "--secret", "bind9-topology:tsigSecret", secret, stack=stack)
-            cold, cold_steps, nsteps = timed(stack, "cold")
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            # again, as a user's next preview runs: the zone content cache is warm
-            warm, warm_steps, _ = timed(stack, "warm")
-            row: dict[str, Any] = {"preview_s": round(cold, 2), "warm_preview_s": round(warm, 2),
-                                   "steps": nsteps, "cold_events": cold_steps,
-                                   "warm_events": warm_steps,
-                                   "peak_rss_mb": round(peak / 1024, 1)}
-            zone = edit_one_zone(project, stack) if edit else None
-            if zone is not None:
-                edited, edit_steps, _ = timed(stack, "edit")
-                row.update({"edit_preview_s": round(edited, 2), "edited_zone": zone,
-                            "edit_events": edit_steps})
-            row["peak_rss_mb"] = round(
-                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
-            results[stack] = row
+    for stack in stacks:
+        subprocess.run(["pulumi", "stack", "init", stack, "--non-interactive"], cwd=project,
+                       env=env, capture_output=True, text=True, timeout=120, check=True)
+        secret = base64.b64encode(os.urandom(32)).decode()
+        pulumi("config", "set", "--secret", f"{P}tsigSecret", secret, stack=stack)
+        runs: dict[str, dict[str, Any]] = {}
+        runs["cold"] = timed(stack, "cold", "preview")
+        if warm:
+            runs["warm"] = timed(stack, "warm", "preview")
+        runs["up"] = timed(stack, "up", "up", "--yes", "--skip-preview")
+        runs["nochange"] = timed(stack, "nochange", "preview")
+        for n in range(2, repeat + 1):  # the machine is shared: the same preview again
+            runs[f"nochange{n}"] = timed(stack, f"nochange{n}", "preview")
+        zone = edit_one_zone(project, stack) if edit else None
+        if zone is not None:
+            runs["edit"] = timed(stack, "edit", "preview")
+            for n in range(2, repeat + 1):  # one more record in the same zone each time
+                edit_one_zone(project, stack, 98 + n)
+                runs[f"edit{n}"] = timed(stack, f"edit{n}", "preview")
+        row: dict[str, Any] = {
+            "preview_s": runs["cold"]["s"], "steps": runs["cold"]["steps"],
+            "up_s": runs["up"]["s"],
+            "nochange_preview_s": _median(runs, "nochange"),
+            "peak_rss_mb": max(r["peak_rss_mb"] or 0 for r in runs.values()),
+            "runs": runs}
+        if warm:
+            row["warm_preview_s"] = runs["warm"]["s"]
+        if zone is not None:
+            row.update({"edit_preview_s": _median(runs, "edit"), "edited_zone": zone,
+                        "edit_ops": runs["edit"]["ops"],
+                        "edit_changed": runs["edit"]["changed"]})
+        results[stack] = row
     if keep is not None:
         shutil.rmtree(keep, ignore_errors=True)
         shutil.move(str(work), str(keep))
@@ -182,19 +310,31 @@ def main() -> int:
     ap.add_argument("--stacks", default="bench,bench-west,bench-eu")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-edit", action="store_true", help="no preview after a zone edit")
+    ap.add_argument("--no-warm", action="store_true",
+                    help="no second preview against empty state (warm cache)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run the no-change and the edit preview N times each (median)")
+    ap.add_argument("--no-engine-log", action="store_true",
+                    help="the CLI's automatic log off (a PULUMI_HOME whose logs is a file)")
     ap.add_argument("--keep", type=Path, default=None,
-                    help="keep the project copy and the event logs in this directory")
+                    help="keep the project copy (render dirs), its file backend and the event logs")
     args = ap.parse_args()
     result = preview(args.project.resolve(), args.stacks.split(","), edit=not args.no_edit,
+                     warm=not args.no_warm, repeat=args.repeat, engine_log=not args.no_engine_log,
                      keep=args.keep)
     if args.json:
         print(json.dumps(result))
     else:
         for stack, r in result["stacks"].items():
-            print(f"{stack:12} pulumi preview {r['preview_s']:7.2f} s cold, "
-                  f"{r['warm_preview_s']:7.2f} s warm, {r.get('edit_preview_s', 0):7.2f} s "
-                  f"after one zone edited  {r['steps']:5} steps  "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB")
+            print(f"{stack}: peak RSS of the engine's largest process {r['peak_rss_mb']:.0f} MB")
+            for label, run in r["runs"].items():
+                ops = ", ".join(f"{n} {op}" for op, n in sorted(run["ops"].items()))
+                print(f"  {label:9} {run['s']:8.2f} s  cpu {run['cpu_s']:7.2f} s  "
+                      f"(load {run['load1']:4.1f})  "
+                      f"registered {run['last_registering_s']} s, steps "
+                  f"{run['first_step_s']}..{run['last_step_s']} s: {ops}")
+                for change in run["changed"][:6] if label == "edit" else []:
+                    print(f"            {change}")
         print(f"sum {result['preview_s_sum']:.2f} s, slowest stack {result['preview_s_max']:.2f} s")
     return 0
 

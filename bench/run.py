@@ -7,7 +7,9 @@
 
 Keys of latest.json (see bench/README.md for what each measures):
   eval_s, eval_peak_rss_mb, eval_cold_s, eval_stages, engine_preview_s,
-  engine_preview_largest_s (cold cache), engine_preview_largest_warm_s,
+  engine_preview_largest_s (cold cache), engine_preview_largest_warm_s, engine_up_s,
+  engine_preview_nochange_s, engine_preview_largest_edit_s, engine_preview_edit_steps,
+  engine_peak_rss_mb,
   render_ratio_vs_octodns, gate_overhead_p50_ms,
   gate_overhead_p95_ms, change_to_secondaries_p50_ms, change_to_secondaries_p95_ms,
   change_to_gate_ready_p50_ms, change_to_gate_ready_p95_ms, all_zones_to_secondaries_p50_ms,
@@ -184,7 +186,11 @@ SCALED_ROWS = [
     ("peak RSS of eval (largest stack)", "eval_peak_rss_mb", "MB"),
     ("engine `pulumi preview` of the primary, cold", "engine_preview_largest_s", "s"),
     ("engine preview of the primary, warm", "engine_preview_largest_warm_s", "s"),
+    ("engine `pulumi up` of the primary (render dir, gate off)", "engine_up_s", "s"),
+    ("engine preview of the primary, nothing changed", "engine_preview_nochange_s", "s"),
     ("engine preview of the primary, one zone edited", "engine_preview_largest_edit_s", "s"),
+    ("  resources it changes, of its steps", "engine_preview_edit_steps", ""),
+    ("  load average (1 min) during the engine runs, max", "engine_load1", ""),
     ("peak RSS of the engine's largest process", "engine_peak_rss_mb", "MB"),
     ("verify N zones x 3 secondaries (full gate)", "verify_s", "s"),
     ("one edit -> every secondary serving, p50", "change_to_secondaries_p50_ms", "ms"),
@@ -193,6 +199,26 @@ SCALED_ROWS = [
     ("validate of one big zone (1k: 100,000, 10k: 1,000,000 records)", "validate_big_s", "s"),
     ("render vs octoDNS 1.22, cold, 1,000 zones", "render_ratio_vs_octodns", "x"),
 ]
+
+
+def engine_keys(ep: dict[str, Any]) -> dict[str, Any]:
+    """run.py's keys from engine_preview.py's row of the largest stack: previews cold and
+    warm against no state, `up` (render directory, gate off), a preview with nothing
+    changed and one after one zone edited, against the deployed state."""
+    row = ep["stacks"][LARGEST_STACK]
+    edit = row["runs"].get("edit") or {}
+    return {
+        "engine_preview_largest_s": row.get("preview_s"),
+        "engine_preview_largest_warm_s": row.get("warm_preview_s"),
+        "engine_up_s": row.get("up_s"),
+        "engine_preview_nochange_s": row.get("nochange_preview_s"),
+        "engine_preview_largest_edit_s": row.get("edit_preview_s"),
+        # resources the edit preview changes, of all its steps (the rest are `same`)
+        "engine_preview_edit_steps": (f"{edit['changed_resources']} of {edit['steps']:,}"
+                                      if edit else None),
+        "engine_peak_rss_mb": row.get("peak_rss_mb"),
+        "engine_load1": max(r["load1"] for r in row["runs"].values()),
+    }
 
 
 def scaled_verdict(key: str, value: Any) -> str:
@@ -229,16 +255,13 @@ def measure_size(zones: int, records: int, skip: set[str], notes: list[str],
         if shutil.which("pulumi") is None:
             notes.append("engine: no `pulumi` CLI on PATH; run `source scripts/engine-env.sh`")
         else:
-            log(f"[{tag}] pulumi preview of {LARGEST_STACK} (cold, warm, one zone edited) ...")
+            log(f"[{tag}] engine on {LARGEST_STACK}: preview cold and warm, up, preview "
+                "with nothing changed and after one zone edited ...")
             try:
                 ep = child_json([str(HERE / "engine_preview.py"), str(project), "--stacks",
-                                 LARGEST_STACK, "--json"], timeout=5400)
-                row = ep["stacks"][LARGEST_STACK]
+                                 LARGEST_STACK, "--json"], timeout=7200)
                 out["engine_preview"] = ep
-                out["engine_preview_largest_s"] = row.get("preview_s")
-                out["engine_preview_largest_warm_s"] = row.get("warm_preview_s")
-                out["engine_preview_largest_edit_s"] = row.get("edit_preview_s")
-                out["engine_peak_rss_mb"] = row.get("peak_rss_mb")
+                out.update(engine_keys(ep))
             except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
                 notes.append(f"[{tag}] engine preview failed: {str(exc)[-600:]}")
     if "verify" not in skip:
@@ -386,11 +409,9 @@ def main() -> int:
         log(f"pulumi preview with the real engine ({stacks}) ...")
         try:
             ep = child_json([str(HERE / "engine_preview.py"), str(project), "--stacks", stacks,
-                             "--json"], timeout=3600)
+                             "--json"], timeout=7200)
             result["engine_preview"] = ep
-            result["engine_preview_largest_s"] = ep["stacks"][LARGEST_STACK]["preview_s"]
-            result["engine_preview_largest_warm_s"] = ep["stacks"][LARGEST_STACK].get(
-                "warm_preview_s")
+            result.update(engine_keys(ep))
             if size["engine_stacks"] != "largest":
                 result["engine_preview_s"] = ep["preview_s_sum"]
             notes.append(f"engine_preview_largest_s: real `pulumi preview` of the largest stack "
@@ -531,6 +552,11 @@ def main() -> int:
             ("engine preview, largest stack s", "engine_preview_largest_s"),
             ("engine preview, largest stack, warm cache s", "engine_preview_largest_warm_s"),
             ("engine preview, all stacks s", "engine_preview_s"),
+            ("engine up, largest stack s", "engine_up_s"),
+            ("engine preview, nothing changed s", "engine_preview_nochange_s"),
+            ("engine preview, one zone edited s", "engine_preview_largest_edit_s"),
+            ("  resources it changes, of its steps", "engine_preview_edit_steps"),
+            ("engine's largest process, peak RSS MB", "engine_peak_rss_mb"),
             ("render_ratio_vs_octodns (cold)", "render_ratio_vs_octodns"),
             ("render ratio (warm)", "render_ratio_vs_octodns_warm"),
             ("one edit -> all secondaries p50 ms", "change_to_secondaries_p50_ms"),
