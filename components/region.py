@@ -154,6 +154,16 @@ class Bind9Region(pulumi.ComponentResource):
             # no fixed IP: the Service's address
             return self.instances[name].address.apply(functools.partial(_at_port_53, name))
 
+        # each server once (ADR 19): the zones name it by ref, not a copy each
+        servers: dict[str, pulumi.Input[Target]] = {}
+        addresses: dict[str, str | None] = {}
+
+        def ref(name: str, address: str | None) -> str:
+            key = name if addresses.setdefault(name, address) == address else f"{name}@{address}"
+            if key not in servers:
+                servers[key] = target(name, address)
+            return key
+
         zones = []
         involved: dict[str, Bind9Instance] = {}
         for plan in gate_plans(spec):
@@ -162,8 +172,8 @@ class Bind9Region(pulumi.ComponentResource):
             involved.update({n: self.instances[n] for n in plan.instances if n in self.instances})
             zones.append(ZoneGateArgs(
                 zone_name=plan.zone,
-                primaries=[target(n, a) for n, a in plan.primaries],
-                secondaries=[target(n, a) for n, a in plan.secondaries],
+                primaries=[ref(n, a) for n, a in plan.primaries],
+                secondaries=[ref(n, a) for n, a in plan.secondaries],
                 expected_digest=content.digest if content is not None else None,
                 expected_ds=keys.ds if keys is not None else None,
             ))
@@ -172,6 +182,7 @@ class Bind9Region(pulumi.ComponentResource):
         return TransferGate(
             f"{name}-transfer-gate",
             TransferGateArgs(zones=zones, tsig=tsig, expected_serials=self.serials,
+                             servers=servers,
                              deadline_seconds=gate.deadlineSeconds,
                              poll_interval_seconds=gate.pollIntervalSeconds,
                              kube=kube if via_api else None),

@@ -6,10 +6,13 @@ library at the top; the DNS work (dnspython, bind9_topology.dns.gate) is importe
 inside the methods. The provider object carries no state: its serialized form never
 changes, so it never shows up as a diff.
 
-Inputs: ``zones`` {zoneName: {primaries, secondaries, expectedSerial, expectedDigest,
-expectedDs, triggers}} (servers: [{name, host, port}] probed directly, or [{name,
-instance, namespace, via: "kubernetes-api"}]: every pod of the instance's current
-ReplicaSet through a port-forward of the API), and for all zones: tsigKeyName,
+Inputs: ``servers`` {ref: {name, host, port}} (probed directly) or {ref: {name, instance,
+namespace, via: "kubernetes-api"}} (every pod of the instance's current ReplicaSet through
+a port-forward of the API), each stack's servers once; ``zones`` {zoneName: {primaries,
+secondaries, expectedSerial, expectedDigest, expectedDs, triggers}} where primaries and
+secondaries are refs into ``servers``, space-separated in one string (ADR 19's compact
+shape; a state from before it, or a caller, may hold each zone's servers as lists of
+targets: both are read, :func:`zone_props`), and for all zones: tsigKeyName,
 tsigAlgorithm, tsigSecret (secret), deadlineSeconds, pollIntervalSeconds, kubeconfig
 (secret) and kubeContext (those of the stack's Kubernetes provider); ``expectedSerials``
 {zoneName: serial} (the stack's ZoneSerials, one Output) is folded into each zone's
@@ -24,7 +27,8 @@ primaries that could not be asked, and why) to the zone's inputs, so `pulumi pre
 --diff` names the zones whose primary moved and ``update`` re-verifies exactly those: every
 secondary pod at that serial or a later one, with the primaries' content.
 Outputs: ready (every zone), status {zoneName: {ready, servedSerial, servers {name:
-{host, port, role, serial, verifiedAt, attempts, reason}}, readyAfterSeconds, checkedAt}}.
+"role serial reason attempts verifiedAt host port"}, readyAfterSeconds, checkedAt}} (a
+server as one string, :func:`server_status` reads it back; an older state's dicts too).
 
 One resource per stack instead of one per zone keeps a 1,000-zone stack to a few
 resources; an update re-checks only the zones whose inputs changed (and any zone not
@@ -71,7 +75,9 @@ FOLLOW_PROBE_TIMEOUT_S = 1.0
 #: bounds of the check's pull of a followed zone whose primary serial moved
 FOLLOW_PULL_TIMEOUT_S = 2.0
 FOLLOW_PULL_LIFETIME_S = 60.0
-INPUT_KEYS = (*SHARED_KEYS, "zones")
+INPUT_KEYS = (*SHARED_KEYS, "servers", "zones")
+#: the per-zone keys that name servers (refs into ``servers``, or an older state's lists)
+SERVER_KEYS = ("primaries", "secondaries")
 OUTPUT_KEYS = ("ready", "status")
 
 
@@ -245,12 +251,21 @@ class TransferGateProvider(ResourceProvider):
             zones = {}
         else:
             news = with_primaries_observed(olds, news)
+        known = news.get("servers")
+        known = known if isinstance(known, dict) else {}
         for zone, value in zones.items():
-            for prop in ("primaries", "secondaries"):
+            for prop in SERVER_KEYS:
                 servers = (value or {}).get(prop) if isinstance(value, dict) else None
-                if servers is not None and not isinstance(servers, list):
-                    failures.append(CheckFailure(
-                        "zones", f"zones.{zone}.{prop} must be a list of {{name, host, port}}"))
+                if isinstance(servers, str):
+                    missing = [r for r in servers.split() if r not in known]
+                    if missing:
+                        failures.append(CheckFailure("zones", (
+                            f"zones.{zone}.{prop} names {', '.join(missing)}, not in servers "
+                            f"(servers: {', '.join(sorted(known)) or 'none'})")))
+                elif servers is not None and not isinstance(servers, list):
+                    failures.append(CheckFailure("zones", (
+                        f"zones.{zone}.{prop} must be refs into servers (one string) or a "
+                        "list of {name, host, port}")))
         deadline = news.get("deadlineSeconds")
         if deadline is not None and not isinstance(deadline, str) and float(deadline) <= 0:
             failures.append(CheckFailure("deadlineSeconds", "deadlineSeconds must be positive"))
@@ -268,11 +283,14 @@ class TransferGateProvider(ResourceProvider):
         status = olds.get("status")
         lagging = [z for z in news.get("zones") or {} if isinstance(status, dict)
                    and isinstance(status.get(z), dict) and status[z].get("ready") is False]
+        # olds from before the compact shape (each zone its own server lists, a server's
+        # status a map): compared zone by zone as resolved above, so an unchanged stack
+        # shows no change; the next update writes the new shape.
         return DiffResult(changes=bool(changed or removed or lagging), replaces=[], stables=[],
                           delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        previous = {z: s for z, s in (olds.get("status") or {}).items()
+        previous = {z: compact_status(s) for z, s in (olds.get("status") or {}).items()
                     if isinstance(s, dict) and s.get("ready") is True}
         zones = sorted(set(changed_zones(olds, news))
                        | {z for z in news.get("zones") or {} if z not in previous})
@@ -286,7 +304,7 @@ class TransferGateProvider(ResourceProvider):
             with self._resolver(props, _servers(own.values()), f"{len(own)} zone(s)") as expand:
                 status = {z: self._probe(p, old.get(z) or {}, expand) for z, p in own.items()}
         except GateFailed:  # the API cannot be asked: nothing is known to be ready
-            status = {z: {**(old.get(z) or {}), "ready": False} for z in own}
+            status = {z: {**compact_status(old.get(z) or {}), "ready": False} for z in own}
         ready = all(s.get("ready") is True for s in status.values())
         return ReadResult(id_=id_, outs={**props, "status": status, "ready": ready})
 
@@ -312,37 +330,62 @@ class TransferGateProvider(ResourceProvider):
         servers: dict[str, Any] = {}
         ready = True
         for (role, ep), soa in zip(asked, answers, strict=True):
-            before = (old.get("servers") or {}).get(ep.label or str(ep)) or {}
+            kept = (old.get("servers") or {}).get(ep.label or str(ep))
+            before: Mapping[str, Any] = server_status(kept) if kept else {}
             behind = (soa.ok and floor is not None and not (role == "primary" and follow)
                       and not (soa.serial is not None
                                and serial_at_least(soa.serial, int(floor))))
             ready = ready and soa.ok and not behind
-            servers[ep.label or str(ep)] = {
-                **_where(ep), "role": role, "serial": soa.serial,
-                "reason": "STALE_SERIAL" if behind else soa.reason.name,
-                "verifiedAt": before.get("verifiedAt"), "attempts": before.get("attempts"),
-            }
+            where = _where(ep)
+            servers[ep.label or str(ep)] = _server_text(ServerStatus(
+                host=str(where["host"]), port=int(where["port"]), role=role,
+                serial=soa.serial, reason="STALE_SERIAL" if behind else soa.reason.name,
+                verifiedAt=before.get("verifiedAt"), attempts=before.get("attempts")))
         extra = {"primarySerial": now_primary} if follow else {}
-        return {**old, **extra, "servers": servers, "ready": ready}
+        return {**compact_status(old), **extra, "servers": servers, "ready": ready}
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         return None
 
 
 def zone_props(props: dict[str, Any], zone: str) -> dict[str, Any]:
-    """One zone's inputs with the shared ones: what the per-zone checks read."""
+    """One zone's inputs with the shared ones and its servers resolved: what the per-zone
+    checks read."""
     own = (props.get("zones") or {}).get(zone) or {}
     return {**{k: props.get(k) for k in SHARED_KEYS}, "zoneName": zone,
-            **{k: own.get(k) for k in ZONE_KEYS if k in own}}
+            **_zone_entry(own, props.get("servers"))}
+
+
+def _zone_entry(own: Any, servers: Any) -> dict[str, Any]:
+    """A zone's own inputs, its primaries and secondaries as lists of targets whether they
+    are refs into *servers* (one string) or, as an older state holds them, lists."""
+    if not isinstance(own, dict):
+        return {}
+    out = {k: own.get(k) for k in ZONE_KEYS if k in own}
+    for key in SERVER_KEYS:
+        refs = out.get(key)
+        if isinstance(refs, str):
+            from pulumi.runtime import rpc
+
+            if refs == rpc.UNKNOWN:
+                continue
+            known = servers if isinstance(servers, dict) else {}
+            out[key] = [known.get(r, rpc.UNKNOWN) for r in refs.split()]
+    return out
 
 
 def changed_zones(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
-    """Zones whose inputs differ (all of them when a shared input differs)."""
+    """Zones whose inputs differ, their servers resolved (all of them when a shared input
+    differs): a zone whose server moved is changed; olds in either shape."""
     new_zones = dict(news.get("zones") or {})
     if any(plain(olds.get(k)) != plain(news.get(k)) for k in SHARED_KEYS):
         return sorted(new_zones)
     old_zones = dict(olds.get("zones") or {})
-    return sorted(z for z, v in new_zones.items() if old_zones.get(z) != v)
+    old_servers, new_servers = olds.get("servers"), news.get("servers")
+    if old_servers == new_servers:  # the same servers: the same refs are the same targets
+        return sorted(z for z, v in new_zones.items() if old_zones.get(z) != v)
+    return sorted(z for z, v in new_zones.items()
+                  if _zone_entry(old_zones.get(z), old_servers) != _zone_entry(v, new_servers))
 
 
 def follows(entry: Any) -> bool:
@@ -368,7 +411,9 @@ def with_primaries_observed(olds: dict[str, Any], news: dict[str, Any]) -> dict[
     zones = news.get("zones")
     if not isinstance(zones, dict):
         return news
-    followed = {z: e for z, e in zones.items() if follows(e)}
+    servers = news.get("servers")
+    followed = {z: own for z, e in zones.items()
+                if follows(own := _zone_entry(e, servers))}
     if not followed:
         return news
     try:
@@ -476,8 +521,8 @@ def _zone_status(report: Any) -> dict[str, Any]:
     return {
         "ready": True,
         "servedSerial": report.target_serial,
-        "servers": {s.endpoint.label or str(s.endpoint): _server_out(s.as_dict(), s.endpoint)
-                    for s in report.servers},
+        "servers": {s.endpoint.label or str(s.endpoint):
+                    _server_text(_server_out(s.as_dict(), s.endpoint)) for s in report.servers},
         "readyAfterSeconds": report.elapsed_s,
         "checkedAt": max((s.verified_at or "" for s in report.servers), default=None),
     }
@@ -522,19 +567,100 @@ def _server_out(d: dict[str, Any], ep: Any) -> ServerStatus:
                         attempts=d["attempts"], reason=str(d["reason"]))
 
 
+def _server_text(s: ServerStatus) -> str:
+    """One server's status as one string (one value in state, not seven):
+    ``role serial reason attempts verifiedAt host port``, "-" for none."""
+    def field(v: Any) -> str:
+        if isinstance(v, float) and v.is_integer():  # numbers come back from state as floats
+            v = int(v)
+        return "-" if v is None or v == "" else str(v)
+
+    return " ".join(field(s[k]) for k in _SERVER_FIELDS)  # type: ignore[literal-required]
+
+
+_SERVER_FIELDS = ("role", "serial", "reason", "attempts", "verifiedAt", "host", "port")
+
+
+def server_status(value: Any) -> ServerStatus:
+    """A server of the gate's status, as a map: from its string (:func:`_server_text`) or
+    from a map (a state from before the compact shape)."""
+    if isinstance(value, Mapping):
+        return ServerStatus(
+            host=str(value.get("host")), port=int(value.get("port") or 53),
+            role=str(value.get("role")), serial=value.get("serial"),
+            verifiedAt=value.get("verifiedAt"), attempts=value.get("attempts"),
+            reason=str(value.get("reason")))
+    parts = str(value).split(" ")
+    if len(parts) != len(_SERVER_FIELDS):
+        raise ValueError(f"not a server status: {value!r}")
+    got = dict(zip(_SERVER_FIELDS, (None if p == "-" else p for p in parts), strict=True))
+
+    def number(v: str | None) -> int | None:
+        return int(float(v)) if v is not None else None
+
+    return ServerStatus(host=str(got["host"]), port=int(got["port"] or 53),
+                        role=str(got["role"]), serial=number(got["serial"]),
+                        verifiedAt=got["verifiedAt"], attempts=number(got["attempts"]),
+                        reason=str(got["reason"]))
+
+
+def compact_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """One zone's status with each server as one string (an older state's maps
+    converted; strings kept)."""
+    servers = status.get("servers")
+    if not isinstance(servers, Mapping):
+        return dict(status)
+    return {**status, "servers": {
+        label: s if isinstance(s, str) else _server_text(server_status(s))
+        for label, s in servers.items()}}
+
+
 @dataclass
 class ZoneGateArgs:
     """One zone of the gate: whom to ask and what they must serve."""
 
     zone_name: str
-    primaries: Sequence[pulumi.Input[Target]]
-    secondaries: Sequence[pulumi.Input[Target]]
+    #: targets, or refs into TransferGateArgs.servers
+    primaries: Sequence[pulumi.Input[Target] | str]
+    secondaries: Sequence[pulumi.Input[Target] | str]
     #: the serial every primary must serve exactly (None: whatever the primaries serve)
     expected_serial: pulumi.Input[int] | None = None
     #: the content digest the primaries' AXFR must prove (None: no content proof)
     expected_digest: str | None = None
     #: a signed zone's DS records: DNSKEY and signatures are checked against them
     expected_ds: pulumi.Input[list[str]] | None = None
+
+
+class ServerRefs:
+    """Each server of a stack once, under a ref the zones name (ADR 19): a ref of
+    *named* ({ref: target}, targets that may be Outputs) as given; a plain target by its
+    name (``name@host:port`` when two differ by name only); any other Output by its
+    place (``#n``, in the order the zones name it)."""
+
+    def __init__(self, named: Mapping[str, pulumi.Input[Target]] | None = None) -> None:
+        self.named = dict(named or {})
+        self.used: dict[str, Any] = {}
+        self._outputs: dict[int, str] = {}
+
+    def refs(self, targets: Sequence[Any]) -> str:
+        return " ".join(self.ref(t) for t in targets)
+
+    def ref(self, target: Any) -> str:
+        if isinstance(target, str):
+            if target not in self.named:
+                raise ValueError(f"server {target!r} is not one of {sorted(self.named)}")
+            self.used[target] = self.named[target]
+            return target
+        if isinstance(target, Mapping):
+            t = dict(target)
+            ref = str(t.get("name") or t.get("host") or "server")
+            if (ref in self.used and self.used[ref] != t) or ref in self.named:
+                ref = f"{ref}@{t.get('host') or t.get('instance')}:{t.get('port') or 53}"
+            self.used.setdefault(ref, t)
+            return ref
+        ref = self._outputs.setdefault(id(target), f"#{len(self._outputs)}")
+        self.used[ref] = target
+        return ref
 
 
 @dataclass
@@ -550,6 +676,9 @@ class TransferGateArgs:
     #: zone -> the serial its primaries must serve, for every zone at once (ZoneSerials'
     #: map, one Output); a zone's own expected_serial, when set, takes precedence
     expected_serials: pulumi.Input[Mapping[str, int]] | None = None
+    #: ref -> target: the servers the zones name by ref (a zone's primaries and
+    #: secondaries may be refs into this, or targets)
+    servers: Mapping[str, pulumi.Input[Target]] | None = None
 
 
 class TransferGate(Resource, module="bind9", name="TransferGate"):
@@ -564,11 +693,12 @@ class TransferGate(Resource, module="bind9", name="TransferGate"):
         self, name: str, args: TransferGateArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         kube = args.kube or KubeAccess()
+        servers = ServerRefs(args.servers)
         zones: dict[str, Any] = {}
         for zone in args.zones:
             entry: dict[str, Any] = {
-                "primaries": list(zone.primaries),
-                "secondaries": list(zone.secondaries),
+                "primaries": servers.refs(zone.primaries),
+                "secondaries": servers.refs(zone.secondaries),
                 "expectedSerial": zone.expected_serial,
                 "expectedDigest": zone.expected_digest,
             }
@@ -576,6 +706,7 @@ class TransferGate(Resource, module="bind9", name="TransferGate"):
                 entry["expectedDs"] = zone.expected_ds
             zones[zone.zone_name] = entry
         props: dict[str, Any] = {
+            "servers": servers.used,
             "zones": zones,
             # folded into each zone's expectedSerial by check (so state keeps one shape)
             "expectedSerials": args.expected_serials,

@@ -17,6 +17,10 @@ one serial resource per stack instead of one per zone (ADR 11). A zone whose con
 hash did not change keeps its serial without asking anyone, so a preview with no change
 touches no network. The provider runs in the engine's provider host, so it imports
 little.
+
+Inputs: ``servers`` {ref: target} (each server of the stack once) and ``zones``
+{zoneName: {contentHash, probe, digest}}, probe the refs of the zone's servers in one
+string (ADR 19; a list of targets, as a state before it holds, is read too).
 """
 
 from __future__ import annotations
@@ -186,7 +190,8 @@ class ZoneSerialsProvider(ResourceProvider):
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         zones = dict(news.get("zones") or {})
-        if _unknown(zones):  # a preview whose inputs are not known yet
+        servers = news.get("servers")
+        if _unknown(zones) or _unknown(servers):  # a preview whose inputs are not known yet
             from pulumi.runtime import rpc
 
             return CheckResult({**news, "serials": rpc.UNKNOWN}, [])
@@ -203,7 +208,7 @@ class ZoneSerialsProvider(ResourceProvider):
             previous = ((int(kept["serial"]), str(kept.get("contentHash", "")))
                         if isinstance(kept, dict) and kept.get("serial") is not None else None)
             todo.append(ZoneToSerial(zone, str(entry["contentHash"]), previous,
-                                     list(entry.get("probe") or []), entry.get("digest")))
+                                     probe_of(entry, servers), entry.get("digest")))
         if todo:
             decided = decide_serials(todo, key=_key(news), resolver=self._resolver(news))
             for z in todo:
@@ -248,6 +253,18 @@ class ZoneSerialsProvider(ResourceProvider):
         return ReadResult(id_=id_, outs=props)
 
 
+def probe_of(entry: Mapping[str, Any], servers: Any) -> list[Any]:
+    """A zone's probe targets: its refs into *servers* (one string), or its list."""
+    probe = entry.get("probe") or []
+    if isinstance(probe, str):
+        known = servers if isinstance(servers, dict) else {}
+        missing = [r for r in probe.split() if r not in known]
+        if missing:
+            raise ValueError(f"probe names {', '.join(missing)}, not in servers")
+        return [known[r] for r in probe.split()]
+    return list(probe)
+
+
 class ZoneSerialProvider(ResourceProvider):
     """Retired: one serial per zone (before ADR 11). Kept, with nothing in it, so that the
     engine can unpickle it from an older state and delete those per-zone serials (a
@@ -285,10 +302,15 @@ class ZoneSerials(Resource, module="bind9", name="ZoneSerials"):
     def __init__(
         self, name: str, args: ZoneSerialsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
+        from components.transfer_gate import ServerRefs
+
         kube = args.kube or KubeAccess()
-        zones = {z.zone_name: {"contentHash": z.content_hash, "probe": list(z.probe),
+        servers = ServerRefs()  # each server once; a zone names its probe targets by ref
+        zones = {z.zone_name: {"contentHash": z.content_hash,
+                               "probe": servers.refs(list(z.probe)),
                                "digest": z.digest} for z in args.zones}
         props: dict[str, Any] = {
+            "servers": servers.used,
             "zones": zones,
             "tsigKeyName": args.tsig.key_name,
             "tsigAlgorithm": args.tsig.algorithm,

@@ -17,8 +17,10 @@ import pytest
 
 from components.transfer_gate import (
     GateFailed,
+    ServerRefs,
     TransferGateProvider,
     changed_zones,
+    server_status,
     zone_props,
 )
 
@@ -159,3 +161,65 @@ def test_the_zones_share_one_lookup_of_pods_and_forwards(monkeypatch: pytest.Mon
     monkeypatch.setattr(forward, "endpoint_resolver", counting)
     Recorder().create(inputs(a=1, b=1, c=1))
     assert entered == [3]  # once, with the three zones' servers
+
+
+def ref_inputs(servers: dict[str, dict[str, Any]], **zones: tuple[int, str]) -> dict[str, Any]:
+    """The gate's inputs as the program registers them (ADR 19): each server once, a
+    zone's primaries as refs."""
+    return {**inputs(), "servers": servers, "zones": {
+        f"{name}.example": {"primaries": refs, "secondaries": "", "expectedSerial": serial,
+                            "expectedDigest": "ab" * 48}
+        for name, (serial, refs) in zones.items()}}
+
+
+def test_refs_resolve_to_the_servers_and_compare_with_the_old_shape() -> None:
+    p = {"name": "p", "host": "127.0.0.1", "port": 53}
+    q = {"name": "q", "host": "127.0.0.2", "port": 53}
+    new = ref_inputs({"p": p, "q": q}, a=(1, "p"), b=(1, "q"))
+    assert zone_props(new, "a.example")["primaries"] == [p]
+    assert zone_props(new, "b.example")["primaries"] == [q]
+    # a state of the old shape with the same servers: nothing changed
+    old = {**inputs(a=1), "zones": {"a.example": zone(1), "b.example": {**zone(1),
+                                                                        "primaries": [q]}}}
+    assert changed_zones(old, new) == []
+    assert changed_zones(new, old) == []
+    assert TransferGateProvider().diff("id", old, new).changes is False
+    # a server that moves changes exactly the zones that name it
+    moved = ref_inputs({"p": p, "q": {**q, "port": 5353}}, a=(1, "p"), b=(1, "q"))
+    assert changed_zones(new, moved) == ["b.example"]
+    assert changed_zones(old, moved) == ["b.example"]
+    # a zone that names another server is a change of that zone
+    assert changed_zones(new, ref_inputs({"p": p, "q": q}, a=(1, "q"), b=(1, "q"))) == [
+        "a.example"]
+    # a ref to no server is a check failure naming it
+    bad = TransferGateProvider().check({}, ref_inputs({"p": p}, a=(1, "p x")))
+    assert [f.reason for f in bad.failures] == [
+        "zones.a.example.primaries names x, not in servers (servers: p)"]
+
+
+def test_update_of_an_old_state_re_verifies_only_changed_zones_and_compacts_status() -> None:
+    gate = Recorder()
+    p = {"name": "p", "host": "127.0.0.1", "port": 53}
+    server = {"host": "127.0.0.1", "port": 53, "role": "primary", "serial": 1,
+              "verifiedAt": "2026-12-03T17:00:00Z", "attempts": 2, "reason": "OK"}
+    old = {**inputs(a=1, b=1), "ready": True, "status": {
+        z: {"ready": True, "servedSerial": 1, "servers": {"p": server}}
+        for z in ("a.example", "b.example")}}
+    news = ref_inputs({"p": p}, a=(1, "p"), b=(2, "p"))
+    outs = gate.update("id", old, news).outs
+    assert gate.checked == ["b.example"]
+    kept = outs["status"]["a.example"]["servers"]["p"]
+    assert kept == "primary 1 OK 2 2026-12-03T17:00:00Z 127.0.0.1 53"
+    assert server_status(kept) == server
+    assert outs["status"]["a.example"]["servedSerial"] == 1
+
+
+def test_server_refs_keep_each_server_once() -> None:
+    refs = ServerRefs({"sec": {"name": "sec", "host": "10.0.0.2", "port": 53}})
+    p = {"name": "p", "host": "10.0.0.1", "port": 53}
+    other_p = {"name": "p", "host": "10.0.0.9", "port": 53}
+    assert refs.refs([p, "sec"]) == "p sec"
+    assert refs.refs([dict(p), other_p]) == "p p@10.0.0.9:53"
+    assert list(refs.used) == ["p", "sec", "p@10.0.0.9:53"]
+    with pytest.raises(ValueError, match="server 'nope' is not one of"):
+        refs.ref("nope")

@@ -23,7 +23,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
-from components.transfer_gate import TransferGateProvider
+from components.transfer_gate import TransferGateProvider, server_status
 from tests.conftest import new_secret
 from tests.namedkit import HOST, ZONE, LoopbackTopology, loopback_topology, start_all
 
@@ -89,13 +89,17 @@ def cluster(tmp_path: Path) -> Iterator[LoopbackTopology]:
 
 def inputs(c: LoopbackTopology, *, secret: str | None = None,
            deadline: float = 20) -> dict[str, Any]:
+    """The gate's inputs as the program registers them: each server once, the zone's
+    primaries and secondaries refs into them (ADR 19)."""
     from pulumi.dynamic.dynamic import serialize_provider
 
     prims, secs = c.endpoints()
     return {
+        "servers": {e.label: {"name": e.label, "host": e.host, "port": e.port}
+                    for e in [*prims, *secs]},
         "zones": {ZONE: {
-            "primaries": [{"name": e.label, "host": e.host, "port": e.port} for e in prims],
-            "secondaries": [{"name": e.label, "host": e.host, "port": e.port} for e in secs],
+            "primaries": " ".join(e.label for e in prims),
+            "secondaries": " ".join(e.label for e in secs),
             "expectedSerial": c.serial,
             "expectedDigest": c.digest,
             "triggers": {},
@@ -131,7 +135,7 @@ def test_provider_host_configure_check_diff_create_update_read(
     assert outs["ready"] is True and status["ready"] is True
     assert status["servedSerial"] == cluster.serial
     assert set(status["servers"]) == {"primary-dns", "sec-a", "sec-b"}
-    for server in status["servers"].values():
+    for server in map(server_status, status["servers"].values()):
         assert server["serial"] == cluster.serial and server["verifiedAt"]
         assert server["attempts"] >= 1
 
@@ -149,7 +153,8 @@ def test_provider_host_configure_check_diff_create_update_read(
                                            news=_serialize(news2), timeout=60))
     outs2 = _deserialize(updated.properties)
     assert outs2["status"][ZONE]["servedSerial"] == cluster.serial
-    assert {s["serial"] for s in outs2["status"][ZONE]["servers"].values()} == {cluster.serial}
+    served = outs2["status"][ZONE]["servers"].values()
+    assert {server_status(s)["serial"] for s in served} == {cluster.serial}
 
     # drift: a secondary goes away; refresh (Read) reports what each server serves now
     cluster.procs["sec-b"].stop()
@@ -157,7 +162,7 @@ def test_provider_host_configure_check_diff_create_update_read(
                                     inputs=_serialize(news2)))
     now = _deserialize(read.properties)
     assert read.id == created.id
-    servers = now["status"][ZONE]["servers"]
+    servers = {k: server_status(v) for k, v in now["status"][ZONE]["servers"].items()}
     assert servers["primary-dns"]["serial"] == cluster.serial
     assert servers["sec-a"]["serial"] == cluster.serial
     assert servers["sec-b"].get("serial") is None  # None does not travel
@@ -216,3 +221,63 @@ def test_provider_host_stale_secondary_message_names_server_serial_reason_fix(
                for line in lines), details
     assert "sec-a" not in details  # only the lagging server
     assert any(line.strip().startswith("fix: the gate cannot reach it") for line in lines)
+
+
+def old_shape(props: dict[str, Any]) -> dict[str, Any]:
+    """*props* as a state written of ADR 19 or older holds them: each zone its own server lists,
+    no servers map, each server's status a map."""
+    servers = props.get("servers") or {}
+    zones = {z: {**e, **{k: [servers[r] for r in e[k].split()]
+                         for k in ("primaries", "secondaries") if isinstance(e.get(k), str)}}
+             for z, e in (props.get("zones") or {}).items()}
+    status = {z: {**s, "servers": {n: dict(server_status(v)) for n, v in s["servers"].items()}}
+              for z, s in (props.get("status") or {}).items()}
+    out = {k: v for k, v in props.items() if k != "servers"}
+    return {**out, "zones": zones, **({"status": status} if "status" in props else {})}
+
+
+def test_provider_host_reads_a_state_of_the_old_shape(
+        host: Any, cluster: LoopbackTopology) -> None:
+    """A stack whose state predates the compact shape (server lists per
+    zone, a server's status a map):
+    no change shows as none, a change re-verifies the zone and writes the new shape,
+    refresh reads it."""
+    from pulumi.runtime.proto import provider_pb2 as pb
+
+    host.Configure(pb.ConfigureRequest(args=struct_pb2.Struct(), acceptSecrets=True))
+    news = inputs(cluster)
+    created = host.Create(pb.CreateRequest(urn=URN, properties=_serialize(news), timeout=60))
+    outs = _deserialize(created.properties)
+    old = old_shape(outs)
+    assert isinstance(old["zones"][ZONE]["primaries"], list)
+    assert isinstance(old["status"][ZONE]["servers"]["sec-a"], dict)
+
+    checked = host.Check(pb.CheckRequest(urn=URN, olds=_serialize(old), news=_serialize(news)))
+    assert not checked.failures
+    same = host.Diff(pb.DiffRequest(id=created.id, urn=URN, olds=_serialize(old),
+                                    news=checked.inputs))
+    assert same.changes == pb.DiffResponse.DIFF_NONE
+
+    cluster.change_records()
+    news2 = inputs(cluster)
+    diff = host.Diff(pb.DiffRequest(id=created.id, urn=URN, olds=_serialize(old),
+                                    news=_serialize(news2)))
+    assert diff.changes == pb.DiffResponse.DIFF_SOME
+    updated = host.Update(pb.UpdateRequest(id=created.id, urn=URN, olds=_serialize(old),
+                                           news=_serialize(news2), timeout=60))
+    outs2 = _deserialize(updated.properties)
+    assert outs2["zones"][ZONE]["primaries"] == "primary-dns"
+    servers = outs2["status"][ZONE]["servers"]
+    assert all(isinstance(v, str) for v in servers.values())
+    assert {server_status(v)["serial"] for v in servers.values()} == {cluster.serial}
+    # the new fields carry no secret (the engine keeps tsigSecret a secret)
+    assert cluster.secret not in repr([outs2["servers"], outs2["zones"], outs2["status"]])
+
+    # refresh of a state still in the old shape: the servers' status in the new one
+    read = host.Read(pb.ReadRequest(id=created.id, urn=URN, properties=_serialize(old),
+                                    inputs=_serialize(old_shape(news))))
+    now = _deserialize(read.properties)
+    assert now["ready"] is True and now["status"][ZONE]["ready"] is True
+    servers = now["status"][ZONE]["servers"]
+    assert all(isinstance(v, str) for v in servers.values())
+    assert {server_status(v)["serial"] for v in servers.values()} == {cluster.serial}

@@ -146,3 +146,26 @@ def test_a_silent_server_is_asked_once_not_once_per_zone(
     assert set(got.values()) == {date_serial(TODAY)}
     assert sorted((r.endpoint.host, str(r.zone)) for r in sent) == [
         ("127.0.0.1", "z0.example"), ("127.0.0.2", "z0.example")]
+
+
+def test_probe_refs_into_the_servers_map_decide_as_the_lists_did(asked: list[str]) -> None:
+    """The compact shape (ADR 19): each server once, a zone's probe its refs; the same
+    serials, the same servers asked, as the per-zone lists (an older state or caller)."""
+    probe = [{"name": "p", "host": "127.0.0.1", "port": 9},
+             {"name": "s", "host": "127.0.0.2", "port": 9}]
+    hashes = {"a.example": "h-a", "b.example": "h-b"}
+    by_list = checked({}, news(hashes, probe))
+    listed = sorted(asked)
+    asked.clear()
+    refs = {**news(hashes), "servers": {"p": probe[0], "s": probe[1]},
+            "zones": {z: {"contentHash": h, "probe": "p s", "digest": None}
+                      for z, h in hashes.items()}}
+    assert checked({}, refs) == by_list
+    assert sorted(asked) == listed
+    # old olds (zones with lists), new news (refs): the serials in state decide, no diff
+    old = {**news(hashes, probe), "serials": {
+        z: {"serial": s, "contentHash": hashes[z]} for z, s in by_list.items()}}
+    again = ZoneSerialsProvider().check(old, refs).inputs
+    assert ZoneSerialsProvider().diff("id", old, again).changes is False
+    with pytest.raises(ValueError, match="probe names q, not in servers"):
+        checked({}, {**refs, "zones": {"a.example": {"contentHash": "x", "probe": "q"}}})
