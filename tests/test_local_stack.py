@@ -80,17 +80,22 @@ def test_pulumi_program_probes_only_the_runner_servers(monkeypatch, project: Pat
     assert "addressMap" not in yaml.safe_load(
         (project / "Pulumi.local.yaml").read_text())["config"]["bind9-topology:gate"]
 
+    from components.transfer_gate import zone_props
+    from components.zone_serial import probe_of
+
     mocks = run_local_program(monkeypatch, project, local_raw(project))
     gate = mocks.inputs["local-transfer-gate"]
-    serials = mocks.inputs["local-zone-serials"]["zones"]
+    serial_inputs = mocks.inputs["local-zone-serials"]
+    serials = serial_inputs["zones"]
     assert set(gate["zones"]) == {"local.example", "local.test"}
     assert set(serials) == {"local.example", "local.test"}
     reached = set()
-    for zone in gate["zones"].values():
+    for name in gate["zones"]:  # each zone names its servers (ADR 19): resolved as the gate does
+        zone = zone_props(gate, name)
         for ep in [*zone["primaries"], *zone["secondaries"]]:
             reached.add(f"{ep['host']}:{int(ep['port'])}")
     for inputs in serials.values():
-        for ep in inputs["probe"]:
+        for ep in probe_of(inputs, serial_inputs["servers"]):
             reached.add(f"{ep['host']}:{int(ep['port'])}")
     assert reached == set(runner.values()), (reached, runner)
     assert all(r.startswith("127.") for r in reached)
