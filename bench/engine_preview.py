@@ -63,6 +63,35 @@ RENDER_DIR = ".cache/bench-manifests/{stack}"
 MB = 2**20
 
 
+class CpuSampler(RssSampler):
+    """RssSampler that also keeps each process's CPU (user + system, /proc/<pid>/stat) as
+    last seen, summed by name at the end: which engine process spends the time (the CLI,
+    the program, the Kubernetes provider). A process's last 0.2 s may be missed."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, root_pid: int, interval: float = 0.2) -> None:
+        super().__init__(root_pid, interval)
+        self.cpu: dict[int, tuple[str, float]] = {}
+
+    def sample(self) -> None:
+        super().sample()
+        for pid in self._tree():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.find("(") + 1:stat.rfind(")")]
+            fields = stat[stat.rfind(")") + 2:].split()
+            self.cpu[pid] = (name, (int(fields[11]) + int(fields[12])) / self.TICK)
+
+    def cpu_by_name(self) -> dict[str, float]:
+        total: Counter[str] = Counter()
+        for name, seconds in self.cpu.values():
+            total[name] += seconds
+        return {k: round(v, 2) for k, v in total.most_common(6)}
+
+
 def zones_to_manifests(project: Path, stack: str) -> int:
     """Move a stack's inline zones into a bindy DNSZone file (bindyManifests).
 
@@ -187,7 +216,8 @@ def _median(runs: dict[str, dict[str, Any]], label: str) -> float:
 
 
 def preview(project: Path, stacks: list[str], *, edit: bool = True, warm: bool = True,
-            repeat: int = 1, engine_log: bool = True, keep: Path | None = None) -> dict:
+            repeat: int = 1, engine_log: bool = True, log_both: bool = False,
+            skip_checkpoints: bool = False, keep: Path | None = None) -> dict:
     if shutil.which("pulumi") is None:
         raise RuntimeError("no `pulumi` on PATH: run `source scripts/engine-env.sh` first")
     source = project
@@ -208,8 +238,10 @@ def preview(project: Path, stacks: list[str], *, edit: bool = True, warm: bool =
            # --json streams the engine's events instead of one summary at the end
            "PULUMI_ENABLE_STREAMING_JSON_PREVIEW": "1"}
     env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+    no_log_env = {"PULUMI_HOME": str(home_without_logs(work / "pulumi-home"))} if (
+        log_both or not engine_log) else {}
     if not engine_log:
-        env["PULUMI_HOME"] = str(home_without_logs(work / "pulumi-home"))
+        env.update(no_log_env)
 
     def pulumi(*args: str, stack: str) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(["pulumi", *args, "--stack", stack, "--non-interactive"],
@@ -221,9 +253,10 @@ def preview(project: Path, stacks: list[str], *, edit: bool = True, warm: bool =
                                f"{proc.stderr[-3000:]}")
         return proc
 
-    def timed(stack: str, label: str, *args: str) -> dict[str, Any]:
+    def timed(stack: str, label: str, *args: str,
+              extra_env: dict[str, str] | None = None) -> dict[str, Any]:
         """One engine command with --json, as the CLI's child; its events stamped as
-        they arrive, the process tree's RSS sampled."""
+        they arrive, the process tree's RSS and each process's CPU sampled."""
         load = os.getloadavg()[0]
         log = work / f"events-{stack}-{label}.jsonl"
         err = work / f"stderr-{stack}-{label}.txt"
@@ -233,8 +266,9 @@ def preview(project: Path, stacks: list[str], *, edit: bool = True, warm: bool =
         with open(err, "w") as err_fh, open(log, "w") as log_fh:
             proc = subprocess.Popen(
                 ["pulumi", *args, "--json", "--stack", stack, "--non-interactive"],
-                cwd=project, env=env, stdout=subprocess.PIPE, stderr=err_fh, text=True)
-            sampler = RssSampler(proc.pid).start()
+                cwd=project, env={**env, **(extra_env or {})}, stdout=subprocess.PIPE,
+                stderr=err_fh, text=True)
+            sampler = CpuSampler(proc.pid).start()
             killer = threading.Timer(3600, proc.kill)
             killer.start()
             assert proc.stdout is not None
@@ -257,6 +291,7 @@ def preview(project: Path, stacks: list[str], *, edit: bool = True, warm: bool =
         # sensitive than wall time to the other work on a shared machine
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         return {"s": round(elapsed, 2), "load1": round(load, 1), "cpu_s": round(cpu, 2),
+                "cpu_by_process_s": sampler.cpu_by_name(),
                 **step_report(events),
                 "peak_rss_mb": max(by_name.values(), default=None),
                 "peak_rss_by_process_mb": by_name,
@@ -271,13 +306,21 @@ def preview(project: Path, stacks: list[str], *, edit: bool = True, warm: bool =
         runs["cold"] = timed(stack, "cold", "preview")
         if warm:
             runs["warm"] = timed(stack, "warm", "preview")
-        runs["up"] = timed(stack, "up", "up", "--yes", "--skip-preview")
+        # PULUMI_SKIP_CHECKPOINTS: the state written once at the end, not after every
+        # step (each write serializes the whole state: at 10,000 zones 131 x 150 MB)
+        runs["up"] = timed(stack, "up", "up", "--yes", "--skip-preview", extra_env=(
+            {"PULUMI_SKIP_CHECKPOINTS": "true"} if skip_checkpoints else None))
         runs["nochange"] = timed(stack, "nochange", "preview")
+        if log_both:  # the same preview with the CLI's automatic log off, side by side
+            runs["nochange_nolog"] = timed(stack, "nochange_nolog", "preview",
+                                           extra_env=no_log_env)
         for n in range(2, repeat + 1):  # the machine is shared: the same preview again
             runs[f"nochange{n}"] = timed(stack, f"nochange{n}", "preview")
         zone = edit_one_zone(project, stack) if edit else None
         if zone is not None:
             runs["edit"] = timed(stack, "edit", "preview")
+            if log_both:
+                runs["edit_nolog"] = timed(stack, "edit_nolog", "preview", extra_env=no_log_env)
             for n in range(2, repeat + 1):  # one more record in the same zone each time
                 edit_one_zone(project, stack, 98 + n)
                 runs[f"edit{n}"] = timed(stack, f"edit{n}", "preview")
@@ -293,6 +336,9 @@ def preview(project: Path, stacks: list[str], *, edit: bool = True, warm: bool =
             row.update({"edit_preview_s": _median(runs, "edit"), "edited_zone": zone,
                         "edit_ops": runs["edit"]["ops"],
                         "edit_changed": runs["edit"]["changed"]})
+        for label in ("nochange_nolog", "edit_nolog"):
+            if label in runs:
+                row[f"{label}_preview_s"] = runs[label]["s"]
         results[stack] = row
     if keep is not None:
         shutil.rmtree(keep, ignore_errors=True)
@@ -316,11 +362,17 @@ def main() -> int:
                     help="run the no-change and the edit preview N times each (median)")
     ap.add_argument("--no-engine-log", action="store_true",
                     help="the CLI's automatic log off (a PULUMI_HOME whose logs is a file)")
+    ap.add_argument("--log-both", action="store_true",
+                    help="also run the no-change and the edit preview with the automatic log "
+                         "off (labels nochange_nolog, edit_nolog), side by side")
+    ap.add_argument("--skip-checkpoints", action="store_true",
+                    help="`up` with PULUMI_SKIP_CHECKPOINTS=true (state saved once, at the end)")
     ap.add_argument("--keep", type=Path, default=None,
                     help="keep the project copy (render dirs), its file backend and the event logs")
     args = ap.parse_args()
     result = preview(args.project.resolve(), args.stacks.split(","), edit=not args.no_edit,
                      warm=not args.no_warm, repeat=args.repeat, engine_log=not args.no_engine_log,
+                     log_both=args.log_both, skip_checkpoints=args.skip_checkpoints,
                      keep=args.keep)
     if args.json:
         print(json.dumps(result))
@@ -329,10 +381,12 @@ def main() -> int:
             print(f"{stack}: peak RSS of the engine's largest process {r['peak_rss_mb']:.0f} MB")
             for label, run in r["runs"].items():
                 ops = ", ".join(f"{n} {op}" for op, n in sorted(run["ops"].items()))
-                print(f"  {label:9} {run['s']:8.2f} s  cpu {run['cpu_s']:7.2f} s  "
+                print(f"  {label:14} {run['s']:8.2f} s  cpu {run['cpu_s']:7.2f} s  "
                       f"(load {run['load1']:4.1f})  "
                       f"registered {run['last_registering_s']} s, steps "
                   f"{run['first_step_s']}..{run['last_step_s']} s: {ops}")
+                print(f"{'':16}cpu by process {run['cpu_by_process_s']}, "
+                      f"peak RSS {run['peak_rss_by_process_mb']}")
                 for change in run["changed"][:6] if label == "edit" else []:
                     print(f"            {change}")
         print(f"sum {result['preview_s_sum']:.2f} s, slowest stack {result['preview_s_max']:.2f} s")
