@@ -417,3 +417,93 @@ def test_kept_connections_idle_out_and_closed_ones_are_dropped() -> None:
     finally:
         for sock in (a, a_peer, b, b_peer, c, c_peer):
             sock.close()
+
+
+# ----------------------------------------------------------------------------- answers seen
+
+
+def _same_answer_twice(seed: int) -> tuple[list[bytes], list[bytes], dns.message.Message,
+                                           dns.message.Message, int, int,
+                                           fastxfr.Tsig, fastxfr.Tsig]:
+    """One zone as two servers answer two signed queries: the same records in the same
+    order, each answer with its own id and TSIG."""
+    zone = single_rdata_zone(random.Random(seed), 30)
+    _, qid1, tsig1, q1 = signed_query()
+    _, qid2, tsig2, q2 = signed_query()
+    first = answer_messages(zone, q1, random.Random(seed), per_message=100)
+    second = answer_messages(zone, q2, random.Random(seed), per_message=100)
+    return first, second, q1, q2, qid1, qid2, tsig1, tsig2
+
+
+def single_rdata_zone(rnd: random.Random, records: int) -> dns.zone.Zone:
+    """A zone whose RRsets hold one value each (dnspython shuffles the values of an RRset
+    as it renders them, and two servers' answers are to carry the same bytes here)."""
+    lines = ["@ 3600 IN SOA ns1 hostmaster 7 3600 600 86400 300", "@ 3600 IN NS ns1",
+             "ns1 3600 IN A 192.0.2.1"]
+    for i in range(records):
+        rdtype = rnd.choice(FAST)
+        lines.append(f"n{i}.{rand_label(rnd)} {rnd.choice([60, 300])} IN {rdtype} "
+                     f"{rand_rdata(rnd, rdtype)}")
+    return dns.zone.from_text("\n".join(lines) + "\n", origin=ORIGIN, relativize=False)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_an_answer_with_the_bytes_of_one_read_before_gives_what_dnspython_reads(
+        seed: int) -> None:
+    fastxfr.ANSWERS.clear()
+    first, second, q1, q2, qid1, qid2, tsig1, tsig2 = _same_answer_twice(seed)
+    body = len(first[0]) - tsig1.record_size
+    assert first[0][2:body] == second[0][2:body] and first != second
+    assert fast_reads(first, qid1, tsig1) == dnspython_reads(first, q1)
+    hits = fastxfr.ANSWERS.hits
+    assert fast_reads(second, qid2, tsig2) == dnspython_reads(second, q2)
+    assert fastxfr.ANSWERS.hits == hits + 1  # taken without reading it again
+
+
+def test_a_seen_answer_is_still_held_to_its_own_id_and_tsig() -> None:
+    fastxfr.ANSWERS.clear()
+    first, second, _, _, qid1, qid2, tsig1, tsig2 = _same_answer_twice(3)
+    fast_reads(first, qid1, tsig1)
+    (wire,) = second
+    tsig_start = len(wire) - tsig2.record_size
+    for at in [tsig_start + 1, len(wire) - 40, len(wire) - 1]:  # owner, MAC, other-len
+        with pytest.raises(fastxfr.NotPlain):
+            fastxfr.AxfrDigest(ORIGIN, qid2, copy.deepcopy(tsig2)).feed(tampered(wire, at))
+    with pytest.raises(fastxfr.NotPlain):  # another exchange's id
+        fastxfr.AxfrDigest(ORIGIN, qid2 ^ 1, copy.deepcopy(tsig2)).feed(wire)
+    with pytest.raises(fastxfr.NotPlain):  # verified against the first query's MAC
+        fastxfr.AxfrDigest(ORIGIN, qid2, copy.deepcopy(tsig1)).feed(
+            wire[:0] + struct_id(qid2) + wire[2:])
+    # and another order of the same records is read in full, to the same digest
+    zone = single_rdata_zone(random.Random(3), 30)
+    _, qid3, tsig3, q3 = signed_query()
+    other = answer_messages(zone, q3, random.Random(99), per_message=100)
+    hits = fastxfr.ANSWERS.hits
+    assert fast_reads(other, qid3, tsig3) == dnspython_reads(other, q3)
+    assert fastxfr.ANSWERS.hits == hits
+
+
+def struct_id(qid: int) -> bytes:
+    return qid.to_bytes(2, "big")
+
+
+def test_an_answer_past_max_records_is_too_large_and_one_within_is_read() -> None:
+    zone = make_zone(random.Random(5), records=60, types=FAST)
+    records = sum(len(rds) for node in zone.nodes.values() for rds in node.rdatasets)
+    _, qid, tsig, query = signed_query()
+    wires = answer_messages(zone, query, random.Random(5), per_message=7)
+    reader = fastxfr.AxfrDigest(ORIGIN, qid, copy.deepcopy(tsig), max_records=10)
+    with pytest.raises(fastxfr.TooLarge):
+        for w in wires:
+            reader.feed(w)
+    reader = fastxfr.AxfrDigest(ORIGIN, qid, copy.deepcopy(tsig), max_records=records)
+    assert [reader.feed(w) for w in wires][-1] and reader.records == records
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_axfr_query_bytes_are_dnspythons(seed: int) -> None:
+    rnd = random.Random(seed)
+    zone = dns.name.from_text(rand_name(rnd, inside=0.5))
+    q = dns.message.make_query(zone, dns.rdatatype.AXFR, dns.rdataclass.IN)
+    q.id = 0
+    assert fastxfr._unsigned_query.__wrapped__(zone) == q.to_wire()

@@ -533,16 +533,22 @@ def axfr_pulls(
     lifetime: float | None = 120.0,
     slot: Callable[[Endpoint], threading.Semaphore] | None = None,
     sessions: Sessions | None = None,
+    max_records: int | None = None,
 ) -> list[TransferProbe]:
     """:func:`axfr_probe` of every (endpoint, zone) at once, in this thread (one selector):
-    many zones' pulls in one loop, as :func:`axfr_probes` does one zone's."""
+    many zones' pulls in one loop, as :func:`axfr_probes` does one zone's. *max_records*:
+    an answer with more records is not read to its end (Reason.ERROR, "more than")."""
     clock = _Clock()
     names = [_zone_name(z) for _, z in pulls]
     endpoints = [ep for ep, _ in pulls]
-    outcomes = fastxfr.transfer_many(endpoints, names, key, timeout, lifetime, slot, sessions)
+    outcomes = fastxfr.transfer_many(endpoints, names, key, timeout, lifetime, slot, sessions,
+                                     max_records)
     probes: list[TransferProbe] = []
     for endpoint, name, outcome in zip(endpoints, names, outcomes, strict=True):
-        if isinstance(outcome, fastxfr.NotPlain):
+        if isinstance(outcome, fastxfr.TooLarge):
+            probes.append(TransferProbe(endpoint, name.to_text(), Reason.ERROR, None, None, 0,
+                                        f"AXFR: {outcome}, not read", clock(), XfrKind.FULL))
+        elif isinstance(outcome, fastxfr.NotPlain):
             probes.append(axfr(endpoint, name, key=key, timeout=timeout, lifetime=lifetime,
                                sessions=sessions)[0])
         elif isinstance(outcome, BaseException):

@@ -59,8 +59,8 @@ from bind9_topology.config.digest import _SIGNER_TYPES
 from bind9_topology.dns.endpoint import Endpoint
 from bind9_topology.dns.sessions import Session, Sessions
 
-__all__ = ["CONNECTIONS", "AxfrDigest", "NotPlain", "Tsig", "axfr_query", "read_soa_answer",
-           "soa_query_wire", "transfer", "transfer_many"]
+__all__ = ["ANSWERS", "CONNECTIONS", "AxfrDigest", "NotPlain", "TooLarge", "Tsig", "axfr_query",
+           "read_soa_answer", "soa_query_wire", "transfer", "transfer_many"]
 
 _IN = 1
 _ANY = 255
@@ -81,6 +81,11 @@ _OPCODE_MASK = 0x7800
 
 class NotPlain(Exception):
     """The transfer is not the plain case this reader takes; dnspython decides."""
+
+
+class TooLarge(Exception):
+    """The answer carries more records than the transfer was asked to read (a pull made
+    before knowing the zone's size); it is dropped, not read to its end."""
 
 
 def _name(wire: bytes, at: int,
@@ -192,10 +197,18 @@ class Tsig:
 
     @classmethod
     def for_key(cls, key: dns.tsig.Key) -> Tsig | None:
-        hashinfo = dns.tsig.HMACTSig._hashes.get(key.algorithm)
-        if hashinfo is None or isinstance(hashinfo, tuple):
+        template = _tsig_template(key)
+        if template is None:
             return None  # truncated MACs, GSS-TSIG: dnspython's
-        return cls(key, hashinfo)
+        tsig = cls.__new__(cls)
+        tsig.secret, tsig.digestmod, tsig.size, tsig.name_wire, tsig.alg_wire = template
+        tsig.prior_mac, tsig.unsigned, tsig.first = b"", [], True
+        return tsig
+
+    @property
+    def record_size(self) -> int:
+        """Bytes of the TSIG record an answer ends with (uncompressed owner, no other data)."""
+        return len(self.name_wire) + 10 + len(self.alg_wire) + 16 + self.size
 
     def sign(self, wire: bytes, now: int, fudge: int = 300) -> bytes:
         """*wire* (an unsigned query) with a TSIG record appended; its MAC is kept."""
@@ -255,6 +268,88 @@ class Tsig:
         self.first = False
 
 
+_TEMPLATES: dict[int, tuple[dns.tsig.Key, tuple[bytes, Any, int, bytes, bytes] | None]] = {}
+
+
+def _tsig_template(key: dns.tsig.Key) -> tuple[bytes, Any, int, bytes, bytes] | None:
+    """(secret, digestmod, MAC size, key name wire, algorithm wire) of *key*, worked out
+    once per key object (a Tsig is made per exchange, and the names' wire forms cost more
+    than the HMAC of a small answer). None for what :class:`Tsig` leaves to dnspython."""
+    kept = _TEMPLATES.get(id(key))
+    if kept is not None and kept[0] is key:
+        return kept[1]
+    hashinfo = dns.tsig.HMACTSig._hashes.get(key.algorithm)
+    template = None
+    if hashinfo is not None and not isinstance(hashinfo, tuple):
+        secret = key.secret if isinstance(key.secret, bytes) else bytes(key.secret)
+        template = (secret, hashinfo, _digest_size(hashinfo), key.name.to_digestable(),
+                    key.algorithm.to_digestable())
+    if len(_TEMPLATES) >= 256:
+        _TEMPLATES.clear()
+    _TEMPLATES[id(key)] = (key, template)  # the key is held, so its id is not reused
+    return template
+
+
+class _Answer:
+    """A single-message AXFR answer this reader took in full, by its bytes after the id
+    and before the TSIG record: what it made of them."""
+
+    __slots__ = ("authoritative", "body", "digest", "records", "serial")
+
+    def __init__(self, body: bytes, serial: int, digest: str, records: int,
+                 authoritative: bool) -> None:
+        self.body, self.serial, self.digest = body, serial, digest
+        self.records, self.authoritative = records, authoritative
+
+
+class _Answers:
+    """The last few plain single-message answers read in full, per zone (bounded by bytes).
+
+    The gate pulls one zone from every server at the same serial, and servers that hold
+    the same zone answer with the same bytes but for the id and the TSIG record. Reading
+    is a pure function of those bytes (and the zone), so an answer whose bytes equal one
+    read before has its serial, digest, record count and AA without being read again;
+    its TSIG is still verified against this exchange (:meth:`AxfrDigest.feed`). Any other
+    byte anywhere, and the answer is read in full.
+    """
+
+    def __init__(self, max_bytes: int = 64 << 20, per_zone: int = 2,
+                 max_body: int = 16384) -> None:
+        self.max_bytes, self.per_zone, self.max_body = max_bytes, per_zone, max_body
+        self._zones: collections.OrderedDict[bytes, list[_Answer]] = collections.OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def candidates(self, origin_wire: bytes) -> list[_Answer]:
+        with self._lock:
+            return list(self._zones.get(origin_wire, ()))
+
+    def put(self, origin_wire: bytes, answer: _Answer) -> None:
+        if len(answer.body) > self.max_body:
+            return
+        with self._lock:
+            kept = self._zones.pop(origin_wire, [])
+            kept = [a for a in kept if a.body != answer.body]
+            kept.insert(0, answer)
+            for gone in kept[self.per_zone:]:
+                self._bytes -= len(gone.body)
+            kept = kept[:self.per_zone]
+            self._bytes += len(answer.body)
+            self._zones[origin_wire] = kept
+            while self._bytes > self.max_bytes and self._zones:
+                _, old = self._zones.popitem(last=False)
+                self._bytes -= sum(len(a.body) for a in old)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._zones.clear()
+            self._bytes = 0
+
+
+ANSWERS = _Answers()
+
+
 @functools.lru_cache(maxsize=32768)
 def _origin(origin: dns.name.Name) -> tuple[dns.name.Name, bytes, tuple[bytes, ...]]:
     """(canonical name, its wire form, its labels without the root), once per zone."""
@@ -270,8 +365,12 @@ class AxfrDigest:
     hold what ``checks.axfr`` would report for the same answer.
     """
 
-    def __init__(self, origin: dns.name.Name, query_id: int, tsig: Tsig | None) -> None:
+    def __init__(self, origin: dns.name.Name, query_id: int, tsig: Tsig | None,
+                 max_records: int | None = None) -> None:
         self.origin, self.origin_wire, self.origin_labels = _origin(origin)
+        #: more records in the answer than this (both SOAs not counted): TooLarge
+        self.max_records = max_records
+        self.seen = 0
         self.query_id = query_id
         self.tsig = tsig
         self.signed = tsig is not None
@@ -296,7 +395,14 @@ class AxfrDigest:
             raise NotPlain("message after the final SOA")
         if len(wire) < 12:
             raise NotPlain("short header")
+        if self.first and self.tsig is not None and self._seen_before(wire):
+            if self.max_records is not None and self.records > self.max_records:
+                raise TooLarge(f"more than {self.max_records} records")
+            return True
         qid, flags, qd, an, ns, ar = _HEADER.unpack_from(wire)
+        self.seen += an
+        if self.max_records is not None and self.seen > self.max_records + 2:
+            raise TooLarge(f"more than {self.max_records} records")
         rcode = flags & 0x000F
         at = 12
         questions: list[tuple[bytes, int, int]] = []
@@ -324,6 +430,7 @@ class AxfrDigest:
                 raise NotPlain("record runs past the message")
             at += 10 + struct.unpack_from("!H", wire, at + 8)[0]
         had_tsig = False
+        tsig_at = -1
         for i in range(ar):
             start = at
             at = _skip_name(wire, at)
@@ -339,6 +446,7 @@ class AxfrDigest:
                     raise NotPlain("signed answer to an unsigned query")
                 self.tsig.verify(wire, start, at + 10, rdlen, int(time.time()))
                 had_tsig = True
+                tsig_at = start
             at += 10 + rdlen
         if at != len(wire):
             raise NotPlain("trailing bytes")
@@ -363,10 +471,44 @@ class AxfrDigest:
                 if self.signed and not had_tsig:
                     raise NotPlain("last message without TSIG")
                 self._finish()
+                if first and tsig_at > 0:
+                    assert self.serial is not None and self.digest is not None
+                    ANSWERS.put(self.origin_wire, _Answer(
+                        wire[2:tsig_at], self.serial, self.digest, self.records,
+                        self.authoritative))
                 return True
         if first and self.soa is None:
             raise NotPlain("no SOA first")
         return False
+
+    def _seen_before(self, wire: bytes) -> bool:
+        """*wire* is a whole answer whose bytes, but for the id and its TSIG record, are
+        those of an answer read in full before (:data:`ANSWERS`): take what that one
+        gave. The id must be the query's and the TSIG record must end the message and
+        verify for this exchange, or NotPlain as in the full reading."""
+        cut = len(wire) - self.tsig.record_size if self.tsig is not None else -1
+        if cut <= 12:
+            return False
+        body = wire[2:cut]
+        seen = next((a for a in ANSWERS.candidates(self.origin_wire) if a.body == body), None)
+        if seen is None:
+            return False
+        if struct.unpack_from("!H", wire)[0] != self.query_id:
+            raise NotPlain("not an answer to the query")
+        assert self.tsig is not None
+        at = _skip_name(wire, cut)
+        if at + 10 > len(wire):
+            raise NotPlain("record runs past the message")
+        rdtype, rdclass, _ttl, rdlen = _RR.unpack_from(wire, at)
+        if rdtype != _TSIG or rdclass != _ANY or at + 10 + rdlen != len(wire):
+            raise NotPlain("TSIG not the last additional record")
+        self.tsig.verify(wire, cut, at + 10, rdlen, int(time.time()))
+        self.first = False
+        self.authoritative = seen.authoritative
+        self.serial, self.digest, self.records = seen.serial, seen.digest, seen.records
+        self.done = True
+        ANSWERS.hits += 1
+        return True
 
     # ------------------------------------------------------------------ records
 
@@ -499,13 +641,18 @@ class AxfrDigest:
         self.done = True
 
 
+def _name_wire(zone: dns.name.Name) -> bytes:
+    """*zone* in wire form as written (its case kept, uncompressed): a question's name."""
+    wire = zone.to_wire()
+    assert wire is not None
+    return wire
+
+
 @functools.lru_cache(maxsize=32768)
 def _unsigned_soa_query(zone: dns.name.Name) -> bytes:
-    """The SOA query ``checks.soa_query`` sends (no RD, no EDNS), id 0."""
-    q = dns.message.make_query(zone, dns.rdatatype.SOA)
-    q.flags &= ~dns.flags.RD
-    q.id = 0
-    return q.to_wire()
+    """The SOA query ``checks.soa_query`` sends (no RD, no EDNS), id 0: dnspython's bytes
+    (tests/test_fastsoa.py), put together without a message object."""
+    return _HEADER.pack(0, 0, 1, 0, 0, 0) + _name_wire(zone) + b"\x00\x06\x00\x01"
 
 
 @functools.lru_cache(maxsize=32768)
@@ -597,10 +744,9 @@ def read_soa_answer(wire: bytes, query_id: int, zone_wire: bytes,
 
 @functools.lru_cache(maxsize=32768)
 def _unsigned_query(zone: dns.name.Name) -> bytes:
-    """The AXFR query ``checks.axfr`` sends (dns.xfr.make_query's: RD, no EDNS), id 0."""
-    q = dns.message.make_query(zone, dns.rdatatype.AXFR, dns.rdataclass.IN)
-    q.id = 0
-    return q.to_wire()
+    """The AXFR query ``checks.axfr`` sends (dns.xfr.make_query's: RD, no EDNS), id 0:
+    dnspython's bytes (tests/test_fastxfr.py), put together without a message object."""
+    return _HEADER.pack(0, 0x0100, 1, 0, 0, 0) + _name_wire(zone) + b"\x00\xfc\x00\x01"
 
 
 def axfr_query(zone: dns.name.Name, key: dns.tsig.Key | None) -> tuple[bytes, int, Tsig | None]:
@@ -738,6 +884,7 @@ def transfer_many(
     lifetime: float | None,
     slot: Callable[[Endpoint], threading.Semaphore] | None = None,
     sessions: Sessions | None = None,
+    max_records: int | None = None,
 ) -> list[AxfrDigest | BaseException]:
     """An AXFR of *zone* from each endpoint, all at once, in this thread (one selector).
 
@@ -758,6 +905,9 @@ def transfer_many(
     transfer read to its end with nothing left over. Waiting transfers queue per server
     and the next starts when one of ours on that server ends, so thousands of pulls cost
     what their exchanges cost, not a scan of the queue per event.
+
+    *max_records*: an answer with more records than this ends as :class:`TooLarge`, its
+    connection dropped (a pull asked before the zone's size is known).
     """
     zones = ([zone] * len(endpoints) if isinstance(zone, dns.name.Name) else list(zone))
     if len(zones) != len(endpoints):
@@ -785,7 +935,7 @@ def transfer_many(
                     return
                 x.slot = held
             queue.popleft()
-            if _start(x, x.zone, key, timeout, lifetime, now, sel):
+            if _start(x, x.zone, key, timeout, lifetime, now, sel, max_records):
                 live.add(x)
                 running[server] += 1
 
@@ -833,11 +983,12 @@ def transfer_many(
 
 
 def _start(x: _Transfer, zone: dns.name.Name, key: dns.tsig.Key | None, timeout: float,
-           lifetime: float | None, now: float, sel: selectors.BaseSelector) -> bool:
+           lifetime: float | None, now: float, sel: selectors.BaseSelector,
+           max_records: int | None = None) -> bool:
     """Queue *x*'s query on a kept or a new connection; False when it ended already."""
     try:
         wire, query_id, tsig = axfr_query(zone, key)
-        x.reader = AxfrDigest(zone, query_id, tsig)
+        x.reader = AxfrDigest(zone, query_id, tsig, max_records)
     except BaseException as exc:
         x.outcome = exc
         _end(x, sel)

@@ -206,6 +206,7 @@ class _AskPull:
     pulls: list[tuple[Endpoint, str]]
     key: dns.tsig.Key | None
     timeout: float
+    max_records: int | None = None  # a pull made before the zone's size is known
 
 
 #: one zone's round (or part of it): yields what it asks, is sent the answers
@@ -238,21 +239,21 @@ def _drive(steps: Sequence[Step[T]], poller: SoaPoller, sessions: Sessions,
         now, asks = asks, {}
         answers: dict[int, list[Any]] = {}
         by_timeout: dict[float, list[int]] = {}
-        by_key: dict[tuple[int, float], list[int]] = {}
+        by_key: dict[tuple[int, float, int | None], list[int]] = {}
         for i, ask in now.items():
             if isinstance(ask, _AskSoa):
                 by_timeout.setdefault(ask.timeout, []).append(i)
             else:
-                by_key.setdefault((id(ask.key), ask.timeout), []).append(i)
+                by_key.setdefault((id(ask.key), ask.timeout, ask.max_records), []).append(i)
         for timeout, members in by_timeout.items():
             soas = [cast_soa(now[i]) for i in members]
             flat = soa_probes([r for a in soas for r in a.requests], timeout=timeout,
                               poller=poller, sessions=sessions)
             _split(members, [len(a.requests) for a in soas], flat, answers)
-        for (_, timeout), members in by_key.items():
+        for (_, timeout, limit), members in by_key.items():
             pulls = [cast_pull(now[i]) for i in members]
             flat_p = axfr_pulls([p for a in pulls for p in a.pulls], key=pulls[0].key,
-                                timeout=timeout, sessions=sessions)
+                                timeout=timeout, sessions=sessions, max_records=limit)
             _split(members, [len(a.pulls) for a in pulls], flat_p, answers)
         for i in now:
             advance(i, answers[i])
@@ -324,6 +325,8 @@ class _Prober:
         #: the target serial is what the secondaries must prove
         self.learn = learn
         self.learned: dict[int, str] = {}
+        #: a secondary's answer to :meth:`at_once`, by id(state), until it is judged
+        self.early: dict[int, TransferProbe] = {}
 
     def soa(self, states: Sequence[_State], key: dns.tsig.Key | None,
             timeout: float) -> Step[list[SoaProbe]]:
@@ -332,13 +335,44 @@ class _Prober:
             [SoaRequest(s.endpoint, self.zone, key) for s in states], timeout)
         return answers
 
-    def pull(self, eps: Sequence[Endpoint], timeout: float) -> Step[list[TransferProbe]]:
+    def pull(self, eps: Sequence[Endpoint], timeout: float,
+             max_records: int | None = None) -> Step[list[TransferProbe]]:
         """The zone from each server (pulled with the round's other zones' by :func:`_drive`,
         each over one of its server's sessions)."""
         self.pulls += len(eps)
         probes: list[TransferProbe] = yield _AskPull([(ep, self.zone) for ep in eps],
-                                                     self.key, timeout)
+                                                     self.key, timeout, max_records)
         return probes
+
+    def at_once(self, prim: Sequence[_State], sec: Sequence[_State],
+                timeout: float) -> Step[list[Result | None]]:
+        """A zone's first round when the rendered digest is known: every server not proven
+        at the expected serial is pulled at once, without an SOA question first (the
+        signed AXFR answers AA, serial and content in one exchange), the answer read only
+        up to ``DIRECT_PROOF_MAX_RECORDS`` records. A primary passes here only with "AA,
+        at or past the expected serial, this digest" (None otherwise: it is asked the
+        usual way next); a secondary's answer is kept for :meth:`secondaries`, which
+        judges it against the target once the primaries passed."""
+        assert self.digest is not None and self.expected_serial is not None
+        serial, digest = self.expected_serial, self.digest
+        todo = [st for st in [*prim, *sec]
+                if self.proofs.get(st.endpoint, self.zone, serial, digest) is None]
+        out: list[Result | None] = [None] * len(prim)
+        if not todo:
+            return out
+        probes = yield from self.pull([st.endpoint for st in todo], timeout,
+                                      DIRECT_PROOF_MAX_RECORDS)
+        for st, probe in zip(todo, probes, strict=True):
+            if st.role == "secondary":
+                st.pulled_directly = True
+                self.early[id(st)] = probe
+                continue
+            if (probe.ok and probe.authoritative and probe.serial is not None
+                    and serial_at_least(probe.serial, serial) and probe.digest == digest):
+                self.zone_records = probe.records
+                self.proven(st.endpoint, probe.serial, probe)
+                out[prim.index(st)] = (True, probe.serial, Reason.OK, probe.detail)
+        return out
 
     def proven(self, ep: Endpoint, serial: int, probe: TransferProbe) -> None:
         assert probe.digest is not None
@@ -450,6 +484,7 @@ class _Prober:
         out: list[Result | None] = [None] * len(states)
         key, digest = self.key, self.digest
         direct: list[int] = []
+        early: list[tuple[int, TransferProbe]] = []
         if key is not None and digest and self.zone_records is not None \
                 and self.zone_records <= DIRECT_PROOF_MAX_RECORDS:
             for i, st in enumerate(states):
@@ -457,10 +492,14 @@ class _Prober:
                         st.endpoint, self.zone, target, digest) is None:
                     st.pulled_directly = True
                     direct.append(i)
+        for i, st in enumerate(states):
+            got = self.early.pop(id(st), None)
+            if got is not None and key is not None and digest:
+                early.append((i, got))
 
         pulled = ((yield from self.pull([states[i].endpoint for i in direct], timeout))
                   if direct else [])
-        for i, probe in zip(direct, pulled, strict=True):
+        for i, probe in [*early, *zip(direct, pulled, strict=True)]:
             if (probe.ok and probe.authoritative and probe.serial == target
                     and probe.digest == digest):
                 self.proven(states[i].endpoint, target, probe)
@@ -797,6 +836,13 @@ class _GateRun:
         remaining = max(0.05, self.end - time.monotonic())
         self.timeout = min(self.probe_timeout_s, remaining)
         progressed = False
+        if self.rounds == 1 and self._at_once():
+            pending_p = [s for s in self.prim if not s.ok]
+            direct = yield from self.prober.at_once(
+                pending_p, [s for s in self.sec if not s.ok], self.timeout)
+            for s, result in zip(pending_p, direct, strict=True):
+                if result is not None:
+                    progressed |= self.record(s, result)
         pending_p = [s for s in self.prim if not s.ok]
         if pending_p:
             results = yield from self.prober.primaries(pending_p, self.timeout)
@@ -811,7 +857,16 @@ class _GateRun:
             progressed |= yield from self._secondaries(pending_s, self.target)
         elif pending_s and (self.rounds == 1 or self.rounds % 10 == 0):
             yield from self._describe_waiting(pending_s)
+        self.prober.early.clear()  # an answer is judged in its own round or not at all
         return progressed
+
+    def _at_once(self) -> bool:
+        """Pull every server at once in the first round (:meth:`_Prober.at_once`): a zone
+        of this stack (digest and serial known), not signed (the DNSKEY checks follow
+        each pass), with a key."""
+        p = self.prober
+        return (bool(self.prim) and p.digest is not None and p.key is not None
+                and not p.learn and p.expected_serial is not None and not self.expected_ds)
 
     def _secondaries(self, pending: list[_State], target: int) -> Step[bool]:
         progressed = False
