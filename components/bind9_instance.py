@@ -115,13 +115,26 @@ class Bind9Instance(pulumi.ComponentResource):
         serials = pulumi.Output.from_input(serials_in)
         maps = []
         for shard in plan.config_maps:
-            data: pulumi.Input[dict[str, str]]
+            content: pulumi.Output[dict[str, dict[str, str]]] | dict[str, dict[str, str]]
             if shard.zones:
-                data = serials.apply(functools.partial(_shard_data, name, shard))
+                content = serials.apply(functools.partial(_shard_content, name, shard))
             else:
-                data = shard.data({})
+                content = shard.content({})
+            if not shard.packed:
+                data: Any = (content.apply(lambda c: c["data"])
+                             if isinstance(content, pulumi.Output) else content["data"])
+                maps.append(k8s.core.v1.ConfigMap(
+                    shard.name, metadata=shard.body["metadata"], data=data, opts=child))
+                continue
+            # packed: binaryData, or data where the zones would not pack smaller (rare)
+            if isinstance(content, pulumi.Output):
+                data = content.apply(lambda c: c.get("data"))
+                binary: Any = content.apply(lambda c: c.get("binaryData"))
+            else:
+                data, binary = content.get("data"), content.get("binaryData")
             maps.append(k8s.core.v1.ConfigMap(
-                shard.name, metadata=shard.body["metadata"], data=data, opts=child))
+                shard.name, metadata=shard.body["metadata"], data=data, binary_data=binary,
+                opts=child))
         return maps
 
     @staticmethod
@@ -194,12 +207,13 @@ class Bind9Instance(pulumi.ComponentResource):
         )
 
 
-def _shard_data(name: str, shard: Any, serials: Mapping[str, int]) -> dict[str, str]:
-    """A zone ConfigMap's data with its zones' serials filled in."""
+def _shard_content(name: str, shard: Any,
+                   serials: Mapping[str, int]) -> dict[str, dict[str, str]]:
+    """A zone ConfigMap's content with its zones' serials filled in (packed or not)."""
     missing = sorted(set(shard.zones) - set(serials))
     if missing:
         raise ValueError(f"Bind9Instance {name}: no serial for {', '.join(missing)}")
-    return dict(shard.data({zone: serials[zone] for zone in shard.zones}))
+    return dict(shard.content({zone: serials[zone] for zone in shard.zones}))
 
 
 def _dnssec_secret_data(materials: dict[str, str]) -> dict[str, str]:

@@ -36,6 +36,7 @@ from bind9_topology.config.topology import load_topology
 from bind9_topology.dns.checks import Endpoint, query_soa
 from bind9_topology.local.named_process import NamedProcess, free_port
 from bind9_topology.pod import agent as agent_module
+from bind9_topology.render import manifests
 from bind9_topology.render.bind_files import Placement, render_instance, write_tree
 from tests.conftest import new_secret
 from tests.namedkit import PROJECT, RAW, ZONE
@@ -247,14 +248,25 @@ def test_relay_ignores_unsigned_and_wrongly_signed_notify(tmp_path: Path) -> Non
         assert " -> " not in log  # nothing was relayed
 
 
-def test_primary_agent_applies_a_changed_configmap_with_rndc(tmp_path: Path) -> None:
+def shard_keys(zone_files: dict[str, bytes], packed: bool) -> dict[str, bytes]:
+    """A zone ConfigMap's keys as the kubelet mounts them: one per file, or (packed, ADR
+    20) the one tar.gz of binaryData, decoded."""
+    files = {k.rsplit("/", 1)[-1]: v for k, v in zone_files.items()}
+    if not packed:
+        return files
+    return {manifests.archive_key("primary-dns-zones-0"): manifests.pack_files(files)}
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["text", "packed"])
+def test_primary_agent_applies_a_changed_configmap_with_rndc(tmp_path: Path,
+                                                             packed: bool) -> None:
     """The zone ConfigMap changes, the pod does not restart: the agent writes the file,
-    `rndc reload` loads it, and the secondary pods follow by NOTIFY and the relay."""
+    `rndc reload` loads it, and the secondary pods follow by NOTIFY and the relay. Packed:
+    the same with the shard as one tar.gz, as a large instance's ConfigMaps carry it."""
     with pods(tmp_path) as p:
         source = tmp_path / "zones-src"
         first = p.rendered("primary-dns").zone_files
-        mounted_configmap(source / "primary-dns-zones-0",
-                          {k.rsplit("/", 1)[-1]: v for k, v in first.items()}, 1)
+        mounted_configmap(source / "primary-dns-zones-0", shard_keys(first, packed), 1)
         p.start_named("primary-dns")
         for name in PODS:
             p.start_named(name)
@@ -268,8 +280,7 @@ def test_primary_agent_applies_a_changed_configmap_with_rndc(tmp_path: Path) -> 
         p.serial += 1
         changed = p.rendered("primary-dns").zone_files
         assert changed != first
-        mounted_configmap(source / "primary-dns-zones-0",
-                          {k.rsplit("/", 1)[-1]: v for k, v in changed.items()}, 2)
+        mounted_configmap(source / "primary-dns-zones-0", shard_keys(changed, packed), 2)
         pid = p.named["primary-dns"].pid
         seen = p.wait_serial(["primary-dns", *PODS], p.serial, within=15)
         assert sorted(seen) == sorted(["primary-dns", *PODS]), seen

@@ -23,14 +23,18 @@ retries with backoff while named keeps serving (the transfer gate decides readin
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import gzip
 import http.client
+import io
 import json
 import os
 import re
 import socket
 import ssl
 import subprocess
+import tarfile
 import threading
 import time
 import urllib.parse
@@ -82,6 +86,39 @@ def zone_of_file(key: str) -> str | None:
     """db.<zone> and its parts db.<zone>.partNNNN -> <zone>; anything else -> None."""
     found = ZONE_FILE.match(key)
     return found["zone"] if found else None
+
+
+#: a packed zone ConfigMap's binaryData key (render/manifests.py archive_key)
+ARCHIVE_SUFFIX = ".tar.gz"
+#: the most a packed shard may expand to (ConfigMaps hold 1 MiB; zone files compress
+#: less than 16x): a corrupt or hostile archive cannot fill the pod's memory
+UNPACKED_MAX = 16 * 2**20
+
+
+def unpack(blob: bytes) -> dict[str, bytes]:
+    """The zone files of a packed shard (a tar.gz of regular files, render/manifests.py
+    pack_files): file name -> bytes. Other members and names with '/' are skipped."""
+    files: dict[str, bytes] = {}
+    with gzip.GzipFile(fileobj=io.BytesIO(blob)) as gz:
+        raw = gz.read(UNPACKED_MAX + 1)
+    if len(raw) > UNPACKED_MAX:
+        raise ValueError(f"packed zone ConfigMap expands past {UNPACKED_MAX} bytes")
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+        for member in tar:
+            body = tar.extractfile(member) if member.isfile() else None
+            if body is not None and "/" not in member.name:
+                files[member.name] = body.read()
+    return files
+
+
+def configmap_files(obj: dict[str, Any]) -> dict[str, str | bytes]:
+    """The files a zone ConfigMap (as the API returns it) holds: its data, and each
+    packed shard of its binaryData expanded."""
+    files: dict[str, str | bytes] = dict(obj.get("data") or {})
+    for key, value in sorted((obj.get("binaryData") or {}).items()):
+        if key.endswith(ARCHIVE_SUFFIX):
+            files.update(unpack(base64.b64decode(value)))
+    return files
 
 
 # --------------------------------------------------------------------------- the API
@@ -312,7 +349,7 @@ class ZoneSync:
     def __init__(self, zone_dir: str, rndc: list[str]) -> None:
         self.zone_dir, self.rndc = zone_dir, rndc
 
-    def apply(self, data: dict[str, str]) -> list[str]:
+    def apply(self, data: dict[str, str | bytes]) -> list[str]:
         """Write the files of *data* whose bytes differ; reload their zones; return them."""
         changed: set[str] = set()
         for key, text in sorted(data.items()):
@@ -320,7 +357,7 @@ class ZoneSync:
             if zone is None or "/" in key:
                 continue
             path = os.path.join(self.zone_dir, key)
-            body = text.encode()
+            body = text.encode() if isinstance(text, str) else text
             with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
                 if fh.read() == body:
                     continue
@@ -362,7 +399,7 @@ class ZoneSync:
             listing = api.get(base, timeout=60.0)
             for item in listing.get("items") or []:
                 if item["metadata"]["name"] in maps:
-                    self.apply(item.get("data") or {})
+                    self.apply(configmap_files(item))
             version = listing["metadata"]["resourceVersion"]
             log(f"zone ConfigMaps in sync at version {version}; watching")
             while not stop.is_set():
@@ -375,7 +412,7 @@ class ZoneSync:
                     version = (obj.get("metadata") or {}).get("resourceVersion", version)
                     if (event.get("type") in ("ADDED", "MODIFIED")
                             and obj["metadata"].get("name") in maps):
-                        self.apply(obj.get("data") or {})
+                        self.apply(configmap_files(obj))
 
         retrying("zone ConfigMaps", step, stop)
 
@@ -389,13 +426,18 @@ class ZoneSync:
                 now = ",".join(os.path.realpath(os.path.join(source, d, "..data"))
                                for d in sorted(os.listdir(source)))
                 if now != marker:
-                    data: dict[str, str] = {}
+                    data: dict[str, str | bytes] = {}
                     for shard in sorted(os.listdir(source)):
                         folder = os.path.join(source, shard)
                         for key in sorted(os.listdir(folder)):
-                            if not key.startswith(".."):
-                                with open(os.path.join(folder, key), encoding="utf-8") as fh:
-                                    data[key] = fh.read()
+                            if key.startswith(".."):
+                                continue
+                            with open(os.path.join(folder, key), "rb") as fh:
+                                body = fh.read()
+                            if key.endswith(ARCHIVE_SUFFIX):  # a packed shard, as mounted
+                                data.update(unpack(body))
+                            else:
+                                data[key] = body
                     self.apply(data)
                     marker = now
                 stop.wait(every_s)

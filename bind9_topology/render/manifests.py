@@ -8,10 +8,15 @@ component from a pulumi.secret Output.
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
+import gzip
 import hashlib
+import io
 import ipaddress
+import tarfile
+from collections.abc import Mapping
 from typing import Any
 
 from bind9_topology.config.model import Instance, StackSpec
@@ -79,10 +84,59 @@ def zone_conf_files(rendered: RenderedInstance) -> list[str]:
     return sorted(p for p in rendered.config_files if p.startswith(ZONE_CONF_DIR + "/"))
 
 
-def config_maps(spec: StackSpec, rendered: RenderedInstance) -> list[Obj]:
+#: an instance whose zone files pass this many bytes gets its zone ConfigMaps packed (ADR
+#: 20): about 1,000 zones of 100 records. Smaller stacks keep readable text.
+PACK_OVER_BYTES = 4 * 2**20
+#: gzip level of a packed shard: 3 is within 10% of 9's size at a tenth of its time
+PACK_LEVEL = 3
+
+
+def packs_zones(rendered: RenderedInstance) -> bool:
+    """Whether *rendered*'s zone ConfigMaps are packed (binaryData, one tar.gz each)."""
+    return sum(len(d) for d in rendered.zone_files.values()) > PACK_OVER_BYTES
+
+
+def archive_key(map_name: str) -> str:
+    """A packed zone ConfigMap's one binaryData key (unique in the pod's projected volume)."""
+    return f"{map_name}.tar.gz"
+
+
+def pack_files(files: Mapping[str, str | bytes]) -> bytes:
+    """*files* (key -> body) as a tar.gz whose bytes depend on the files alone (name order,
+    mtime 0, no owner, mode 0444): the same zones give the same ConfigMap on every run.
+    GNU tar (the pod's init step) and Python's tarfile (the agent) read it."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for key in sorted(files):
+            body = files[key]
+            data = body.encode() if isinstance(body, str) else body
+            info = tarfile.TarInfo(key)
+            info.size, info.mode, info.mtime = len(data), 0o444, 0
+            tar.addfile(info, io.BytesIO(data))
+    out = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=PACK_LEVEL,
+                       mtime=0) as gz:
+        gz.write(raw.getvalue())
+    return out.getvalue()
+
+
+def packed_content(map_name: str, files: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """A zone ConfigMap's content, packed: {"binaryData": {<map>.tar.gz: base64}}; or
+    {"data": files} where packing would not make it smaller (incompressible zones)."""
+    encoded = base64.b64encode(pack_files(files)).decode()
+    if len(encoded) >= sum(len(v) for v in files.values()):
+        return {"data": dict(files)}
+    return {"binaryData": {archive_key(map_name): encoded}}
+
+
+def config_maps(spec: StackSpec, rendered: RenderedInstance,
+                pack: bool | None = None) -> list[Obj]:
     """The config ConfigMap, one ConfigMap per zone statements file (thousands of zones),
-    then as many zone ConfigMaps as the zone files need."""
+    then as many zone ConfigMaps as the zone files need: their files as `data`, or packed
+    (*pack*; by default `packs_zones`) into one tar.gz each as `binaryData`."""
     inst = rendered.instance
+    if pack is None:
+        pack = packs_zones(rendered)
     confs = zone_conf_files(rendered)
     maps = [
         {
@@ -102,14 +156,11 @@ def config_maps(spec: StackSpec, rendered: RenderedInstance) -> list[Obj]:
         })
     shards = stable_shards(rendered.zone_files, rendered.zone_of_file)
     for index, shard in enumerate(shards):
-        maps.append(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": metadata(spec, inst, zone_map_name(inst, index, min(shard))),
-                "data": {config_map_key(p): d.decode() for p, d in sorted(shard.items())},
-            }
-        )
+        name = zone_map_name(inst, index, min(shard))
+        files = {config_map_key(p): d.decode() for p, d in sorted(shard.items())}
+        maps.append({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": metadata(spec, inst, name),
+                     **(packed_content(name, files) if pack else {"data": files})})
     return maps
 
 
@@ -257,14 +308,25 @@ def agent_api_volume() -> Obj:
     ]}}
 
 
-def zone_copy_init_container(bind9: Obj) -> Obj:
-    """Copies the zone files as mounted at start into named's writable zone directory,
-    which the agent then keeps equal to the ConfigMaps."""
+def zone_copy_script(packed: bool, source: str = ZONE_SOURCE_MOUNT,
+                     target: str = f"/{ZONE_DIR}") -> str:
+    """The zone copy step: the mounted files into named's writable zone directory, and
+    (*packed*) each shard's tar.gz expanded there (gzip and tar: in every Debian image)."""
+    script = f"set -eu\ncp -L {source}/* {target}/\n"
+    if packed:
+        script += (f'for f in {target}/*.tar.gz; do\n  [ -e "$f" ] || continue\n'
+                   f'  tar -xzf "$f" -C {target} --no-same-owner\n  rm -f "$f"\ndone\n')
+    return script
+
+
+def zone_copy_init_container(bind9: Obj, packed: bool = False) -> Obj:
+    """Copies the zone files as mounted at start into named's writable zone directory
+    (expanding packed shards), which the agent then keeps equal to the ConfigMaps."""
     return {
         "name": "zones",
         "image": bind9["image"],
         "imagePullPolicy": bind9["imagePullPolicy"],
-        "command": ["/bin/sh", "-c", f"set -eu\ncp -L {ZONE_SOURCE_MOUNT}/* /{ZONE_DIR}/\n"],
+        "command": ["/bin/sh", "-c", zone_copy_script(packed)],
         "securityContext": copy.deepcopy(bind9["securityContext"]),
         "volumeMounts": [
             {"name": "zone-source", "mountPath": ZONE_SOURCE_MOUNT, "readOnly": True},
@@ -351,8 +413,9 @@ def named_volumes(spec: StackSpec, rendered: RenderedInstance,
         "defaultMode": 0o444,
         "sources": [{"configMap": {"name": m["metadata"]["name"]}} for m in zone_maps],
     }}
-    if inst.role == "primary" and rendered.live_zones:
-        # named reads a writable copy that the agent keeps equal to the ConfigMaps.
+    if inst.role == "primary" and (rendered.live_zones or packs_zones(rendered)):
+        # named reads a writable copy that the agent keeps equal to the ConfigMaps (or,
+        # without the agent, that the init step expanded from packed shards).
         volumes += [{"name": "zone-source", **zone_source}, {"name": "zones", "emptyDir": {}}]
         mounts.append({"name": "zones", "mountPath": f"/{ZONE_DIR}", "readOnly": True})
     elif inst.role == "primary":
@@ -439,8 +502,8 @@ def deployment(spec: StackSpec, rendered: RenderedInstance, zone_maps: list[Obj]
     if agent:
         containers.append(agent_container(spec, rendered, zone_maps, container))
         volumes.append(agent_api_volume())
-    if inst.role == "primary" and rendered.live_zones:
-        init_containers.append(zone_copy_init_container(container))
+    if inst.role == "primary" and (rendered.live_zones or packs_zones(rendered)):
+        init_containers.append(zone_copy_init_container(container, packs_zones(rendered)))
     if inst.role == "secondary" and (wait := primaries_wait_init_container(spec, inst, container)):
         init_containers.append(wait)
     if rendered.signed_links:

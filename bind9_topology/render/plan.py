@@ -58,6 +58,8 @@ class ConfigMapPlan:
     body: Obj  # apiVersion, kind, metadata (data left out: see data())
     static: Mapping[str, str]
     slots: Mapping[str, SerialSlot]
+    #: a zone shard of a large instance: its files go out as one tar.gz (binaryData)
+    packed: bool = False
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -65,8 +67,14 @@ class ConfigMapPlan:
         return tuple(sorted({slot.zone for slot in self.slots.values()}))
 
     def data(self, serials: Mapping[str, int]) -> dict[str, str]:
+        """The files (key -> text) with *serials* filled in."""
         filled = {key: slot.fill(int(serials[slot.zone])) for key, slot in self.slots.items()}
         return dict(sorted({**self.static, **filled}.items()))
+
+    def content(self, serials: Mapping[str, int]) -> dict[str, dict[str, str]]:
+        """What the ConfigMap carries: {"data": files}, or packed {"binaryData": ...}."""
+        files = self.data(serials)
+        return manifests.packed_content(self.name, files) if self.packed else {"data": files}
 
 
 @dataclass(frozen=True)
@@ -133,15 +141,19 @@ def plan_instance(
         file_slots[path] = SerialSlot(zone, before, rendered[len(opening):])
     slot_of_key = {manifests.config_map_key(path): slot for path, slot in file_slots.items()}
 
-    maps = manifests.config_maps(spec, layout)
+    # the files of every ConfigMap (packed later, once the serials are in: content())
+    maps = manifests.config_maps(spec, layout, pack=False)
+    first_zone_map = 1 + len(manifests.zone_conf_files(layout))
+    packed = manifests.packs_zones(layout)
     config_maps = tuple(
         ConfigMapPlan(
             name=obj["metadata"]["name"],
             body={k: v for k, v in obj.items() if k != "data"},
             static={k: v for k, v in obj["data"].items() if k not in slot_of_key},
             slots={k: slot_of_key[k] for k in obj["data"] if k in slot_of_key},
+            packed=packed and index >= first_zone_map,
         )
-        for obj in maps
+        for index, obj in enumerate(maps)
     )
     dnssec_secret = None
     if layout.signed_links:
@@ -153,8 +165,7 @@ def plan_instance(
         layout=layout,
         config_maps=config_maps,
         file_slots=file_slots,
-        deployment=manifests.deployment(spec, layout, maps[1 + len(
-            manifests.zone_conf_files(layout)):]),
+        deployment=manifests.deployment(spec, layout, maps[first_zone_map:]),
         service=manifests.service(spec, instance),
         network_policy=manifests.network_policy(spec, instance),
         pod_disruption_budget=manifests.pod_disruption_budget(spec, instance),
