@@ -94,9 +94,11 @@ class Bind9Region(pulumi.ComponentResource):
 
         self.instances = {}
         previous_in_region: dict[str, Bind9Instance] = {}
+        running = _running_instances(topo, kube)
         for inst in spec.instances:
             region = inst.labels.get("region", spec.region)
-            # One instance of a region rolls at a time: each waits for the previous one.
+            # One instance of a region rolls at a time: each waits for the previous one,
+            # where it already runs (a first deploy creates them side by side: ADR 21).
             after = previous_in_region.get(region)
             signed = [z.zoneName for z in spec.zones_for(inst)
                       if z.zoneName in self.dnssec_keys and inst.role == "primary"]
@@ -112,7 +114,8 @@ class Bind9Region(pulumi.ComponentResource):
                     dnssec_tags={z: self.dnssec_keys[z].keyTags for z in signed},
                 ),
                 opts=pulumi.ResourceOptions(
-                    parent=self, depends_on=[after.deployment] if after else None
+                    parent=self,
+                    depends_on=_staggered(running, inst.name, after) if after else None,
                 ),
             )
             previous_in_region[region] = self.instances[inst.name]
@@ -144,11 +147,11 @@ class Bind9Region(pulumi.ComponentResource):
         gate = spec.gate
         if not gate.enabled:
             return None
-        via_api = gate.via == "kubernetes-api"
+        via_api = gate.via != "direct"  # the pods, listed through the API
 
         def target(name: str, address: str | None) -> pulumi.Input[Target]:
             if via_api and name in self.instances:
-                return pods_of(name, spec.namespace)  # every pod, through the API
+                return pods_of(name, spec.namespace, gate.via)  # type: ignore[arg-type]
             if address:
                 return direct(*map_address(address, gate.addressMap), name=name)
             # no fixed IP: the Service's address
@@ -189,6 +192,33 @@ class Bind9Region(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=[i.deployment for i in involved.values()]),
         )
+
+
+def _running_instances(topo: Topology, kube: KubeAccess) -> pulumi.Output[Any]:
+    """The stack's Deployments that exist now (frozenset of names), or None: unknown.
+
+    Asked of the API only in `pulumi up` against a cluster; a preview, rendered manifests
+    and the mocks keep every stagger (None), which is what an update does, so the plan a
+    preview shows never depends on the cluster."""
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.settings import get_monitor
+
+    if (pulumi.runtime.is_dry_run() or topo.spec.kubernetesRenderDir
+            or isinstance(get_monitor(), MockMonitor)):
+        return pulumi.Output.from_input(None)
+    from bind9_topology.kube.forward import existing_deployments
+
+    namespace, context = topo.spec.namespace, kube.context
+    return pulumi.Output.from_input(kube.kubeconfig).apply(
+        lambda kubeconfig: existing_deployments(namespace, kubeconfig, context))
+
+
+def _staggered(running: pulumi.Output[Any], name: str,
+               after: Bind9Instance) -> pulumi.Output[list[pulumi.Resource]]:
+    """depends_on of instance *name*: the previous instance's Deployment, unless *name*'s
+    own Deployment does not exist yet (its creation rolls nothing that serves)."""
+    return running.apply(lambda names: [] if names is not None and name not in names
+                         else [after.deployment])
 
 
 def _monitoring_object(obj: dict[str, Any], parent: pulumi.Resource) -> pulumi.CustomResource:

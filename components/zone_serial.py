@@ -42,6 +42,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from bind9_topology.dns.targets import through_api
 from components.args import KubeAccess, TsigArgs, plain, tsig_key
 
 if TYPE_CHECKING:  # the provider host loads this module with Pulumi and the stdlib only
@@ -226,7 +227,7 @@ class ZoneSerialsProvider(ResourceProvider):
 
         @contextlib.contextmanager
         def resolve(items: Sequence[Mapping[str, Any]]) -> Iterator[Callable[..., list[Any]]]:
-            kube = [dict(i) for i in items if i.get("via") == "kubernetes-api"]
+            kube = [dict(i) for i in items if through_api(i)]
             with contextlib.ExitStack() as stack:
                 try:
                     expand = stack.enter_context(endpoint_resolver(
@@ -318,7 +319,7 @@ class ZoneSerials(Resource, module="bind9", name="ZoneSerials"):
             "serials": None,
         }
         secret_outputs = ["tsigSecret"]
-        if any(p.get("via") == "kubernetes-api" for z in args.zones for p in z.probe):
+        if any(through_api(p) for z in args.zones for p in z.probe):
             props["kubeconfig"] = (pulumi.Output.secret(kube.kubeconfig)
                                    if kube.kubeconfig else None)
             props["kubeContext"] = kube.context

@@ -359,9 +359,8 @@ def _gate_props(deployed: Deployment, zone: str, serial: int, stack: str,
             "primaries": [], "secondaries": [], **endpoints}
 
 
-def _api(instance: str, namespace: str) -> dict[str, str]:
-    return {"name": instance, "instance": instance, "namespace": namespace,
-            "via": "kubernetes-api"}
+def _api(instance: str, namespace: str, via: str = "kubernetes-api") -> dict[str, str]:
+    return {"name": instance, "instance": instance, "namespace": namespace, "via": via}
 
 
 def _host_pid(deployed: Deployment, pod: dict[str, Any]) -> int:
@@ -379,9 +378,12 @@ def _host_pid(deployed: Deployment, pod: dict[str, Any]) -> int:
     pytest.fail(f"no task for container {container}")
 
 
+@pytest.mark.parametrize("via", ["kubernetes-api", "pod-network"])
 def test_a_held_back_replica_keeps_the_gate_waiting_and_is_named(
-    deployed: Deployment,
+    deployed: Deployment, via: str,
 ) -> None:
+    """Either route to the pods (a port-forward of the API, or each pod's IP, which the
+    host routes to: gate.via pod-network) verifies every pod and names the one held."""
     from components.transfer_gate import GateFailed, TransferGateProvider
 
     namespace = deployed.namespaces["cluster-us-west-2"]
@@ -389,9 +391,16 @@ def test_a_held_back_replica_keeps_the_gate_waiting_and_is_named(
     held, other = deployed.cluster.pods(namespace, f"instance={instance}")[:2]
     serial = deployed.serials()["example.org"]
     props = _gate_props(deployed, "example.org", serial, "cluster-us-west-2",
-                        secondaries=[_api(instance, namespace)])
+                        secondaries=[_api(instance, namespace, via)])
     ready = TransferGateProvider()._wait(props)
     assert ready["ready"] is True and len(ready["servers"]) == 2, ready["servers"]
+    from components.transfer_gate import server_status
+
+    hosts = {server_status(s)["host"] for s in ready["servers"].values()}
+    if via == "pod-network":  # asked at the pods' own addresses, no port-forward
+        assert hosts == {p["status"]["podIP"] for p in (held, other)}, ready["servers"]
+    else:
+        assert hosts == {"kubernetes-api"}, ready["servers"]
 
     pid = _host_pid(deployed, held)
     os.kill(pid, signal.SIGSTOP)  # named stops answering: the replica is held back

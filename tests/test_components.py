@@ -11,6 +11,7 @@ are tolerated: counts below are of Kubernetes objects and components only.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import itertools
@@ -585,6 +586,46 @@ def test_instances_of_a_region_roll_one_at_a_time(runs, stack: str) -> None:
         assert any(d.endswith(f"{DEPLOYMENT}::{before}") for d in deps), (after, deps)
     assert not any(d.endswith(DEPLOYMENT) or f"{DEPLOYMENT}::" in d
                    for d in mocks.dependencies[(INSTANCE, names[0])])
+
+
+def test_an_instance_not_running_yet_is_created_beside_the_previous_one() -> None:
+    """The stagger holds where the instance's Deployment exists (or nobody can tell);
+    an instance that does not run yet is created at once (ADR 21)."""
+    import pulumi
+
+    from components.region import _staggered
+
+    class Previous:
+        deployment = object()
+
+    def resolved(names: frozenset[str] | None) -> Any:
+        out = _staggered(pulumi.Output.from_input(names), "b", Previous())  # type: ignore[arg-type]
+        future = out.future()
+        assert future is not None
+        return asyncio.get_event_loop().run_until_complete(future)
+
+    assert resolved(None) == [Previous.deployment]
+    assert resolved(frozenset({"a", "b"})) == [Previous.deployment]
+    assert resolved(frozenset({"a"})) == []
+    assert resolved(frozenset()) == []
+
+
+def test_existing_deployments_is_none_when_the_api_cannot_be_asked(tmp_path: Path) -> None:
+    """A kubeconfig naming a server nobody listens on: None (keep the stagger), bounded."""
+    import time
+
+    from bind9_topology.kube.forward import existing_deployments
+
+    config = tmp_path / "kubeconfig"
+    config.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "nowhere",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "nowhere", "context": {"cluster": "c", "user": "u"}}]}))
+    started = time.monotonic()
+    assert existing_deployments("dns", str(config), "nowhere", timeout=2.0) is None
+    assert existing_deployments("dns", str(config), "no-such-context") is None
+    assert time.monotonic() - started < 10
 
 
 def test_one_zone_edit_changes_only_its_own_zone_config_map(

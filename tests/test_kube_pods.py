@@ -77,6 +77,29 @@ def test_no_replicaset_yet_means_no_pod() -> None:
     assert current_pods("primary-dns", deployment("1"), [], []) == []
 
 
+def test_a_pod_carries_its_ip_for_gate_via_pod_network() -> None:
+    with_ip = pod("p-new-1", "rs-new", "bbb")
+    with_ip["status"]["podIP"] = "10.244.3.7"
+    pending = pod("p-new-2", "rs-new", "bbb", ready=False)  # no IP yet
+    chosen = current_pods("primary-dns", deployment("2"), [OLD, NEW], [with_ip, pending])
+    assert [(p.name, p.ip) for p in chosen] == [("p-new-1", "10.244.3.7"), ("p-new-2", "")]
+
+
+def test_gate_via_pod_network_is_checked_like_the_api_route() -> None:
+    """pod-network lists pods through the API: a stack with no cluster cannot use it, and
+    probe targets name the pods with that route."""
+    from bind9_topology.config.model import StackSpec
+
+    base = {"region": "r", "namespace": "dns", "instances": [], "zones": []}
+    spec = StackSpec.model_validate({**base, "gate": {"via": "pod-network"}})
+    assert spec.gate.via == "pod-network"
+    with pytest.raises(ValueError, match=r"gate\.via is pod-network but this stack deploys"):
+        StackSpec.model_validate({**base, "kubernetesRenderDir": "out",
+                                  "gate": {"via": "pod-network"}})
+    with pytest.raises(ValueError, match=r"gate\.via"):
+        StackSpec.model_validate({**base, "gate": {"via": "pods"}})
+
+
 def test_direct_endpoints_never_ask_the_api() -> None:
     from bind9_topology.kube.forward import gate_endpoints
 

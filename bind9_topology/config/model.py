@@ -704,9 +704,11 @@ class GateSpec(_Strict):
     # How the gate reaches the instances this stack deploys: every pod of each one
     # through a port-forward of the Kubernetes API (works wherever `pulumi up` reaches
     # the API), or their fixed service addresses directly (needs a network path to
-    # them: the local runner, or a runner inside the VPC). Addresses the project does
+    # them: the local runner, or a runner inside the VPC), or every pod at its own
+    # address (pod-network: the pods listed through the API, asked at their pod IPs, for
+    # a runner the pod network routes to: no API streams). Addresses the project does
     # not own (external primaries) are always probed directly.
-    via: Literal["kubernetes-api", "direct"] = "kubernetes-api"
+    via: Literal["kubernetes-api", "pod-network", "direct"] = "kubernetes-api"
 
 
 # --------------------------------------------------------------------------- catalog zones
@@ -794,7 +796,9 @@ class StackSpec(_Strict):
     gate: GateSpec = Field(default=GateSpec(), description=(
         "Transfer gate: enabled, deadlineSeconds, pollIntervalSeconds, via "
         "(kubernetes-api: every pod through a port-forward of the API, the default; "
-        "direct: the fixed service addresses, the default where no cluster is asked: "
+        "pod-network: every pod listed through the API and asked at its pod IP, where "
+        "the pod network is routed to the runner; direct: the fixed service addresses, "
+        "the default where no cluster is asked: "
         "kubernetesRenderDir or localRunner), addressMap (stack-config address -> "
         "host:port the gate probes instead) and localRunner (probe only the servers of "
         "`local up --stack <this stack>`)."))
@@ -851,9 +855,9 @@ class StackSpec(_Strict):
     @model_validator(mode="after")
     def _gate_via(self) -> StackSpec:
         if (self.kubernetesRenderDir or self.gate.localRunner) and (
-                self.gate.via == "kubernetes-api"):
+                self.gate.via != "direct"):
             raise ValueError(
-                "gate.via is kubernetes-api but this stack deploys to no cluster "
+                f"gate.via is {self.gate.via} but this stack deploys to no cluster "
                 "(kubernetesRenderDir or gate.localRunner is set); set gate.via to direct")
         return self
 

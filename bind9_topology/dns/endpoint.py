@@ -7,6 +7,14 @@ Its own module so that the fast transfer reader (fastxfr) and the checks built o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+#: gate.via values whose targets are an instance's pods, listed through the Kubernetes
+#: API: reached through a port-forward of the API, or at each pod's own IP
+VIA_API: Literal["kubernetes-api"] = "kubernetes-api"
+VIA_POD_NETWORK: Literal["pod-network"] = "pod-network"
+PodsVia = Literal["kubernetes-api", "pod-network"]
+PODS_VIA: tuple[str, ...] = (VIA_API, VIA_POD_NETWORK)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,16 @@ the same bytes in state as before they had a type, checked by mypy where built.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, NotRequired, TypedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, NotRequired, TypedDict
 
 from bind9_topology.config.model import StackSpec, Zone
+from bind9_topology.dns.endpoint import PODS_VIA, VIA_API, VIA_POD_NETWORK, PodsVia
 from bind9_topology.dns.gate import map_address
 
-VIA_API: Literal["kubernetes-api"] = "kubernetes-api"
+__all__ = ["PODS_VIA", "VIA_API", "VIA_POD_NETWORK", "DirectTarget", "PodsTarget", "Target",
+           "direct", "pods_of", "probe_targets", "through_api"]
+
 
 
 class DirectTarget(TypedDict):
@@ -27,12 +30,13 @@ class DirectTarget(TypedDict):
 
 
 class PodsTarget(TypedDict):
-    """Every pod of the instance's current ReplicaSet, through a port-forward of the API."""
+    """Every pod of the instance's current ReplicaSet, listed through the API and reached
+    through a port-forward of it (kubernetes-api) or at each pod's IP (pod-network)."""
 
     name: str
     instance: str
     namespace: str
-    via: Literal["kubernetes-api"]
+    via: PodsVia
 
 
 Target = DirectTarget | PodsTarget
@@ -45,12 +49,13 @@ def direct(host: str, port: int, name: str | None = None) -> DirectTarget:
     return target
 
 
-def pods_of(instance: str, namespace: str) -> PodsTarget:
-    return PodsTarget(name=instance, instance=instance, namespace=namespace, via=VIA_API)
+def pods_of(instance: str, namespace: str, via: PodsVia = VIA_API) -> PodsTarget:
+    return PodsTarget(name=instance, instance=instance, namespace=namespace, via=via)
 
 
-def through_api(target: DirectTarget | PodsTarget) -> bool:
-    return target.get("via") == VIA_API
+def through_api(target: Mapping[str, Any]) -> bool:
+    """A target whose pods are listed through the Kubernetes API (either way of asking)."""
+    return target.get("via") in PODS_VIA
 
 
 def probe_targets(spec: StackSpec, zone: Zone,
@@ -63,7 +68,7 @@ def probe_targets(spec: StackSpec, zone: Zone,
     *same_name*: the stack's zones named like *zone* (primary and secondary entries), when
     the caller has them grouped already (a stack of many zones: one pass, not one each).
     """
-    via_api = spec.gate.via == VIA_API
+    via_api = spec.gate.via in PODS_VIA
     addresses: list[str] = []
     targets: list[Target] = []
     owned: set[str] = set()
@@ -74,7 +79,7 @@ def probe_targets(spec: StackSpec, zone: Zone,
             if inst.service.fixed_address:
                 owned.add(inst.service.fixed_address)
             if via_api:
-                pods = pods_of(inst.name, spec.namespace)
+                pods = pods_of(inst.name, spec.namespace, spec.gate.via)  # type: ignore[arg-type]
                 if pods not in targets:
                     targets.append(pods)
             elif inst.service.fixed_address:

@@ -25,6 +25,7 @@ class PodTarget:
     node: str
     instance: str
     ready: bool
+    ip: str = ""  # status.podIP ("" until the pod has one): gate.via pod-network asks it
 
     @property
     def label(self) -> str:
@@ -75,5 +76,5 @@ def current_pods(instance: str, deployment: Mapping[str, Any],
         chosen.append(PodTarget(
             namespace=meta.get("namespace", ""), name=meta.get("name", ""),
             node=pod.get("spec", {}).get("nodeName") or "", instance=instance,
-            ready=_ready(pod)))
+            ready=_ready(pod), ip=pod.get("status", {}).get("podIP") or ""))
     return sorted(chosen, key=lambda p: p.name)
