@@ -713,11 +713,13 @@ def _region_of(addr: str, regions: list[Region]) -> Region | None:
 
 
 def big_stack_config(config: dict[str, Any], regions: list[Region],
-                     ref: dict[str, Any]) -> dict[str, Any]:
+                     ref: dict[str, Any], gate_via: str | None = None) -> dict[str, Any]:
     """One of synth's stack configs moved onto its region's cluster, as the cluster stacks
     are: its context, LoadBalancer addresses of its region's pool pinned by annotation, and
     peerCidrs for the NAT blocks of the other regions it talks to (plus the host, whose gate
-    asks the primaries)."""
+    asks the primaries); *gate_via*: the stacks' gate.via (None: the default)."""
+    if gate_via:
+        config[f"{PREFIX}gate"] = {**(config.get(f"{PREFIX}gate") or {}), "via": gate_via}
     by_index = {r.index: r for r in regions}
     region = next(r for r in regions if r.name == config[f"{PREFIX}region"])
     config["kubernetes:context"] = region.context
@@ -757,7 +759,8 @@ def big_stack_config(config: dict[str, Any], regions: list[Region],
     return config
 
 
-def big_project(zones: int, records: int, cluster_stack: Path) -> tuple[Path, list[Stack]]:
+def big_project(zones: int, records: int, cluster_stack: Path,
+                gate_via: str | None = None) -> tuple[Path, list[Stack]]:
     """synth's three stacks, each made to run on its region's local cluster."""
     from engine_preview import zones_to_manifests  # bench/engine_preview.py
 
@@ -776,7 +779,7 @@ def big_project(zones: int, records: int, cluster_stack: Path) -> tuple[Path, li
     for stack in synth.STACKS:
         path = project / f"Pulumi.{stack}.yaml"
         doc = yaml.safe_load(path.read_text())
-        big_stack_config(doc["config"], regions, ref)
+        big_stack_config(doc["config"], regions, ref, gate_via)
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         zones_to_manifests(project, stack)
     stacks = []
@@ -859,14 +862,16 @@ def keep_pod_logs(stack: Stack, env: dict[str, str], prefix: str) -> None:
 
 
 def big_stacks(env: dict[str, str], zones: int, records: int, up_timeout: float,
-               destroy: bool) -> dict[str, Any]:
-    project, stacks = big_project(zones, records, PROJECT / f"Pulumi.{PRIMARY_STACK}.yaml")
+               destroy: bool, gate_via: str | None = None) -> dict[str, Any]:
+    project, stacks = big_project(zones, records, PROJECT / f"Pulumi.{PRIMARY_STACK}.yaml",
+                                  gate_via)
     state = project / ".state"
     shutil.rmtree(state, ignore_errors=True)
     shutil.rmtree(project / ".cache", ignore_errors=True)  # the zone content cache: cold
     state.mkdir(parents=True)
     benv = {**env, "PULUMI_BACKEND_URL": f"file://{state}"}
     out: dict[str, Any] = {"zones": zones, "records": records, "project": str(project),
+                           "gate_via": gate_via or "kubernetes-api (default)",
                            "stacks": {}}
     for s in stacks:
         subprocess.run([*kubectl(s.context), "create", "namespace", s.namespace], env=env,
@@ -1045,6 +1050,8 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=100)
     ap.add_argument("--big-timeout", type=float, default=1200.0,
                     help="bound of each big `pulumi up`")
+    ap.add_argument("--gate-via", choices=["kubernetes-api", "pod-network"], default=None,
+                    help="big: the stacks' gate.via (default: the product's, kubernetes-api)")
     ap.add_argument("--keep-big", action="store_true",
                     help="leave the big stacks up (default: destroy them unless --down)")
     ap.add_argument("--skip", default="", help="comma list: setup,change,loss,big")
@@ -1093,7 +1100,8 @@ def main() -> int:
                          "lost = dnsperf's 'Queries lost' summed over the Services")
         if "big" not in skip:
             result["big"] = big_stacks(env, args.zones, args.records, args.big_timeout,
-                                       destroy=not (args.keep_big or args.down))
+                                       destroy=not (args.keep_big or args.down),
+                                       gate_via=args.gate_via)
             notes.append("big: cold `pulumi up` (fresh state, empty zone content cache) of "
                          "synth's 3 stacks, each moved onto its region's cluster (LoadBalancer "
                          "addresses .64i+24-26 of each pool, namespaces bench-<region>); peak "
