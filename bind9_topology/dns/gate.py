@@ -363,8 +363,7 @@ class _Prober:
         probes = yield from self.pull([st.endpoint for st in todo], timeout,
                                       DIRECT_PROOF_MAX_RECORDS)
         for st, probe in zip(todo, probes, strict=True):
-            if st.role == "secondary":
-                st.pulled_directly = True
+            if st.role == "secondary":  # judged once the target is known, this round
                 self.early[id(st)] = probe
                 continue
             if (probe.ok and probe.authoritative and probe.serial is not None
@@ -485,6 +484,11 @@ class _Prober:
         key, digest = self.key, self.digest
         direct: list[int] = []
         early: list[tuple[int, TransferProbe]] = []
+        for i, st in enumerate(states):
+            got = self.early.pop(id(st), None)
+            if got is not None and key is not None and digest:
+                st.pulled_directly = True
+                early.append((i, got))
         if key is not None and digest and self.zone_records is not None \
                 and self.zone_records <= DIRECT_PROOF_MAX_RECORDS:
             for i, st in enumerate(states):
@@ -492,10 +496,6 @@ class _Prober:
                         st.endpoint, self.zone, target, digest) is None:
                     st.pulled_directly = True
                     direct.append(i)
-        for i, st in enumerate(states):
-            got = self.early.pop(id(st), None)
-            if got is not None and key is not None and digest:
-                early.append((i, got))
 
         pulled = ((yield from self.pull([states[i].endpoint for i in direct], timeout))
                   if direct else [])
