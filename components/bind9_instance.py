@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import hashlib
+import json
+import os
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -213,7 +219,52 @@ def _shard_content(name: str, shard: Any,
     missing = sorted(set(shard.zones) - set(serials))
     if missing:
         raise ValueError(f"Bind9Instance {name}: no serial for {', '.join(missing)}")
-    return dict(shard.content({zone: serials[zone] for zone in shard.zones}))
+    own = {zone: serials[zone] for zone in shard.zones}
+    if not shard.packed:
+        return dict(shard.content(own))
+    return _packed_cached(shard.name, shard.data(own), lambda: shard.content(own))
+
+
+#: the zone content cache's switch (bind9_topology/config/zone_records.py): "off" disables
+#: this cache too; packed shards live beside the zones, under .cache/packed
+CACHE_ENV = "BIND9_TOPOLOGY_CACHE_DIR"
+PACK_CACHE_FORMAT = 1
+
+
+def _pack_cache_dir() -> Path | None:
+    configured = os.environ.get(CACHE_ENV)
+    if configured is not None and configured.strip().lower() in ("", "0", "off", "none"):
+        return None
+    return Path.cwd() / ".cache" / "packed"  # the program runs in the project directory
+
+
+def _packed_cached(name: str, files: Mapping[str, str],
+                   pack: Any) -> dict[str, dict[str, str]]:
+    """*pack*() (a packed shard's content), kept on disk under a hash of the shard's name
+    and files and of this machine's zlib: every preview packs only the shards whose
+    bytes changed (at 10,000 zones, packing them all costs seconds)."""
+    directory = _pack_cache_dir()
+    if directory is None:
+        return dict(pack())
+    digest = hashlib.sha256(
+        f"{PACK_CACHE_FORMAT}\0{zlib.ZLIB_RUNTIME_VERSION}\0{manifests.PACK_LEVEL}\0"
+        f"{name}\0".encode())
+    for key in sorted(files):
+        body = files[key].encode()
+        digest.update(f"{key}\0{len(body)}\0".encode())
+        digest.update(body)
+    path = directory / f"{digest.hexdigest()}.json"
+    with contextlib.suppress(OSError, ValueError):
+        cached = json.loads(path.read_bytes())
+        if isinstance(cached, dict):
+            return cached
+    content = dict(pack())
+    with contextlib.suppress(OSError):
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(content))
+        os.replace(tmp, path)
+    return content
 
 
 def _dnssec_secret_data(materials: dict[str, str]) -> dict[str, str]:

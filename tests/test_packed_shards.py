@@ -48,8 +48,9 @@ def test_a_small_stack_keeps_readable_text(big_topology: Topology) -> None:
 
 
 def test_a_large_instance_packs_its_zone_configmaps(
-        big_topology: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
+        big_topology: Topology, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(manifests, "PACK_OVER_BYTES", 0)
+    monkeypatch.chdir(tmp_path)  # the packed shard cache: .cache/packed of the project
     mocks = run(big_topology)
     zone_maps = [cm for cm in of_type(mocks, CONFIG_MAP)
                  if cm.name.startswith("primary-dns-zones-")]
@@ -93,3 +94,19 @@ def test_the_zone_copy_step_expands_packed_shards(tmp_path: Path) -> None:
         "db.a.example", "db.b.example.part0001", "db.c.example"]
     for key, text in shard.items():
         assert (target / key).read_text() == text
+
+
+def test_unchanged_shards_are_not_packed_again(
+        big_topology: Topology, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The second run takes every packed shard from .cache/packed: the same bytes, and
+    pack_files is not called (a preview packs only what changed)."""
+    monkeypatch.setattr(manifests, "PACK_OVER_BYTES", 0)
+    monkeypatch.chdir(tmp_path)
+    first = {cm.name: cm.inputs for cm in of_type(run(big_topology), CONFIG_MAP)}
+    assert list((tmp_path / ".cache/packed").glob("*.json"))
+    calls: list[int] = []
+    real = manifests.pack_files
+    monkeypatch.setattr(manifests, "pack_files", lambda files: calls.append(1) or real(files))
+    second = {cm.name: cm.inputs for cm in of_type(run(big_topology), CONFIG_MAP)}
+    assert second == first
+    assert calls == []
