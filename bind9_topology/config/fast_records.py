@@ -13,6 +13,7 @@ agree byte for byte.
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 import struct
@@ -396,11 +397,57 @@ class PlainRecords:
         #: (position, line) of every 4096th entry, as rows() passes it: where line_of_entry
         #: starts counting
         self.marks: list[tuple[int, int]] = []
+        self.bulk = False  # rows() read every entry at once (marks are made when asked)
         #: about how many records (the progress line's total): entry lines at this indent
         self.estimate = text.count("\n" + self.indent + "- {", max(self.start - 1, 0)) + (
             self.start == 0)
 
     def rows(self) -> Iterator[Row]:
+        """(name, type, ttl, data) of each record; NotPlain at the first line (or value)
+        of another shape."""
+        if len(self.text) - self.start <= _BULK_MAX_CHARS:
+            bulk = self._bulk()
+            if bulk is not None:
+                return iter(bulk)
+        return self._rows()
+
+    def _bulk(self) -> list[Row] | None:
+        """Every row at once when every entry line has the common shape (the file the
+        bench, the bindy import and records_text write): one C-level check that the lines
+        tile the text, one findall for their fields, then each value as _rows takes it
+        (the same regular expression, so the same matches). None: not every line does."""
+        check, fields = _bulk_patterns(self.indent)
+        if check.fullmatch(self.text, self.start) is None:
+            return None
+        plain: dict[str, Any] = {}
+        kinds: dict[str, str] = {}
+        out: list[Row] = []
+        append = out.append
+        resolved, unescape = _RESOLVED, _UNESCAPE.sub
+        for name, rtype, data, ttl in fields.findall(self.text, self.start):
+            if name[0] == '"':
+                name = name[1:-1]
+                if "\\" in name:
+                    name = unescape(r"\1", name)
+            elif name[0] in resolved:
+                name = _plain_string(name, "name", plain)
+            if data[0] == '"':
+                data = data[1:-1]
+                if "\\" in data:
+                    data = unescape(r"\1", data)
+            elif data[0] in resolved:
+                data = _plain_string(data, "data", plain)
+            kind = kinds.get(rtype)
+            if kind is None:
+                kind = kinds[rtype] = (_plain_string(rtype, "type", plain)
+                                       if rtype[0] in resolved else rtype).upper()
+            append((name, kind, _plain_number(ttl, plain) if ttl else None, data))
+        self.marks.clear()
+        self.bulk = True
+        return out
+
+    def _rows(self) -> Iterator[Row]:
+        self.bulk = False
         text, indent, pos, end = self.text, self.indent, self.start, len(self.text)
         common, entry = _COMMON.match, _ENTRY.match
         plain: dict[str, Any] = {}
@@ -491,6 +538,9 @@ class PlainRecords:
 
     def line_of_entry(self, index: int) -> int | None:
         """The line of the index-th record (0-based), once rows() has passed it."""
+        if self.bulk and not self.marks:  # read at once: count the lines now (on errors)
+            for _ in self._rows():
+                pass
         if index >> 12 >= len(self.marks):
             return None
         pos, line = self.marks[index >> 12]
@@ -500,6 +550,45 @@ class PlainRecords:
                 return None
             pos = m.end()
         return line + self.text.count("\n", self.marks[index >> 12][0], pos)
+
+
+#: PlainRecords._bulk reads files up to this size (the check's work grows with the text).
+_BULK_MAX_CHARS = 1 << 20
+
+
+@functools.lru_cache(maxsize=16)
+def _bulk_patterns(indent: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(every entry line of the common shape at this indent, to the end of the text;
+    one such line with its fields as groups): _COMMON with the indent written in."""
+    value = f"(?:{_QUOTED}|{_PLAIN})"
+    line = (re.escape(indent) + "- \\{name: (" + value + "), type: ([A-Za-z0-9]+), data: ("
+            + value + ")(?:, ttl: ([0-9]+))?\\}" + _TAIL)
+    bare = re.sub(r"\((?!\?)", "(?:", line)
+    return re.compile(f"(?:{bare})*+"), re.compile(line)
+
+
+def _plain_string(value: str, key: str, plain: dict[str, Any]) -> str:
+    """A plain scalar that YAML might read as other than a string: the string, or
+    NotPlain (what PlainRecords._rows's `string` does)."""
+    got = plain.get(value)
+    if got is None:
+        got = _plain_value(value)
+        if len(plain) < 4096:
+            plain[value] = got
+    if type(got) is not str:
+        raise NotPlain(f"{key} {value!r} is not a string in YAML")
+    return got
+
+
+def _plain_number(value: str, plain: dict[str, Any]) -> int:
+    got = plain.get(value)
+    if got is None:
+        got = _plain_value(value)
+        if len(plain) < 4096:
+            plain[value] = got
+    if type(got) is not int:
+        raise NotPlain(f"ttl {value!r} is not a plain number")
+    return got
 
 
 def line_of(text: str, pos: int) -> int:

@@ -579,7 +579,8 @@ class InstanceSelector(_Strict):
     matchLabels: dict[str, str] = Field(default_factory=dict)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(labels.get(k) == v for k, v in self.matchLabels.items())
+        # every (key, value) of matchLabels among the labels' (one C-level subset test)
+        return self.matchLabels.items() <= labels.items()
 
 
 class SecondaryConfig(_Strict):
@@ -606,6 +607,11 @@ class DnssecSpec(_Strict):
                 f"{value!r} is one of BIND's own policies; name your own (e.g. 'signed'): the "
                 "project renders it with the keys it generated and keeps")
         return value
+
+
+#: Zone._zone_name's fast path: labels of 1-63 characters it accepts as they are.
+_PLAIN_ZONE_NAME = re.compile(
+    r"[a-z0-9_](?:[-a-z0-9_]{0,61}[a-z0-9])?(?:\.[a-z0-9_](?:[-a-z0-9_]{0,61}[a-z0-9])?)*")
 
 
 class Zone(_Strict):
@@ -636,6 +642,10 @@ class Zone(_Strict):
     @classmethod
     def _zone_name(cls, value: str) -> str:
         text = value.strip().rstrip(".").lower()
+        # The usual name (ASCII letters, digits, '-', '_'; no '--', where IDNA has a say)
+        # is its own answer: dnspython is asked about the others (tests compare the two).
+        if len(text) <= 253 and "--" not in text and _PLAIN_ZONE_NAME.fullmatch(text):
+            return text
         try:
             # U-labels (bücher.example) become A-labels (xn--bcher-kva.example), the form
             # written everywhere: named.conf, zone files, ConfigMap keys.
@@ -868,8 +878,24 @@ class StackSpec(_Strict):
         return instance.metrics or self.metrics
 
     def zones_for(self, instance: Instance) -> list[Zone]:
-        return [z for z in self.zones if z.instanceSelector.matches(instance.labels)]
+        # Asked a dozen times per instance (render, manifests, plan, alerts): at 10,000
+        # zones each answer is a pass over 20,000 selectors, so it is kept per (zone list,
+        # instance), both frozen; a copy of the spec with other zones has another list.
+        key = (id(self.zones), id(instance))
+        got = _ZONES_FOR.get(key)
+        if got is not None and got[0] is self.zones and got[1] is instance \
+                and got[2] == len(self.zones):
+            return list(got[3])
+        found = [z for z in self.zones if z.instanceSelector.matches(instance.labels)]
+        if len(_ZONES_FOR) >= 1024:
+            _ZONES_FOR.clear()
+        _ZONES_FOR[key] = (self.zones, instance, len(self.zones), found)
+        return list(found)
 
+
+#: StackSpec.zones_for's answers: (id of the zone list, id of the instance) -> (the list,
+#: the instance, its length then, the zones); the objects are kept so that ids stay theirs.
+_ZONES_FOR: dict[tuple[int, int], tuple[list[Zone], Instance, int, list[Zone]]] = {}
 
 _STACK_PART = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.]*")
 

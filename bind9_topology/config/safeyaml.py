@@ -14,6 +14,7 @@ a valid file of the same size costs to load.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -35,27 +36,39 @@ class YamlLimitError(ValueError):
 
 
 def read_bytes(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """The file's bytes; YamlLimitError when it is not a regular file or is too big."""
-    if path.is_dir():
-        raise IsADirectoryError(21, "is a directory", str(path))
-    if path.exists() and not path.is_file():
-        raise YamlLimitError(f"{path} is not a regular file; name a YAML file")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise YamlLimitError(
-            f"{path} is {size} bytes, over the {max_bytes}-byte limit for input files; "
-            "split it into several files"
-        )
-    chunks: list[bytes] = []
-    total = 0
-    with open(path, "rb") as fh:  # in chunks: read(n) would allocate n bytes up front
+    """The file's bytes; YamlLimitError when it is not a regular file or is too big.
+
+    One open and one fstat (a records file per zone: thousands of reads per build).
+    O_NONBLOCK: opening a FIFO must not wait for a writer before it is refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except IsADirectoryError:
+        raise IsADirectoryError(21, "is a directory", str(path)) from None
+    with open(fd, "rb", buffering=0) as fh:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(21, "is a directory", str(path))
+        if not stat.S_ISREG(info.st_mode):
+            raise YamlLimitError(f"{path} is not a regular file; name a YAML file")
+        size = info.st_size
+        if size > max_bytes:
+            raise YamlLimitError(
+                f"{path} is {size} bytes, over the {max_bytes}-byte limit for input files; "
+                "split it into several files"
+            )
+        # One read of the size seen, then until the end (a file may grow while read);
+        # read(n) allocates n bytes up front, so never more than the limit allows.
+        chunks: list[bytes] = []
+        total = 0
+        want = size + 1
         while total <= max_bytes:
-            chunk = fh.read(min(1 << 20, max_bytes + 1 - total))
+            chunk = fh.read(min(max(want, 1 << 16), max_bytes + 1 - total))
             if not chunk:
                 break
             chunks.append(chunk)
             total += len(chunk)
-    data = b"".join(chunks)
+            want = 1 << 20
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if len(data) > max_bytes:
         raise YamlLimitError(f"{path} grew past the {max_bytes}-byte limit while read")
     return data

@@ -349,7 +349,7 @@ def _build_contents(spec: StackSpec, zone_paths: list[str], project_dir: Path,
         if content is None:
             continue
         found.warnings += content.warnings
-        size = len(content.text(0))
+        size = content.text_size()
         if size > spec.maxZoneBytes:
             found.issues.append(ConfigIssue(path=at, message=(
                 f"zone {zone.zoneName} renders to {size} bytes, over maxZoneBytes "

@@ -29,6 +29,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -59,33 +60,43 @@ def workers_for(count: int) -> int:
 
 
 def build_many(zones: list[tuple[Zone, str]], project_dir: Path,
-               max_file_bytes: int) -> list[Built]:
+               max_file_bytes: int,
+               on_result: Callable[[int, Built], None] | None = None) -> list[Built]:
     """``_build_zone`` of each (zone, path), in order; the same result however many
-    processes share the work."""
+    processes share the work. *on_result(index, result)* is called as each result comes
+    (in no set order): the caller's work on it (a cache write) overlaps the workers'."""
     from bind9_topology.config.zone_records import _build_zone
 
     def build(i: int) -> Built:
         return _build_zone(*zones[i], project_dir, max_file_bytes)
 
+    def got(i: int, result: Built) -> None:
+        results[i] = result
+        if on_result is not None:
+            on_result(i, result)
+
+    results: dict[int, Built] = {}
     parts = workers_for(len(zones))
     if parts <= 1:
-        return [build(i) for i in range(len(zones))]
+        for i in range(len(zones)):
+            got(i, build(i))
+        return [results[i] for i in range(len(zones))]
     todo = collections.deque(range(len(zones)))
-    results: dict[int, Built] = {}
     with _Workers(parts - 1, project_dir, max_file_bytes) as workers:
         for worker in workers.idle():
             workers.hand(worker, _take_back(todo), zones)
         while todo or workers.busy():
             if todo:
                 i = todo.popleft()
-                results[i] = build(i)
+                got(i, build(i))
             for worker, chunk, done in workers.finished(wait=not todo):
                 if done is None:  # the worker failed: its chunk is built here
                     todo.extendleft(reversed(chunk))
                     continue
-                results.update(zip(chunk, done, strict=True))
-                if todo:
+                if todo:  # the worker's next chunk first: it builds while we go on
                     workers.hand(worker, _take_back(todo), zones)
+                for i, result in zip(chunk, done, strict=True):
+                    got(i, result)
     return [results[i] for i in range(len(zones))]
 
 

@@ -10,6 +10,7 @@ hash (which drives the serial) is independent of the serial itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 import itertools
@@ -18,7 +19,6 @@ import os
 import re
 import socket
 import struct
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,12 +98,27 @@ class ZoneContent:
 
         return zone_digest_from_text(self.text(0), self.zone_name)
 
+    @functools.cached_property
+    def _soa_split(self) -> tuple[str, str]:
+        """The SOA's presentation at serial 0 around its serial field, written once: the
+        size check, the content hash and each rendering ask for the text again."""
+        fields = self.soa.replace(serial=0).to_text().split(" ")
+        if fields[2] != "0":  # in presentation form names escape spaces: serial is third
+            raise AssertionError(f"unexpected SOA presentation: {fields!r}")
+        return " ".join(fields[:2]) + " ", " " + " ".join(fields[3:]) + "\n"
+
     def soa_line(self, serial: int) -> str:
-        soa = self.soa.replace(serial=serial)
-        return f"@ {self.soa_ttl} IN SOA {soa.to_text()}\n"
+        before, after = self._soa_split
+        return f"@ {self.soa_ttl} IN SOA {before}{serial}{after}"
 
     def text(self, serial: int) -> str:
         return f"$ORIGIN {self.zone_name}.\n" + self.soa_line(serial) + self.body
+
+    def text_size(self) -> int:
+        """len(self.text(0)), without joining the text."""
+        before, after = self._soa_split
+        return (len(self.zone_name) + 10 + len(f"@ {self.soa_ttl} IN SOA ") + len(before)
+                + 1 + len(after) + len(self.body))
 
     def serial_split(self) -> tuple[str, str]:
         """(before, after) with ``text(s) == before + str(s) + after`` for every serial.
@@ -112,11 +127,9 @@ class ZoneContent:
         serial known later (a Pulumi Output) is put in without rendering again. In the
         SOA's presentation form the serial is the third field (names escape spaces).
         """
-        fields = self.soa.replace(serial=0).to_text().split(" ")
-        assert fields[2] == "0", fields
+        before, after = self._soa_split
         head = f"$ORIGIN {self.zone_name}.\n@ {self.soa_ttl} IN SOA "
-        return (head + " ".join(fields[:2]) + " ",
-                " " + " ".join(fields[3:]) + "\n" + self.body)
+        return head + before, after + self.body
 
 
 class RecordsFileError(Exception):
@@ -262,6 +275,7 @@ def _cache_get(directory: Path, key: str) -> dict[str, Any] | None:
 
 
 _MADE: set[Path] = set()  # cache directories this process made (or found)
+_PUT_COUNTER = itertools.count()
 
 
 def _cache_put(directory: Path, key: str, content: ZoneContent) -> None:
@@ -280,9 +294,12 @@ def _cache_put(directory: Path, key: str, content: ZoneContent) -> None:
         if directory not in _MADE:
             directory.mkdir(parents=True, exist_ok=True)
             _MADE.add(directory)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", dir=directory)
+        # A name of its own (this process, a counter), not mkstemp's random tries.
+        tmp = str(directory / f".{key[:16]}.{os.getpid()}.{next(_PUT_COUNTER)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     0o600)
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with open(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, directory / f"{key}.json")
         except BaseException:
@@ -302,6 +319,14 @@ def _plain_name(text: str, origin: dns.name.Name) -> dns.name.Name:
     if text.endswith("."):
         return dns.name.Name([lbl.encode() for lbl in text[:-1].split(".")] + [b""])
     return dns.name.Name([lbl.encode() for lbl in text.split(".")] + list(origin.labels))
+
+
+def _origin(zone_name: str) -> dns.name.Name:
+    """dns.name.from_text(zone_name): made from its labels when they are plain ASCII."""
+    if _SOA_NAME.fullmatch(zone_name) and not zone_name.endswith(".") \
+            and len(zone_name) <= 253:
+        return dns.name.Name([lbl.encode() for lbl in zone_name.split(".")] + [b""])
+    return dns.name.from_text(zone_name)
 
 
 def _soa_rdata(zone: Zone, origin: dns.name.Name) -> dns.rdata.Rdata:
@@ -352,12 +377,16 @@ def build_zones(
         results.append((hit, []) if hit is not None else None)
         if hit is None:
             missing.append(index)
-    built = zone_pool.build_many([zones[i] for i in missing], project_dir, max_file_bytes)
-    for index, (content, issues) in zip(missing, built, strict=True):
-        results[index] = (content, issues)
-        where = keys[index]
-        if content is not None and where is not None:
-            _cache_put(where[0], where[1], content)
+
+    def cache(i: int, result: tuple[ZoneContent | None, list[ConfigIssue]]) -> None:
+        where = keys[missing[i]]
+        if result[0] is not None and where is not None:
+            _cache_put(where[0], where[1], result[0])
+
+    built = zone_pool.build_many([zones[i] for i in missing], project_dir, max_file_bytes,
+                                 on_result=cache)
+    for index, result in zip(missing, built, strict=True):
+        results[index] = result
     return [r for r in results if r is not None]
 
 
@@ -366,7 +395,7 @@ def _cached_content(zone: Zone, directory: Path, key: str) -> ZoneContent | None
     if entry is None:
         return None
     try:
-        soa_rdata = _soa_rdata(zone, dns.name.from_text(zone.zoneName))
+        soa_rdata = _soa_rdata(zone, _origin(zone.zoneName))
         assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA)
         return ZoneContent(
             zone_name=str(entry["zone_name"]),
@@ -540,7 +569,7 @@ class _ZoneBuild:
 
     def __init__(self, zone: Zone, path: str, source: _Source):
         self.zone, self.path, self.source = zone, path, source
-        self.origin = dns.name.from_text(zone.zoneName)
+        self.origin = _origin(zone.zoneName)
         self.fast_origin = fast_records.Origin(zone.zoneName)
         self.progress = _Progress(0, zone.zoneName)  # add_all starts the real one
         self.nodes: dict[str, list[Any]] = {}
