@@ -533,11 +533,12 @@ def axfr_pulls(
     lifetime: float | None = 120.0,
     slot: Callable[[Endpoint], threading.Semaphore] | None = None,
     sessions: Sessions | None = None,
-    max_records: int | None = None,
+    max_records: int | Sequence[int | None] | None = None,
 ) -> list[TransferProbe]:
     """:func:`axfr_probe` of every (endpoint, zone) at once, in this thread (one selector):
-    many zones' pulls in one loop, as :func:`axfr_probes` does one zone's. *max_records*:
-    an answer with more records is not read to its end (Reason.ERROR, "more than")."""
+    many zones' pulls in one loop, as :func:`axfr_probes` does one zone's. *max_records* (one
+    for all or one per pull): an answer with more records is not read to its end
+    (Reason.ERROR, "more than")."""
     clock = _Clock()
     names = [_zone_name(z) for _, z in pulls]
     endpoints = [ep for ep, _ in pulls]

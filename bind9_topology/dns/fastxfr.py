@@ -852,8 +852,8 @@ CONNECTIONS = _Connections()
 class _Transfer:
     """One AXFR in :func:`transfer_many`'s loop."""
 
-    __slots__ = ("buffer", "deadline", "end", "endpoint", "outcome", "query", "reader", "reused",
-                 "session", "slot", "sock", "timeout", "wire", "zone")
+    __slots__ = ("buffer", "deadline", "end", "endpoint", "limit", "outcome", "query", "reader",
+                 "reused", "session", "slot", "sock", "timeout", "wire", "zone")
 
     def __init__(self, endpoint: Endpoint, zone: dns.name.Name) -> None:
         self.endpoint = endpoint
@@ -870,6 +870,7 @@ class _Transfer:
         self.outcome: AxfrDigest | BaseException | None = None
         self.slot: threading.Semaphore | None = None  # held while it runs
         self.session: Session | None = None  # held while it runs (with sessions)
+        self.limit: int | None = None  # records read at most (TooLarge past it)
 
 
 def _timeout() -> BaseException:
@@ -884,7 +885,7 @@ def transfer_many(
     lifetime: float | None,
     slot: Callable[[Endpoint], threading.Semaphore] | None = None,
     sessions: Sessions | None = None,
-    max_records: int | None = None,
+    max_records: int | Sequence[int | None] | None = None,
 ) -> list[AxfrDigest | BaseException]:
     """An AXFR of *zone* from each endpoint, all at once, in this thread (one selector).
 
@@ -906,13 +907,20 @@ def transfer_many(
     and the next starts when one of ours on that server ends, so thousands of pulls cost
     what their exchanges cost, not a scan of the queue per event.
 
-    *max_records*: an answer with more records than this ends as :class:`TooLarge`, its
-    connection dropped (a pull asked before the zone's size is known).
+    *max_records* (one for all, or one per endpoint): an answer with more records than
+    this ends as :class:`TooLarge`, its connection dropped (a pull asked before the zone's
+    size is known).
     """
     zones = ([zone] * len(endpoints) if isinstance(zone, dns.name.Name) else list(zone))
     if len(zones) != len(endpoints):
         raise ValueError("one zone per endpoint")
     xfers = [_Transfer(ep, z) for ep, z in zip(endpoints, zones, strict=True)]
+    if max_records is None or isinstance(max_records, int):
+        limits: list[int | None] = [max_records] * len(xfers)
+    else:
+        limits = list(max_records)
+    for x, limit in zip(xfers, limits, strict=True):
+        x.limit = limit
     queues: dict[tuple[str, int], collections.deque[_Transfer]] = {}
     for x in xfers:
         queues.setdefault((x.endpoint.host, x.endpoint.port), collections.deque()).append(x)
@@ -935,7 +943,7 @@ def transfer_many(
                     return
                 x.slot = held
             queue.popleft()
-            if _start(x, x.zone, key, timeout, lifetime, now, sel, max_records):
+            if _start(x, x.zone, key, timeout, lifetime, now, sel, x.limit):
                 live.add(x)
                 running[server] += 1
 

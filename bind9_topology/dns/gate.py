@@ -206,7 +206,8 @@ class _AskPull:
     pulls: list[tuple[Endpoint, str]]
     key: dns.tsig.Key | None
     timeout: float
-    max_records: int | None = None  # a pull made before the zone's size is known
+    #: per pull, the records read at most (a pull made before the zone's size is known)
+    limits: tuple[int | None, ...] | None = None
 
 
 #: one zone's round (or part of it): yields what it asks, is sent the answers
@@ -239,21 +240,24 @@ def _drive(steps: Sequence[Step[T]], poller: SoaPoller, sessions: Sessions,
         now, asks = asks, {}
         answers: dict[int, list[Any]] = {}
         by_timeout: dict[float, list[int]] = {}
-        by_key: dict[tuple[int, float, int | None], list[int]] = {}
+        by_key: dict[tuple[int, float], list[int]] = {}
         for i, ask in now.items():
             if isinstance(ask, _AskSoa):
                 by_timeout.setdefault(ask.timeout, []).append(i)
             else:
-                by_key.setdefault((id(ask.key), ask.timeout, ask.max_records), []).append(i)
+                by_key.setdefault((id(ask.key), ask.timeout), []).append(i)
         for timeout, members in by_timeout.items():
             soas = [cast_soa(now[i]) for i in members]
             flat = soa_probes([r for a in soas for r in a.requests], timeout=timeout,
                               poller=poller, sessions=sessions)
             _split(members, [len(a.requests) for a in soas], flat, answers)
-        for (_, timeout, limit), members in by_key.items():
+        for (_, timeout), members in by_key.items():
             pulls = [cast_pull(now[i]) for i in members]
+            limits = [n for a in pulls for n in (a.limits or (None,) * len(a.pulls))]
             flat_p = axfr_pulls([p for a in pulls for p in a.pulls], key=pulls[0].key,
-                                timeout=timeout, sessions=sessions, max_records=limit)
+                                timeout=timeout, sessions=sessions,
+                                max_records=limits if any(n is not None for n in limits)
+                                else None)
             _split(members, [len(a.pulls) for a in pulls], flat_p, answers)
         for i in now:
             advance(i, answers[i])
@@ -325,7 +329,8 @@ class _Prober:
         #: the target serial is what the secondaries must prove
         self.learn = learn
         self.learned: dict[int, str] = {}
-        #: a secondary's answer to :meth:`at_once`, by id(state), until it is judged
+        #: a secondary's answer pulled beside the primaries' (:meth:`primaries`' *also*),
+        #: by id(state), until :meth:`secondaries` judges it in the same round
         self.early: dict[int, TransferProbe] = {}
 
     def soa(self, states: Sequence[_State], key: dns.tsig.Key | None,
@@ -336,42 +341,14 @@ class _Prober:
         return answers
 
     def pull(self, eps: Sequence[Endpoint], timeout: float,
-             max_records: int | None = None) -> Step[list[TransferProbe]]:
+             limits: Sequence[int | None] | None = None) -> Step[list[TransferProbe]]:
         """The zone from each server (pulled with the round's other zones' by :func:`_drive`,
-        each over one of its server's sessions)."""
+        each over one of its server's sessions); *limits*: records read at most, per pull."""
         self.pulls += len(eps)
-        probes: list[TransferProbe] = yield _AskPull([(ep, self.zone) for ep in eps],
-                                                     self.key, timeout, max_records)
+        probes: list[TransferProbe] = yield _AskPull(
+            [(ep, self.zone) for ep in eps], self.key, timeout,
+            tuple(limits) if limits is not None else None)
         return probes
-
-    def at_once(self, prim: Sequence[_State], sec: Sequence[_State],
-                timeout: float) -> Step[list[Result | None]]:
-        """A zone's first round when the rendered digest is known: every server not proven
-        at the expected serial is pulled at once, without an SOA question first (the
-        signed AXFR answers AA, serial and content in one exchange), the answer read only
-        up to ``DIRECT_PROOF_MAX_RECORDS`` records. A primary passes here only with "AA,
-        at or past the expected serial, this digest" (None otherwise: it is asked the
-        usual way next); a secondary's answer is kept for :meth:`secondaries`, which
-        judges it against the target once the primaries passed."""
-        assert self.digest is not None and self.expected_serial is not None
-        serial, digest = self.expected_serial, self.digest
-        todo = [st for st in [*prim, *sec]
-                if self.proofs.get(st.endpoint, self.zone, serial, digest) is None]
-        out: list[Result | None] = [None] * len(prim)
-        if not todo:
-            return out
-        probes = yield from self.pull([st.endpoint for st in todo], timeout,
-                                      DIRECT_PROOF_MAX_RECORDS)
-        for st, probe in zip(todo, probes, strict=True):
-            if st.role == "secondary":  # judged once the target is known, this round
-                self.early[id(st)] = probe
-                continue
-            if (probe.ok and probe.authoritative and probe.serial is not None
-                    and serial_at_least(probe.serial, serial) and probe.digest == digest):
-                self.zone_records = probe.records
-                self.proven(st.endpoint, probe.serial, probe)
-                out[prim.index(st)] = (True, probe.serial, Reason.OK, probe.detail)
-        return out
 
     def proven(self, ep: Endpoint, serial: int, probe: TransferProbe) -> None:
         assert probe.digest is not None
@@ -392,10 +369,17 @@ class _Prober:
             return None
         return self.proofs.get(endpoint, self.zone, serial, self.digest)
 
-    def primaries(self, states: Sequence[_State], timeout: float) -> Step[list[Result]]:
+    def primaries(self, states: Sequence[_State], timeout: float,
+                  also: Sequence[_State] = ()) -> Step[list[Result]]:
         """Every primary answers AA at or past the expected serial and proves its content:
         the digest of a TSIG AXFR at the serial it answered (pulled only when no pull at
-        that serial proved it before), or without a digest a TSIG IXFR from its serial."""
+        that serial proved it before), or without a digest a TSIG IXFR from its serial.
+
+        *also*: secondaries pulled in the same exchange as the primaries' pulls (read up to
+        ``DIRECT_PROOF_MAX_RECORDS`` records, not when the zone is known to be larger),
+        their answers kept for :meth:`secondaries` to judge against the target this round:
+        a zone whose servers are all ready is proven in two steps (the primaries' SOA,
+        then every pull at once) instead of three."""
         out: list[Result | None] = [None] * len(states)
         pulls: list[tuple[int, int]] = []  # (index, serial)
         soas = yield from self.soa(states, None, timeout)
@@ -429,8 +413,18 @@ class _Prober:
                 out[i] = self._learn(states[i].endpoint, serial, pulled)
         elif self.digest and pulls:
             digest = self.digest
-            probes = yield from self.pull([states[i].endpoint for i, _ in pulls], timeout)
-            for (i, serial), pulled in zip(pulls, probes, strict=True):
+            newest = newest_serial(serial for _, serial in pulls)
+            extra = [st for st in also if newest is not None and self.proofs.get(
+                st.endpoint, self.zone, newest, digest) is None] if (
+                self.key is not None and (self.zone_records is None
+                                          or self.zone_records <= DIRECT_PROOF_MAX_RECORDS)
+            ) else []
+            probes = yield from self.pull(
+                [states[i].endpoint for i, _ in pulls] + [st.endpoint for st in extra], timeout,
+                [None] * len(pulls) + [DIRECT_PROOF_MAX_RECORDS] * len(extra) if extra else None)
+            for st, early in zip(extra, probes[len(pulls):], strict=True):
+                self.early[id(st)] = early
+            for (i, serial), pulled in zip(pulls, probes[:len(pulls)], strict=True):
                 probe = judge_primary_transfer(pulled, serial, digest, pulled.elapsed_s)
                 if probe.ok:
                     self.zone_records = probe.records
@@ -836,16 +830,11 @@ class _GateRun:
         remaining = max(0.05, self.end - time.monotonic())
         self.timeout = min(self.probe_timeout_s, remaining)
         progressed = False
-        if self.rounds == 1 and self._at_once():
-            pending_p = [s for s in self.prim if not s.ok]
-            direct = yield from self.prober.at_once(
-                pending_p, [s for s in self.sec if not s.ok], self.timeout)
-            for s, result in zip(pending_p, direct, strict=True):
-                if result is not None:
-                    progressed |= self.record(s, result)
         pending_p = [s for s in self.prim if not s.ok]
         if pending_p:
-            results = yield from self.prober.primaries(pending_p, self.timeout)
+            also = ([s for s in self.sec if not s.ok and not s.pulled_directly]
+                    if self._pull_at_once() else [])
+            results = yield from self.prober.primaries(pending_p, self.timeout, also)
             for s, result in zip(pending_p, results, strict=True):
                 progressed |= self.record(s, result)
         if self.prim and all(s.ok for s in self.prim) and self.target is None:
@@ -860,9 +849,9 @@ class _GateRun:
         self.prober.early.clear()  # an answer is judged in its own round or not at all
         return progressed
 
-    def _at_once(self) -> bool:
-        """Pull every server at once in the first round (:meth:`_Prober.at_once`): a zone
-        of this stack (digest and serial known), not signed (the DNSKEY checks follow
+    def _pull_at_once(self) -> bool:
+        """Pull the secondaries beside the primaries (:meth:`_Prober.primaries`' *also*): a
+        zone of this stack (digest and serial known), not signed (the DNSKEY checks follow
         each pass), with a key."""
         p = self.prober
         return (bool(self.prim) and p.digest is not None and p.key is not None
