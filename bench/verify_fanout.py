@@ -15,7 +15,9 @@ content digest) and the 3 secondaries (AA, serial at or past, and at the target 
 TSIG AXFR digest). Also timed: the secondaries alone (the SOA fan-out only,
 primaries=[]), and the full gate once more in the same process with nothing
 changed (``verify_again_s``: what the process's content proofs save; ``pulls`` counts
-the zone transfers of each pass where the gate reports them).
+the zone transfers of each pass where the gate reports them; ``answers_reused``: of those,
+the answers whose bytes, but for the id and TSIG, equal one read before, so only their
+TSIG was checked: bind9_topology.dns.fastxfr.ANSWERS, where the checkout has it).
 
     python bench/verify_fanout.py [--zones 1000] [--records 10] [--mode batch|threads] [--json]
 """
@@ -166,10 +168,15 @@ def run(zones: int, records: int, workers: int | None = None,
             cpu: dict[str, float] = {}
             named_cpu: dict[str, float] = {}
             pulls: dict[str, int | None] = {}
+            answers = getattr(__import__("bind9_topology.dns.fastxfr", fromlist=["ANSWERS"]),
+                              "ANSWERS", None)
+            reused: dict[str, int | None] = {}
             for label, go in (("secondaries", sec_all), ("full", full_all),
                               ("again", full_all)):
+                hits = answers.hits if answers is not None else 0
                 t, c, nc = time.perf_counter(), time.process_time(), _named_cpu(procs)
                 reports = go()
+                reused[label] = answers.hits - hits if answers is not None else None
                 timings[label] = time.perf_counter() - t
                 cpu[label] = time.process_time() - c
                 named_cpu[label] = _named_cpu(procs) - nc
@@ -191,6 +198,7 @@ def run(zones: int, records: int, workers: int | None = None,
         "verify_secondaries_only_s": round(timings["secondaries"], 3),
         "verify_again_s": round(timings["again"], 3),
         "pulls": pulls["full"], "pulls_again": pulls["again"],
+        "answers_reused": reused["full"],
         # CPU seconds of this process (the gate) and of the 4 named during each pass: on a
         # shared 2-core machine the wall clock moves with the neighbours, these much less
         "verify_cpu_s": round(cpu["full"], 3), "verify_named_cpu_s": round(named_cpu["full"], 3),
