@@ -85,7 +85,9 @@ def try_size(n: int, work: Path) -> dict[str, Any]:
         out["failed_at"] = "config_maps"
         out["why"] = str(exc)
         return out
-    sizes = [sum(len(k) + len(v.encode()) for k, v in m["data"].items()) for m in maps]
+    # text in data, or (a large instance, ADR 20) one tar.gz per shard in binaryData
+    sizes = [sum(len(k) + len(v.encode()) for part in ("data", "binaryData")
+                 for k, v in (m.get(part) or {}).items()) for m in maps]
     out["config_maps"] = len(maps)
     out["largest_config_map_bytes"] = max(sizes)
     if max(sizes) > CONFIGMAP_LIMIT:
