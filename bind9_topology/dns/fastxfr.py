@@ -228,13 +228,19 @@ class Tsig:
 
     def verify(self, wire: bytes, rr_start: int, rdata_at: int, rdlen: int, now: int) -> None:
         """Verify the TSIG record at *rr_start* (the message's last) of an answer."""
-        owner = _name(wire, rr_start)[0]
-        if owner != self.name_wire:
+        # the names as the key has them (lowercase, uncompressed: what servers send) are
+        # the same names without reading them label by label
+        name_wire, alg_wire = self.name_wire, self.alg_wire
+        if wire[rr_start:rr_start + len(name_wire)] != name_wire \
+                and _name(wire, rr_start)[0] != name_wire:
             raise NotPlain("answer signed with another key")
         end = rdata_at + rdlen
-        alg, _, pos = _name(wire, rdata_at)
-        if alg != self.alg_wire:
-            raise NotPlain("answer signed with another algorithm")
+        if wire[rdata_at:rdata_at + len(alg_wire)] == alg_wire:
+            pos = rdata_at + len(alg_wire)
+        else:
+            alg, _, pos = _name(wire, rdata_at)
+            if alg != alg_wire:
+                raise NotPlain("answer signed with another algorithm")
         if pos + 10 > end:
             raise NotPlain("short TSIG")
         timers = wire[pos:pos + 8]
