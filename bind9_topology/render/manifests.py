@@ -85,8 +85,8 @@ def zone_conf_files(rendered: RenderedInstance) -> list[str]:
 
 
 #: an instance whose zone files pass this many bytes gets its zone ConfigMaps packed (ADR
-#: 20): about 1,000 zones of 100 records. Smaller stacks keep readable text.
-PACK_OVER_BYTES = 4 * 2**20
+#: 20): about 500 zones of 100 records. Smaller stacks keep readable text.
+PACK_OVER_BYTES = 2 * 2**20
 #: gzip level of a packed shard: 3 is within 10% of 9's size at a tenth of its time
 PACK_LEVEL = 3
 
