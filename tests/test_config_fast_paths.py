@@ -234,3 +234,33 @@ def test_a_bad_record_read_at_once_names_its_line(
     with pytest.raises(TopologyError) as caught:
         load_topology(raw, stack="test", project_dir=tmp_path, tsig_secret=tsig_secret)
     assert "(r.yaml line 26)" in str(caught.value), str(caught.value)
+
+
+def test_soa_wire_is_dnspythons_digestable(minimal_raw: dict[str, Any]) -> None:
+    for ns, email in [("ns1.example.com.", "hostmaster@example.com"),
+                      ("NS1", "Host.Master@Example.COM"), ("a.b.c.d.", "x@y.z"),
+                      ("ns-1.sub", "dns_admin@sub.example.com")]:
+        zone = Zone.model_validate({**minimal_raw["zones"][0], "zoneName": "Example.com",
+                                    "soaRecord": {"primaryNs": ns, "adminEmail": email,
+                                                  "refresh": 7201, "expire": 1209601}})
+        origin = zone_records._origin(zone.zoneName)
+        soa = zone_records._soa_rdata(zone, origin)
+        assert zone_records._soa_digestable(soa) == soa.to_digestable(origin), (ns, email)
+        serial = soa.replace(serial=2026120301)
+        assert zone_records._soa_digestable(serial) == serial.to_digestable(origin)
+
+
+def test_soa_text_is_dnspythons(minimal_raw: dict[str, Any]) -> None:
+    import dns.rdata
+
+    cases = [("ns1.example.com.", "hostmaster@example.com"), ("NS1", "Host.Master@Example.COM"),
+             ("a.b.c.d.", "x@y.z"), ("ns-1.sub", "dns_admin@sub.example.com")]
+    for ns, email in cases:
+        zone = Zone.model_validate({**minimal_raw["zones"][0], "zoneName": "Example.com",
+                                    "soaRecord": {"primaryNs": ns, "adminEmail": email}})
+        soa = zone_records._soa_rdata(zone, zone_records._origin(zone.zoneName))
+        for serial in (0, 4294967295):
+            assert zone_records._soa_text(soa.replace(serial=serial)) == \
+                soa.replace(serial=serial).to_text()
+    odd = dns.rdata.from_text("IN", "SOA", "n\\032s.example. a\\.b.example. 1 2 3 4 5")
+    assert zone_records._soa_text(odd) == odd.to_text()  # escapes: dnspython writes it

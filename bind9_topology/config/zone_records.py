@@ -104,7 +104,9 @@ class ZoneContent:
     def _soa_split(self) -> tuple[str, str]:
         """The SOA's presentation at serial 0 around its serial field, written once: the
         size check, the content hash and each rendering ask for the text again."""
-        fields = self.soa.replace(serial=0).to_text().split(" ")
+        soa = self.soa if self.soa.serial == 0 else cast(
+            dns.rdtypes.ANY.SOA.SOA, self.soa.replace(serial=0))
+        fields = _soa_text(soa).split(" ")
         if fields[2] != "0":  # in presentation form names escape spaces: serial is third
             raise AssertionError(f"unexpected SOA presentation: {fields!r}")
         return " ".join(fields[:2]) + " ", " " + " ".join(fields[3:]) + "\n"
@@ -153,8 +155,9 @@ def records_file_path(zone: Zone, project_dir: Path) -> tuple[Path | None, str |
     return (quick, None) if quick is not None else safeyaml.path_inside(project_dir, value)
 
 
-#: (project dir, directory as written) -> (the project's real path, the directory's)
-_REAL_DIRS: dict[tuple[Path, str], tuple[Path, Path]] = {}
+#: (project dir, directory as written) -> (the directory's real path, whether it is inside
+#: the project's real path)
+_REAL_DIRS: dict[tuple[Path, str], tuple[Path, bool]] = {}
 
 
 def _quick_inside(project_dir: Path, value: str) -> Path | None:
@@ -166,10 +169,12 @@ def _quick_inside(project_dir: Path, value: str) -> Path | None:
     if dirs is None:
         root = project_dir.resolve()
         real_dir = (project_dir / head).resolve() if sep else root
-        dirs = _REAL_DIRS[(project_dir, head)] = (root, real_dir)
-    root, real_dir = dirs
+        dirs = _REAL_DIRS[(project_dir, head)] = (real_dir, real_dir.is_relative_to(root))
+    real_dir, inside = dirs
+    if not inside:
+        return None
     target = real_dir / name
-    if not real_dir.is_relative_to(root) or os.path.islink(target):
+    if os.path.islink(target):
         return None
     return target
 
@@ -357,6 +362,33 @@ def _origin(zone_name: str) -> dns.name.Name:
     return dns.name.from_text(zone_name)
 
 
+_PLAIN_LABEL = re.compile(rb"[A-Za-z0-9_-]{1,63}")
+
+
+def _soa_text(soa: dns.rdtypes.ANY.SOA.SOA) -> str:
+    """soa.to_text(): written from the names' labels when every label is plain ASCII
+    (nothing to escape) and both names are absolute, else by dnspython."""
+    labels = soa.mname.labels + soa.rname.labels
+    if not (soa.mname.is_absolute() and soa.rname.is_absolute()) or not all(
+            _PLAIN_LABEL.fullmatch(lbl) for lbl in labels if lbl):
+        return str(soa.to_text())
+    mname = ".".join(lbl.decode() for lbl in soa.mname.labels[:-1]) + "."
+    rname = ".".join(lbl.decode() for lbl in soa.rname.labels[:-1]) + "."
+    return (f"{mname} {rname} {soa.serial} {soa.refresh} {soa.retry} {soa.expire} "
+            f"{soa.minimum}")
+
+
+def _soa_digestable(soa: dns.rdtypes.ANY.SOA.SOA) -> bytes:
+    """soa.to_digestable(origin) for an SOA whose names are absolute (as _soa_rdata makes
+    them): each name's labels in lower case, then the five numbers."""
+    mname, rname = soa.mname, soa.rname
+    if not (mname.is_absolute() and rname.is_absolute()):
+        return soa.to_digestable()
+    return b"".join([bytes((len(lbl),)) + lbl.lower() for lbl in mname.labels]
+                    + [bytes((len(lbl),)) + lbl.lower() for lbl in rname.labels]) + struct.pack(
+        "!IIIII", soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum)
+
+
 def _soa_rdata(zone: Zone, origin: dns.name.Name) -> dns.rdata.Rdata:
     """The zone's SOA with serial 0 (dns.rdata.from_text's, built without its tokenizer:
     about a tenth of the cost, paid per zone on every build and cache hit)."""
@@ -397,8 +429,9 @@ def build_zones(
     results: list[tuple[ZoneContent | None, list[ConfigIssue]] | None] = []
     missing: list[int] = []
     keys: list[tuple[Path, str] | None] = []
+    cache_dir = _cache_dir(project_dir)
     for index, (zone, _) in enumerate(zones):
-        directory = _cache_dir(project_dir) if zone.soaRecord is not None else None
+        directory = cache_dir if zone.soaRecord is not None else None
         key = _cache_key(zone, project_dir) if directory is not None else None
         keys.append((directory, key) if directory is not None and key is not None else None)
         hit = _cached_content(zone, *keys[-1]) if keys[-1] is not None else None
@@ -643,7 +676,7 @@ class _ZoneBuild:
             self.progress.done()
             return None, issues
         assert isinstance(soa_rdata, dns.rdtypes.ANY.SOA.SOA)
-        body, zonemd = self.write(soa_rdata.to_digestable(self.origin))
+        body, zonemd = self.write(_soa_digestable(soa_rdata))
         return (
             ZoneContent(zone_name=self.zone.zoneName, soa=soa_rdata, soa_ttl=self.zone.ttl,
                         body=body, record_count=self.count + 1, zonemd=zonemd,
