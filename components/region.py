@@ -94,8 +94,10 @@ class Bind9Region(pulumi.ComponentResource):
 
         self.instances = {}
         previous_in_region: dict[str, Bind9Instance] = {}
+        primaries: list[Bind9Instance] = []
         running = _running_instances(topo, kube)
-        for inst in spec.instances:
+        # primaries first: the stack's secondaries transfer from them (ADR 21)
+        for inst in sorted(spec.instances, key=lambda i: i.role != "primary"):
             region = inst.labels.get("region", spec.region)
             # One instance of a region rolls at a time: each waits for the previous one,
             # where it already runs (a first deploy creates them side by side: ADR 21).
@@ -115,10 +117,14 @@ class Bind9Region(pulumi.ComponentResource):
                 ),
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    depends_on=_staggered(running, inst.name, after) if after else None,
+                    depends_on=_rolls_after(
+                        running, inst.name, after,
+                        primaries if inst.role == "secondary" else []),
                 ),
             )
             previous_in_region[region] = self.instances[inst.name]
+            if inst.role == "primary":
+                primaries.append(self.instances[inst.name])
 
         # One set of alerting rules and one dashboard per stack (metrics.alerts).
         self.monitoring = [_monitoring_object(obj, self) for obj in alerts.stack_objects(spec)]
@@ -219,6 +225,20 @@ def _staggered(running: pulumi.Output[Any], name: str,
     own Deployment does not exist yet (its creation rolls nothing that serves)."""
     return running.apply(lambda names: [] if names is not None and name not in names
                          else [after.deployment])
+
+
+def _rolls_after(running: pulumi.Output[Any], name: str, after: Bind9Instance | None,
+                 sources: list[Bind9Instance]) -> pulumi.Input[list[pulumi.Resource]] | None:
+    """depends_on of instance *name*: the Deployments of *sources* (a secondary's primaries
+    in this stack: always, as a secondary started before its primary serves is refused and
+    then skips that primary as unreachable for 10 minutes, BIND's unreachable cache) and
+    the previous instance of its region where the stagger holds (:func:`_staggered`)."""
+    fixed: list[pulumi.Resource] = [s.deployment for s in sources]
+    if after is None:
+        return fixed or None
+    if after in sources:
+        return fixed
+    return _staggered(running, name, after).apply(lambda staggered: [*fixed, *staggered])
 
 
 def _monitoring_object(obj: dict[str, Any], parent: pulumi.Resource) -> pulumi.CustomResource:

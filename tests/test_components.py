@@ -610,6 +610,51 @@ def test_an_instance_not_running_yet_is_created_beside_the_previous_one() -> Non
     assert resolved(frozenset()) == []
 
 
+def test_a_secondary_always_starts_after_its_stacks_primaries() -> None:
+    """Whatever runs: a secondary started before its primary serves is refused and then
+    skips that primary for 10 minutes (BIND's unreachable cache), so it waits for every
+    primary of its stack; the stagger behind another secondary still follows ADR 21."""
+    import pulumi
+
+    from components.region import _rolls_after
+
+    class Instance:
+        def __init__(self) -> None:
+            self.deployment = object()
+
+    primary, other = Instance(), Instance()
+
+    def resolved(deps: Any) -> Any:
+        if not isinstance(deps, pulumi.Output):
+            return deps
+        future = deps.future()
+        assert future is not None
+        return asyncio.get_event_loop().run_until_complete(future)
+
+    nothing = pulumi.Output.from_input(frozenset())
+    assert resolved(_rolls_after(nothing, "s", primary, [primary])) == [  # type: ignore[list-item,arg-type]
+        primary.deployment]
+    assert resolved(_rolls_after(nothing, "s", other, [primary])) == [  # type: ignore[list-item,arg-type]
+        primary.deployment]
+    both = pulumi.Output.from_input(frozenset({"s"}))
+    assert resolved(_rolls_after(both, "s", other, [primary])) == [  # type: ignore[list-item,arg-type]
+        primary.deployment, other.deployment]
+    assert _rolls_after(nothing, "p", None, []) is None
+
+
+def test_secondaries_depend_on_the_stacks_primaries(runs: Any) -> None:
+    """Under the mocks (nothing known to run): the prod stack's secondary instances wait
+    for its primary instances' Deployments."""
+    topo, mocks = runs["prod"]
+    primaries = [i.name for i in topo.spec.instances if i.role == "primary"]
+    secondaries = [i.name for i in topo.spec.instances if i.role == "secondary"]
+    assert primaries and secondaries
+    for name in secondaries:
+        deps = mocks.dependencies[(INSTANCE, name)]
+        for p in primaries:
+            assert any(d.endswith(f"{DEPLOYMENT}::{p}") for d in deps), (name, deps)
+
+
 def test_existing_deployments_is_none_when_the_api_cannot_be_asked(tmp_path: Path) -> None:
     """A kubeconfig naming a server nobody listens on: None (keep the stagger), bounded."""
     import time
