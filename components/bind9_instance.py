@@ -232,10 +232,14 @@ PACK_CACHE_FORMAT = 1
 
 
 def _pack_cache_dir() -> Path | None:
+    """.cache/packed of the project (the program runs in its directory), or `packed` under
+    the zone cache's directory when BIND9_TOPOLOGY_CACHE_DIR names one (a cold run's)."""
     configured = os.environ.get(CACHE_ENV)
-    if configured is not None and configured.strip().lower() in ("", "0", "off", "none"):
+    if configured is None:
+        return Path.cwd() / ".cache" / "packed"
+    if configured.strip().lower() in ("", "0", "off", "none"):
         return None
-    return Path.cwd() / ".cache" / "packed"  # the program runs in the project directory
+    return Path(configured) / "packed"
 
 
 def _packed_cached(name: str, files: Mapping[str, str],
