@@ -81,15 +81,16 @@ CONTAINER = Placement(agent=True)
 #: (transfers-out). Measured with bench/gate_latency.py (50 zones changed at once, real
 #: named on loopback): SIGHUP -> secondary transfer done, median 1.93 s -> 0.10 s.
 #: A primary also takes every secondary pod's transfers at once when a region starts
-#: (4 pods x 100 = 400 connections for 1,000 zones): TCP clients beyond tcp-clients (150)
-#: and a listen queue of 10 were refused, and a secondary then holds the primary as
-#: unreachable for 10 minutes (BIND's unreachable cache; a NOTIFY clears it only when it
-#: comes from the primary's own address, which a NAT or a Service address never is).
+#: (4 pods x 100 = 400 for 1,000 zones): TCP clients beyond tcp-clients (150) and a listen
+#: queue of 10 were refused, and a secondary then holds the primary as unreachable for 10
+#: minutes (BIND's unreachable cache; a NOTIFY clears it only when it comes from the
+#: primary's own address, which a NAT or a Service address never is); transfers beyond
+#: transfers-out fail with SERVFAIL and wait for the zone's retry (20-40 s measured).
 ROLE_TUNING: dict[str, tuple[tuple[str, int], ...]] = {
     "primary": (
         ("notify-rate", 1000),
         ("startup-notify-rate", 1000),
-        ("transfers-out", 100),
+        ("transfers-out", 1000),
         ("tcp-clients", 1000),
         ("tcp-listen-queue", 1024),
     ),
