@@ -458,24 +458,10 @@ class PlainRecords:
                 return _UNESCAPE.sub(r"\1", value) if "\\" in value else value
             if value[0] not in _RESOLVED:
                 return value
-            got = plain.get(value)
-            if got is None:
-                got = _plain_value(value)
-                if len(plain) < 4096:
-                    plain[value] = got
-            if type(got) is not str:
-                raise NotPlain(f"{key} {value!r} is not a string in YAML")
-            return got
+            return _plain_string(value, key, plain)
 
         def number(value: str) -> int:
-            got = plain.get(value)
-            if got is None:
-                got = _plain_value(value)
-                if len(plain) < 4096:
-                    plain[value] = got
-            if type(got) is not int:
-                raise NotPlain(f"ttl {value!r} is not a plain number")
-            return got
+            return _plain_number(value, plain)
 
         kinds: dict[str, str] = {}
         marks = self.marks
@@ -569,7 +555,7 @@ def _bulk_patterns(indent: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
 
 def _plain_string(value: str, key: str, plain: dict[str, Any]) -> str:
     """A plain scalar that YAML might read as other than a string: the string, or
-    NotPlain (what PlainRecords._rows's `string` does)."""
+    NotPlain (*plain*: the values resolved so far, at most 4,096 kept)."""
     got = plain.get(value)
     if got is None:
         got = _plain_value(value)
