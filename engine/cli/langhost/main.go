@@ -18,9 +18,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
@@ -83,6 +85,7 @@ func main() {
 		os.Exit(1)
 	}
 	h := &host{engineAddress: opts.engineAddress, tracing: opts.tracing, execShim: shim}
+	exitOnInterrupt()
 
 	handle, err := rpcutil.ServeWithOptions(rpcutil.ServeOptions{
 		Init: func(srv *grpc.Server) error {
@@ -99,6 +102,20 @@ func main() {
 		fmt.Fprintf(os.Stderr, "language host RPC stopped serving: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// exitOnInterrupt makes SIGINT and SIGTERM end the host at once. The engine closes a
+// plugin by signalling its process group with SIGINT and waits 5 s before SIGKILL; a
+// host started with SIGINT ignored (inherited from a background job, nohup, some CI
+// runners) would otherwise sit out those 5 s at every close (twice per `pulumi up`).
+// signal.Notify installs a handler even for a signal ignored at start.
+func exitOnInterrupt() {
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-signals
+		os.Exit(0)
+	}()
 }
 
 // findExecShim looks for pulumi-language-python-exec beside this binary, then on PATH.
@@ -335,14 +352,34 @@ func (h *host) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumir
 	if err != nil {
 		return nil, err
 	}
-	about, err := tc.About(ctx)
+	executable, version, err := aboutPython(ctx, tc)
 	if err != nil {
 		return nil, err
 	}
-	return &pulumirpc.AboutResponse{
-		Executable: about.PythonExecutable,
-		Version:    about.PythonVersion.String(),
-	}, nil
+	return &pulumirpc.AboutResponse{Executable: executable, Version: version}, nil
+}
+
+// aboutPythonScript prints what About returns: the interpreter's path and version.
+const aboutPythonScript = "import sys; print(sys.executable); " +
+	"print('%d.%d.%d' % sys.version_info[:3])"
+
+// aboutPython asks the toolchain's python for its path and version in one process. The
+// engine calls About at the start of every command; the toolchain's own About also runs
+// `python -m pip --version` (about 1 s, and the response has no field for it).
+func aboutPython(ctx context.Context, tc toolchain.Toolchain) (string, string, error) {
+	cmd, err := tc.Command(ctx, "-c", aboutPythonScript)
+	if err != nil {
+		return "", "", err
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		return "", "", fmt.Errorf("asking %s for its version: %w", cmd.Path, err)
+	}
+	lines := strings.Split(strings.TrimRight(string(out), "\r\n"), "\n")
+	if len(lines) != 2 || lines[0] == "" || lines[1] == "" {
+		return "", "", fmt.Errorf("unexpected answer from %s: %q", cmd.Path, out)
+	}
+	return lines[0], lines[1], nil
 }
 
 func (h *host) GetProgramDependencies(ctx context.Context,

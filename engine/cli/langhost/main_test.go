@@ -339,3 +339,27 @@ func TestRunPluginWithoutMainPyFails(t *testing.T) {
 		t.Fatalf("RunPlugin on a directory without __main__.py: %v", err)
 	}
 }
+
+func TestAboutPythonAsksTheToolchainsPython(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3 on PATH")
+	}
+	t.Setenv("PULUMI_PYTHON_CMD", python)
+	tc, err := toolchain.ResolveToolchain(toolchain.PythonOptions{Toolchain: toolchain.Pip, Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	executable, version, err := aboutPython(context.Background(), tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := exec.Command(python, "-c",
+		"import sys; print(sys.executable); print('%d.%d.%d' % sys.version_info[:3])").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := executable + "\n" + version + "\n"; got != string(want) {
+		t.Fatalf("aboutPython = %q, want %q", got, want)
+	}
+}
