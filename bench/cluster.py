@@ -647,6 +647,7 @@ class RssSampler:
         self.root, self.interval = root_pid, interval
         self.peak_total = 0
         self.peak_by_name: dict[str, int] = {}
+        self.lives: dict[int, dict[str, Any]] = {}
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -668,17 +669,46 @@ class RssSampler:
             todo.extend(kids.get(pid, []))
         return seen
 
+    TICK = os.sysconf("SC_CLK_TCK")
+
     def sample(self) -> None:
         total = 0
+        now = time.monotonic()
         for pid in self._tree():
             try:
                 rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * self.PAGE
                 name = Path(f"/proc/{pid}/comm").read_text().strip()
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                fields = stat[stat.rfind(")") + 2:].split()
+                cpu = (int(fields[11]) + int(fields[12])) / self.TICK
             except (OSError, ValueError, IndexError):
                 continue
             total += rss
             self.peak_by_name[name] = max(self.peak_by_name.get(name, 0), rss)
+            seen = self.lives.setdefault(pid, {"name": self._label(pid, name),
+                                               "first": now, "last": now, "cpu": cpu})
+            seen["last"], seen["cpu"] = now, cpu
         self.peak_total = max(self.peak_total, total)
+
+    @staticmethod
+    def _label(pid: int, name: str) -> str:
+        """comm, and for Python which engine part it is (the program, a provider host)."""
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return name
+        words = [Path(a.decode(errors="replace")).name for a in argv[:3] if a]
+        tail = next((w for w in words if w.startswith(("pulumi-", "__main__", "provider"))),
+                    "")
+        return f"{name} {tail}".strip()
+
+    def lifetimes(self, start: float) -> list[dict[str, Any]]:
+        """Each process of the tree: when it was first and last seen (seconds after
+        *start*, 0.2 s resolution) and its CPU seconds when last seen; which part of the
+        engine is still alive, and busy, at the end of a run."""
+        return [{"pid": pid, "name": v["name"], "first_s": round(v["first"] - start, 1),
+                 "last_s": round(v["last"] - start, 1), "cpu_s": round(v["cpu"], 2)}
+                for pid, v in sorted(self.lives.items(), key=lambda kv: kv[1]["first"])]
 
     def _loop(self) -> None:
         while not self.stop_event.wait(self.interval):
@@ -791,6 +821,28 @@ def big_project(zones: int, records: int, cluster_stack: Path,
     return project, stacks
 
 
+#: engine events whose arrival `copy_marking` notes: (mark, substrings the line has)
+MARKS = (("first_event", ('"preludeEvent"',)),
+         ("gate_outputs", ('"resOutputsEvent"', "TransferGate::")),
+         ("region_outputs", ('"resOutputsEvent"', "Bind9Region::")),
+         ("stack_outputs", ('"resOutputsEvent"', "pulumi:pulumi:Stack::")),
+         ("summary", ('"summaryEvent"',)))
+
+
+def copy_marking(proc: subprocess.Popen[bytes], fh: Any, start: float,
+                 marks: dict[str, float]) -> None:
+    """Copy the CLI's `--json` events to *fh*, noting when (seconds after *start*) the
+    events of MARKS arrive: the engine's own timestamps are whole seconds, and say
+    nothing of the time between its summary and the CLI's exit."""
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        fh.write(raw.decode(errors="replace"))
+        head = raw[:600].decode(errors="replace")
+        for mark, needles in MARKS:
+            if mark not in marks and all(n in head for n in needles):
+                marks[mark] = time.monotonic() - start
+
+
 def slowest_steps(events: Path, top: int = 8) -> list[dict[str, Any]]:
     """Where an `up` spent its time: per resource, the engine's step from its pre-event to
     its outputs event (`pulumi up --json`), slowest first, as offsets from the start."""
@@ -888,15 +940,23 @@ def big_stacks(env: dict[str, str], zones: int, records: int, up_timeout: float,
         with log_path.open("w") as fh:
             # --json: the engine's events, one JSON object per line, each timestamped
             events = log_path
-            proc = subprocess.Popen(["pulumi", "up", "--yes", "--skip-preview",
+            proc = subprocess.Popen([*os.environ.get("BENCH_UP_WRAP", "").replace(
+                                        "%s", s.name).split(),
+                                     "pulumi", "up", "--yes", "--skip-preview",
                                      "--non-interactive", "--stack", s.name, "--json"],
-                                    cwd=project, env=benv, stdout=fh, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    cwd=project, env=benv, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
             sampler = RssSampler(proc.pid).start()
+            marks: dict[str, float] = {}
+            copier = threading.Thread(target=copy_marking, args=(proc, fh, start, marks),
+                                      daemon=True)
+            copier.start()
             try:
                 proc.wait(up_timeout)
             except subprocess.TimeoutExpired:
                 stop_group(proc)
+            copier.join(30)
             sampler.stop()
         elapsed = round(time.monotonic() - start, 2)
         res: dict[str, Any] = {
@@ -906,6 +966,9 @@ def big_stacks(env: dict[str, str], zones: int, records: int, up_timeout: float,
                                        sorted(sampler.peak_by_name.items(),
                                               key=lambda kv: -kv[1])[:8]}}
         res["slowest_steps"] = slowest_steps(events)
+        res["processes"] = sampler.lifetimes(start)
+        res["marks_s"] = {k: round(v, 1) for k, v in marks.items()}
+        res["marks_s"]["exit"] = elapsed
         if proc.returncode != 0:
             res["error"] = tail(str(log_path), 25)
         keep_pod_logs(s, env, f"big-{s.name}")
