@@ -824,7 +824,7 @@ def big_project(zones: int, records: int, cluster_stack: Path,
 #: engine events whose arrival `copy_marking` notes: (mark, substrings the line has)
 MARKS = (("first_event", ('"preludeEvent"',)),
          ("gate_outputs", ('"resOutputsEvent"', "TransferGate::")),
-         ("region_outputs", ('"resOutputsEvent"', "Bind9Region::")),
+         ("region_outputs", ('"resOutputsEvent"', "index:Bind9Region::")),
          ("stack_outputs", ('"resOutputsEvent"', "pulumi:pulumi:Stack::")),
          ("summary", ('"summaryEvent"',)))
 
